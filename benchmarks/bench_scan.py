@@ -22,6 +22,7 @@ from helix.ops.selective_scan.triton import ScanConfig, selective_scan_triton
 
 EXP_RATE = 3.83e12  # tl.exp throughput measured on the H100 (ANCHORS.md)
 COPY_RATE = 3.0e12  # device-to-device copy, bytes read + written
+BIDIR = False  # --bidir: D channels = two directions of D/2, B/C (B, 2, N, L), as the BiMamba block runs
 
 CONFIGS = {
     "t32-dg64-w2": ScanConfig(32, 64, 2),
@@ -32,10 +33,28 @@ CONFIGS = {
     "t64-dg64-w4": ScanConfig(64, 64, 4),
     "t64-dg64-w2": ScanConfig(64, 64, 2),
     "t16-dg64-w1": ScanConfig(16, 64, 1),
+    "t32-dg32-w1": ScanConfig(32, 32, 1),
+    "t32-dg64-w1-r128": ScanConfig(32, 64, 1, maxnreg=128),
+    "t32-dg64-w1-r168": ScanConfig(32, 64, 1, maxnreg=168),
+    "t32-dg64-w1-r96": ScanConfig(32, 64, 1, maxnreg=96),
+    "t32-dg64-w2-r128": ScanConfig(32, 64, 2, maxnreg=128),
+    "t16-dg64-w1-r128": ScanConfig(16, 64, 1, maxnreg=128),
+    "t32-dg64-w1-rl": ScanConfig(32, 64, 1, reload_bc=True),
+    "t32-dg64-w1-s2": ScanConfig(32, 64, 1, n_split=2),
+    "t32-dg64-w1-s2-rl": ScanConfig(32, 64, 1, n_split=2, reload_bc=True),
+    "t32-dg64-w1-s4": ScanConfig(32, 64, 1, n_split=4),
+    "t64-dg64-w1-s2": ScanConfig(64, 64, 1, n_split=2),
+    "t64-dg64-w2-s2": ScanConfig(64, 64, 2, n_split=2),
+    "t32-dg64-w1-s2-r168": ScanConfig(32, 64, 1, n_split=2, maxnreg=168),
+    "t64-dg64-w1": ScanConfig(64, 64, 1),
+    "t32-dg128-w1": ScanConfig(32, 128, 1),
+    "t64-dg32-w2": ScanConfig(64, 32, 2),
+    "t128-dg64-w4": ScanConfig(128, 64, 4),
+    "t32-dg64-w1-r224": ScanConfig(32, 64, 1, maxnreg=224),
 }
 
 
-def make(Bsz, D, L, N, dtype=torch.bfloat16, device="cuda", layout="first"):
+def make(Bsz, D, L, N, dtype=torch.bfloat16, device="cuda", layout="first", groups=1):
     """layout "first": (B, D, L) contiguous; "last": (B, L, D) storage seen through transposed views,
     as the Mamba mixer passes them (delta, z, B, C straight from the projections)."""
     torch.manual_seed(0)
@@ -48,7 +67,8 @@ def make(Bsz, D, L, N, dtype=torch.bfloat16, device="cuda", layout="first"):
 
     return dict(u=act(Bsz, D, L), delta=act(Bsz, D, L) * 0.5 - 1.0,
                 A=-torch.arange(1, N + 1, device=device, dtype=torch.float32).repeat(D, 1),
-                B=act(Bsz, N, L), C=act(Bsz, N, L), D=torch.ones(D, device=device), z=act(Bsz, D, L),
+                B=act(Bsz, groups * N, L).unflatten(1, (groups, N)),
+                C=act(Bsz, groups * N, L).unflatten(1, (groups, N)), D=torch.ones(D, device=device), z=act(Bsz, D, L),
                 delta_bias=torch.randn(D, device=device) * 0.3)
 
 
@@ -60,17 +80,17 @@ def minimal_bytes(Bsz, D, L, N, elt=2):
 
 
 def bench_one(Bsz, D, L, N, cfg, dtype=torch.bfloat16, layout="first"):
-    x = make(Bsz, D, L, N, dtype, layout=layout)
+    x = make(Bsz, D, L, N, dtype, layout=layout, groups=2 if BIDIR else 1)
     leaves = {k: v.detach().requires_grad_() for k, v in x.items()}
     x = {k: v.detach() for k, v in x.items()}
     g = torch.randn(Bsz, D, L, device="cuda", dtype=dtype)
 
     def fwd():
         with torch.no_grad():
-            return selective_scan_triton(**x, delta_softplus=True, config=cfg)
+            return selective_scan_triton(**x, delta_softplus=True, config=cfg, bidirectional=BIDIR)
 
     def fwd_bwd():
-        y = selective_scan_triton(**leaves, delta_softplus=True, config=cfg)
+        y = selective_scan_triton(**leaves, delta_softplus=True, config=cfg, bidirectional=BIDIR)
         y.backward(g)
 
     for v in leaves.values():
@@ -83,7 +103,7 @@ def bench_one(Bsz, D, L, N, cfg, dtype=torch.bfloat16, layout="first"):
                                     return_mode="median")
     peak = torch.cuda.max_memory_allocated() - base
     elems = Bsz * D * L * N
-    b_fwd, b_bwd = minimal_bytes(Bsz, D, L, N, torch.finfo(dtype).bits // 8)
+    b_fwd, b_bwd = minimal_bytes(Bsz, D, L, N * (2 if BIDIR else 1), torch.finfo(dtype).bits // 8)
     return dict(B=Bsz, D=D, L=L, N=N, dtype=str(dtype).replace("torch.", ""), config=repr(cfg), layout=layout,
                 fwd_ms=t_fwd, fwd_bwd_ms=t_all, extra_peak_gb=peak / 1e9,
                 exp_per_s=5 * elems / (t_all * 1e-3), exp_fraction=5 * elems / (t_all * 1e-3) / EXP_RATE,
@@ -97,11 +117,11 @@ def kernel_report(Bsz, D, L, N, cfg, layout="first"):
 
     from helix.ops.selective_scan import triton as scan_mod
 
-    x = {k: v.detach().requires_grad_() for k, v in make(Bsz, D, L, N, layout=layout).items()}
+    x = {k: v.detach().requires_grad_() for k, v in make(Bsz, D, L, N, layout=layout, groups=2 if BIDIR else 1).items()}
     g = torch.randn(Bsz, D, L, device="cuda", dtype=torch.bfloat16)
 
     def once():
-        selective_scan_triton(**x, delta_softplus=True, config=cfg).backward(g)
+        selective_scan_triton(**x, delta_softplus=True, config=cfg, bidirectional=BIDIR).backward(g)
 
     once()
     torch.cuda.synchronize()
@@ -135,13 +155,19 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="write all rows here")
     p.add_argument("--layout", default="first", choices=["first", "last"])
     p.add_argument("--profile", action="store_true", help="per-kernel registers, spills and time")
+    p.add_argument("--configs", nargs="+", default=None, help="the sweep's configs (default: all)")
+    p.add_argument("--bidir", action="store_true", help="one bidirectional launch (D = both directions)")
     args = p.parse_args(argv)
+    global BIDIR
+    BIDIR = args.bidir
     rows = []
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     best = args.config
     if args.sweep:
         results = {}
         for name, cfg in CONFIGS.items():
+            if args.configs and name not in args.configs:
+                continue
             t0 = time.time()
             try:
                 r = bench_one(sizes[0][0], args.D, sizes[0][1], args.N, cfg, layout=args.layout)

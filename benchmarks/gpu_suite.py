@@ -55,6 +55,12 @@ step(); torch.cuda.synchronize()
 with profile(activities=[ProfilerActivity.CUDA]) as prof:
     step(); torch.cuda.synchronize()
 print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
+import os
+with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof2:
+    step(); torch.cuda.synchronize()
+with open(os.path.join(os.environ["OUT"], "profile_shapes.txt"), "w") as f:
+    f.write(prof2.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cuda_time_total", row_limit=60, max_name_column_width=50, max_shapes_column_width=120))
 from helix.ops.selective_scan import triton as t
 k = t.LAST_COMPILED.get("_bwd_scan")
 if k is not None:

@@ -116,8 +116,10 @@ def test_half_precision_inputs(dtype):
 
 
 @pytest.mark.parametrize("config", [ScanConfig(block_t=16, dg=2), ScanConfig(block_t=16, dg=4, num_warps=1),
-                                    ScanConfig(block_t=16, dg=1, rev_flip=True)],
-                         ids=["small-chunks", "4-channels", "flip-reverse"])
+                                    ScanConfig(block_t=16, dg=1, rev_flip=True),
+                                    ScanConfig(block_t=16, dg=2, n_split=2),
+                                    ScanConfig(block_t=16, dg=2, n_split=4, reload_bc=True)],
+                         ids=["small-chunks", "4-channels", "flip-reverse", "split-states", "split-4-reload"])
 def test_many_chunk_boundaries(config):
     """Chunks of 16 over L=49: three carries, a partial last chunk; both reverse-scan forms."""
     inputs = make_inputs(2, 4, 49, 16, torch.float32)

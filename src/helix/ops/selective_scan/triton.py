@@ -21,7 +21,8 @@ The adjoint g_t = dL/dh_t = dy_t C_t + a_{t+1} g_{t+1} is chunked the same way: 
 V_c = sum_t exp(A cumincl_t) dy_t C_t. ``_bwd_scan`` then recomputes h, runs the reverse scan for g
 and forms every gradient; a_t h_{t-1} is read as h_t - x_t, which avoids shifting tiles.
 dA, dD, dbias (per channel) and dB, dC (shared by all channels) are reduced with fp32 atomics, once
-per program after summing ``DG`` channels in registers. Memory: O(B L D) plus the chunk states.
+per program after summing ``DG`` channels in registers. The atomics are relaxed: Triton's default
+(acq_rel) fences every one, which stalls the channel loop on all of its outstanding loads. Memory: O(B L D) plus the chunk states.
 
 A time-reversed channel keeps ascending memory offsets (so loads stay provably contiguous and
 vectorised) and instead scans each chunk from its last row down, with carries passed from high
@@ -48,7 +49,7 @@ def _fwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
               SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
               BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr):
-    d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG)
+    d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG, 1)
     if BIDIR:
         rev = (g % 2) == 1  # group 1 runs backwards in time
     else:
@@ -114,9 +115,18 @@ def _bwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
               sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
               SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
-              BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, REV_FLIP: tl.constexpr):
-    """du, ddelta, dz are written (B, D, L) contiguous; the rest are fp32 atomics."""
-    d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG)
+              BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, REV_FLIP: tl.constexpr,
+              NS: tl.constexpr, RELOAD_BC: tl.constexpr):
+    """du, ddelta, dz are written (B, D, L) contiguous; the rest are fp32 atomics.
+
+    NS > 1 splits the state dimension over NS programs per channel block (smaller tiles, fewer
+    registers): program ns owns states [ns BLOCK_N, (ns+1) BLOCK_N) and writes its share of du,
+    ddelta, dz (all linear in per-state sums) into plane ns of (NS, B, D, L) outputs, summed later.
+    RELOAD_BC re-reads the B, C tiles (L1 hits) per channel instead of keeping them in registers.
+    """
+    d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG, NS)
+    ns = tl.program_id(0) % NS
+    n = n + ns * BLOCK_N
     if BIDIR:
         rev = (g % 2) == 1  # group 1 runs backwards in time
     else:
@@ -132,13 +142,13 @@ def _bwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
     else:
         step = 1
         mask_next = mask_t & (i_t < BLOCK_T - 1) & (t + 1 < L)
-    Bt = tl.load(B_ptr + b * sB_b + g * sB_g + n[None, :] * sB_n + t[:, None] * sB_l,
-                 mask=mask_tn, other=0.0).to(tl.float32)
-    Ct = tl.load(C_ptr + b * sC_b + g * sC_g + n[None, :] * sC_n + t[:, None] * sC_l,
-                 mask=mask_tn, other=0.0).to(tl.float32)
+    pB = B_ptr + b * sB_b + g * sB_g + n[None, :] * sB_n + t[:, None] * sB_l
+    pC = C_ptr + b * sC_b + g * sC_g + n[None, :] * sC_n + t[:, None] * sC_l
+    Bt = tl.load(pB, mask=mask_tn, other=0.0).to(tl.float32)
+    Ct = tl.load(pC, mask=mask_tn, other=0.0).to(tl.float32)
     dB_acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
     dC_acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
-    Dtot = tl.num_programs(0) * DG
+    Dtot = tl.num_programs(0) // NS * DG
     pu = u_ptr + b * su_b + d0 * su_d + t * su_l
     pv = dl_ptr + b * sdl_b + d0 * sdl_d + t * sdl_l
     pz = z_ptr + b * sz_b + d0 * sz_d + t * sz_l
@@ -150,6 +160,9 @@ def _bwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
     z_nx = tl.load(pz, mask=mask_t, other=0.0) if HAS_Z else u_nx
     for i in range(DG):
         d = d0 + i
+        if RELOAD_BC:
+            Bt = tl.load(pB, mask=mask_tn, other=0.0).to(tl.float32)
+            Ct = tl.load(pC, mask=mask_tn, other=0.0).to(tl.float32)
         u = u_nx.to(tl.float32)
         v = v_nx.to(tl.float32)
         vn = vn_nx.to(tl.float32)
@@ -178,7 +191,8 @@ def _bwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
         row = (b * Dtot + d) * n_chunks + c
         h = hl + pa * tl.load(H_ptr + row * N + n, mask=mask_n, other=0.0)[None, :]
         Dd = tl.load(D_ptr + d) if HAS_D else 0.0
-        off = b * Dtot * L + d * L + t  # contiguous (B, D, L) gradient outputs
+        Dd = tl.where(ns == 0, Dd, 0.0)  # the skip term belongs to one share only
+        off = ((ns * tl.num_programs(2) + b) * Dtot + d) * L + t  # (NS, B, D, L) contiguous outputs
         if HAS_Z:
             sz = tl.sigmoid(z)
             y = tl.sum(h * Ct, 1) + Dd * u
@@ -202,18 +216,18 @@ def _bwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
         ddt = tl.where(mask_t, ddt, 0.0)
         tl.store(du_ptr + off, (dt * gB + Dd * dy).to(du_ptr.dtype.element_ty), mask=mask_t)
         tl.store(ddl_ptr + off, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_t)
-        tl.atomic_add(dA_ptr + d * N + n, tl.sum(gh * dt[:, None], 0), mask=mask_n)
+        tl.atomic_add(dA_ptr + d * N + n, tl.sum(gh * dt[:, None], 0), mask=mask_n, sem="relaxed")
         if HAS_D:
-            tl.atomic_add(dD_ptr + d, tl.sum(dy * u, 0))
+            tl.atomic_add(dD_ptr + d, tl.where(ns == 0, tl.sum(dy * u, 0), 0.0), sem="relaxed")
         if HAS_BIAS:
-            tl.atomic_add(dbias_ptr + d, tl.sum(ddt, 0))
+            tl.atomic_add(dbias_ptr + d, tl.sum(ddt, 0), sem="relaxed")
         dB_acc += gg * dtu[:, None]
         dC_acc += h * dy[:, None]
     # dB, dC: (B, G, N, L_BC) fp32, one atomic per element per program
     G = Dtot // D_GROUP
     off_bc = ((b * G + g) * N + n[None, :]) * L_BC + t[:, None]
-    tl.atomic_add(dB_ptr + off_bc, dB_acc, mask=mask_tn)
-    tl.atomic_add(dC_ptr + off_bc, dC_acc, mask=mask_tn)
+    tl.atomic_add(dB_ptr + off_bc, dB_acc, mask=mask_tn, sem="relaxed")
+    tl.atomic_add(dC_ptr + off_bc, dC_acc, mask=mask_tn, sem="relaxed")
 
 
 class ScanConfig:
@@ -222,15 +236,22 @@ class ScanConfig:
     ``pad_bc``: give B and C (and dB, dC) rows a length that is a multiple of 16, so the compiler can
     prove 16-byte alignment, vectorise their loads and lay the (T, N) tiles out with several time
     steps per thread (the scan along T then runs mostly inside threads). B, C are N/D of the traffic.
+
+    ``maxnreg``: cap on registers per thread for the backward scan kernel (None: the compiler's
+    choice); fewer registers mean more resident warps at the price of spills.
+    ``n_split``: backward programs per channel block, each owning 1/n_split of the states.
+    ``reload_bc``: the backward re-reads B, C per channel (L1) instead of holding them in registers.
     """
 
     def __init__(self, block_t: int = 32, dg: int = 64, num_warps: int = 1, rev_flip: bool = False,
-                 pad_bc: bool = True):
+                 pad_bc: bool = True, maxnreg: int | None = None, n_split: int = 1, reload_bc: bool = False):
         self.block_t, self.dg, self.num_warps, self.rev_flip, self.pad_bc = block_t, dg, num_warps, rev_flip, pad_bc
+        self.maxnreg, self.n_split, self.reload_bc = maxnreg, n_split, reload_bc
 
     def __repr__(self) -> str:
         return (f"ScanConfig(block_t={self.block_t}, dg={self.dg}, num_warps={self.num_warps}, "
-                f"rev_flip={self.rev_flip}, pad_bc={self.pad_bc})")
+                f"rev_flip={self.rev_flip}, pad_bc={self.pad_bc}, maxnreg={self.maxnreg}, "
+                f"n_split={self.n_split}, reload_bc={self.reload_bc})")
 
 
 DEFAULT_CONFIG = ScanConfig()
@@ -334,21 +355,30 @@ def _backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, reverse
         del V, Sig
     else:
         K = torch.zeros((Bsz, Dtot, 1, N), **f32)
-    du = torch.empty((Bsz, Dtot, L), dtype=u.dtype, device=u.device)
-    ddelta = torch.empty((Bsz, Dtot, L), dtype=delta.dtype, device=u.device)
-    dz = torch.empty((Bsz, Dtot, L), dtype=z.dtype, device=u.device) if z is not None else None
+    ns = cfg.n_split if flags["BLOCK_N"] % cfg.n_split == 0 and flags["BLOCK_N"] >= 2 * cfg.n_split else 1
+    flags = dict(flags, BLOCK_N=flags["BLOCK_N"] // ns)
+    shape = (ns, Bsz, Dtot, L)
+    du = torch.empty(shape, dtype=u.dtype, device=u.device)
+    ddelta = torch.empty(shape, dtype=delta.dtype, device=u.device)
+    dz = torch.empty(shape, dtype=z.dtype, device=u.device) if z is not None else None
     dA = torch.zeros((Dtot, N), **f32)
     dD = torch.zeros((Dtot,), **f32)
     dbias = torch.zeros((Dtot,), **f32)
     l_bc = _padded_len(L) if cfg.pad_bc else L
     dB = torch.zeros((*Bm.shape[:3], l_bc), **f32)  # (B, G, N, L_BC), contiguous
     dC = torch.zeros((*Cm.shape[:3], l_bc), **f32)
-    _launch(_bwd_scan, grid,
+    _launch(_bwd_scan, (grid[0] * ns, grid[1], grid[2]),
             u, delta, A, Bm, Cm, D if D is not None else dummy, z if z is not None else u,
             bias if bias is not None else dummy, H, K, dout, du, ddelta, dz if dz is not None else du,
             dA, dD, dbias, dB, dC, L, d_group, N, n_chunks, l_bc,
             *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(), *_strides3(z), *_strides3(dout),
-            HAS_D=D is not None, REV_FLIP=cfg.rev_flip, **flags)
+            HAS_D=D is not None, REV_FLIP=cfg.rev_flip, NS=ns, RELOAD_BC=cfg.reload_bc, **flags,
+            **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
+    if ns == 1:
+        du, ddelta, dz = du[0], ddelta[0], dz[0] if dz is not None else None
+    else:  # sum the shares in fp32, round once
+        du, ddelta = du.sum(0), ddelta.sum(0)
+        dz = dz.sum(0) if dz is not None else None
     return du, ddelta, dA, dB[..., :L], dC[..., :L], dD, dz, dbias
 
 
