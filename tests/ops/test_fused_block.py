@@ -39,6 +39,53 @@ def test_causal_conv_silu_matches_reference(K, bidirectional):
         assert rel(q.grad.cpu(), p.grad) < 1e-5, name
 
 
+def _conv_grads_vs_reference(B, C, L, K, bidirectional, dtype, seed=0):
+    """Forward and dx, dweight, dbias of the Triton conv vs the float64 reference on the same inputs.
+
+    x is a channel slice of a wider tensor in ``dtype``, weight and bias fp32 (as in the model, where
+    autocast hands the conv bf16 activations), dout non-contiguous (the backward makes it contiguous).
+    """
+    torch.manual_seed(seed)
+    xz = torch.randn(B, 2 * C, L).to(dtype)  # rounded once: both paths see the same values
+    w, b = torch.randn(C, K), torch.randn(C)
+    g = torch.randn(B, L, C).to(dtype).transpose(1, 2)  # (B, C, L), stride 1 along C
+    xz_ref, w_ref, b_ref = (t.double().requires_grad_() for t in (xz, w, b))
+    xz_ours, w_ours, b_ours = (t.to(DEVICE).requires_grad_() for t in (xz, w, b))
+    y_ref = causal_conv1d_silu_reference(xz_ref[:, :C], w_ref, b_ref, bidirectional=bidirectional)
+    y = causal_conv1d_silu(xz_ours[:, :C], w_ours, b_ours, bidirectional=bidirectional, backend="triton")
+    assert y.dtype == dtype and y.shape == (B, C, L)
+    y_ref.backward(g.double())
+    y.backward(g.to(DEVICE))
+    tol = 1e-5 if dtype == torch.float32 else 1e-2  # bf16: out and dx are rounded to bf16
+    assert rel(y.cpu(), y_ref) < tol
+    assert xz_ours.grad.dtype == dtype and not xz_ours.grad[:, C:].any()
+    assert rel(xz_ours.grad.cpu(), xz_ref.grad) < tol, "x"
+    # dweight, dbias: fp32 sums of products of the exact (rounded) inputs, in either dtype
+    assert rel(w_ours.grad.cpu(), w_ref.grad) < 1e-5, "weight"
+    assert rel(b_ours.grad.cpu(), b_ref.grad) < 1e-5, "bias"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "both-directions"])
+@pytest.mark.parametrize("L", [1, 3, 7, 257, 1001, 4500])
+def test_causal_conv_grads_odd_lengths(L, bidirectional, dtype):
+    """K=4 at the default tiles; 4500 steps span three backward programs, the middle one unmasked."""
+    _conv_grads_vs_reference(2, 6, L, 4, bidirectional, dtype)
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "both-directions"])
+@pytest.mark.parametrize("L", [1, 5, 34, 70])
+def test_causal_conv_grads_small_tiles(monkeypatch, K, L, bidirectional):
+    """Tiny backward tiles: many programs per row, interior (unmasked) and edge spans, every K;
+    7 channels, so the anti-causal half [3, 7) is the larger one."""
+    kernels = pytest.importorskip("helix.ops.selective_scan._causal_conv_triton")
+    monkeypatch.setattr(kernels, "_DPRE_BT", 8)
+    monkeypatch.setattr(kernels, "_DPRE_NT", 2)
+    monkeypatch.setattr(kernels, "_DX_BT", 16)
+    _conv_grads_vs_reference(2, 7, L, K, bidirectional, torch.float32, seed=K)
+
+
 def test_fused_bimamba_block_matches_reference_path():
     """Same parameters, same input: the fused Triton path equals the two-mixer reference path."""
     torch.manual_seed(0)

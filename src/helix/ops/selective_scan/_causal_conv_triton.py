@@ -1,7 +1,26 @@
 """Triton kernels of :mod:`helix.ops.selective_scan.causal_conv` (imported only when Triton is there).
 
-Per program a (BC channels, BT steps) tile. A reversed channel reads x[t - s (K-1-j)] with s = -1,
-so one launch serves both directions. All offsets are int64.
+Reference: ``causal_conv1d_silu_reference`` in causal_conv.py. Channel c has direction s = +1
+(causal) or, with ``bidirectional`` and c >= C/2, s = -1 (anti-causal), so one launch serves both:
+
+    pre[t] = bias + sum_j w_j x[t + s (j - (K-1))],    out[t] = silu(pre[t])
+
+Forward, ``_conv_fwd``: per program a (BC channels, BT steps) tile.
+
+Backward, two launches, since dx needs dpre = dout * silu'(pre) at K shifted positions:
+
+* ``_conv_bwd_dpre``, per program one channel and NT tiles of BT steps: pre once per step (K tap
+  loads, one sigmoid), dpre = dout * sig * (1 + pre (1 - sig)) stored in an fp32 (B, C, L) scratch,
+  dbias = sum_t dpre[t] and dweight_j = sum_t dpre[t] x[t + s (j - (K-1))] accumulated in
+  registers and added with one relaxed fp32 atomic per (channel, tap) per program;
+* ``_conv_bwd_dx``, per program one channel and BT steps: dx[t] = sum_r w_{K-1-r} dpre[t + s r]
+  (dpre zero outside [0, L)), written in x's dtype.
+
+The direction is a constexpr inside each backward program (a uniform branch), so tap offsets are
+immediates and masks are per step, not per channel; interior spans of ``_conv_bwd_dpre`` run
+unmasked. Global traffic of the backward per element: read x and dout, write and read dpre (fp32),
+write dx: 14 bytes in bf16, 20 in fp32. Row offsets (b, c) are int64 (B*C*L may exceed 2^31);
+the backward keeps offsets along L int32 (one sequence is < 2^31 steps), the forward int64.
 """
 
 from __future__ import annotations
@@ -44,36 +63,103 @@ def _conv_fwd(x_ptr, w_ptr, b_ptr, out_ptr, C, L, HALF, BIDIR, sx_b, sx_c,
     tl.store(out_ptr + (b * C + c[:, None]) * L + t[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit(do_not_specialize=["BIDIR"])
-def _conv_bwd(x_ptr, w_ptr, b_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr, C, L, HALF, BIDIR,
-              sx_b, sx_c, sg_b, sg_c, K: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr):
-    t, c, b, s, mask_c = _setup(C, HALF, BIDIR, BC, BT)
-    bias = tl.load(b_ptr + c, mask=mask_c, other=0.0)
-    x_row = x_ptr + b * sx_b + c[:, None] * sx_c
-    g_row = dout_ptr + b * sg_b + c[:, None] * sg_c
-    tt = t[None, :] + 0 * c[:, None]  # (BC, BT)
-    dx = tl.zeros((BC, BT), dtype=tl.float32)
-    # dx[t] = sum_r w_{K-1-r} dpre[t + s r]; dpre at the shifted positions is recomputed, not stored
-    for r in tl.static_range(K):
-        q = tt + s[:, None] * r
-        mq = mask_c[:, None] & (q >= 0) & (q < L)
-        pre = _pre(x_row, w_ptr, bias, c, q, s, L, mask_c, K)
+@triton.jit
+def _dpre_span(x_row, g_row, d_row, w_row, dw_row, bias, db_ptr, t0, L, S: tl.constexpr, MASKED: tl.constexpr,
+               K: tl.constexpr, KP: tl.constexpr, BT: tl.constexpr, NT: tl.constexpr):
+    """One channel's steps [t0, t0 + NT BT) in NT tiles of BT; direction S = +1 / -1 is a constexpr.
+
+    The K taps are a (KP, BT) tile: row j holds x[t + S (j - (K-1))], so pre is an in-thread sum over
+    rows and the dweight partials accumulate per row; the cross-thread reduction runs once per call.
+    MASKED=False is the interior: every tap of every step lies in [0, L), no masks at all.
+    """
+    j = tl.arange(0, KP)
+    tap = j < K
+    shift = S * (j - (K - 1))
+    w = tl.load(w_row + j, mask=tap, other=0.0)
+    acc_x = tl.zeros((KP, BT), dtype=tl.float32)  # sum_t dpre[t] x[t + shift_j]
+    acc_b = tl.zeros((BT,), dtype=tl.float32)
+    for i in range(NT):
+        t = t0 + i * BT + tl.arange(0, BT)
+        pos = t[None, :] + shift[:, None]
+        if MASKED:  # S > 0: taps at or before t, S < 0: at or after t
+            if S > 0:
+                xm = tap[:, None] & (pos >= 0) & (t < L)[None, :]
+            else:
+                xm = tap[:, None] & (pos < L)
+            xs = tl.load(x_row + pos, mask=xm, other=0.0).to(tl.float32)
+            g = tl.load(g_row + t, mask=t < L, other=0.0).to(tl.float32)
+        else:
+            xs = tl.load(x_row + pos, mask=tap[:, None], other=0.0).to(tl.float32)
+            g = tl.load(g_row + t).to(tl.float32)
+        pre = bias + tl.sum(w[:, None] * xs, 0)
         sg = tl.sigmoid(pre)
-        dpre = tl.load(g_row + q, mask=mq, other=0.0).to(tl.float32) * sg * (1.0 + pre * (1.0 - sg))
-        w = tl.load(w_ptr + c * K + (K - 1 - r), mask=mask_c, other=0.0)
-        dx += w[:, None] * dpre
-        if r == 0:  # the unshifted dpre gives dbias and dweight
-            tl.atomic_add(db_ptr + c, tl.sum(dpre, 1), mask=mask_c)
-            for j in tl.static_range(K):
-                pos = tt + s[:, None] * (j - (K - 1))
-                m = mq & (pos >= 0) & (pos < L)
-                xv = tl.load(x_row + pos, mask=m, other=0.0).to(tl.float32)
-                tl.atomic_add(dw_ptr + c * K + j, tl.sum(dpre * xv, 1), mask=mask_c)
-    mask = mask_c[:, None] & (t < L)[None, :]
-    tl.store(dx_ptr + (b * C + c[:, None]) * L + t[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        dpre = g * sg * (1.0 + pre * (1.0 - sg))  # 0 past L: g is
+        if MASKED:
+            tl.store(d_row + t, dpre, mask=t < L)
+        else:
+            tl.store(d_row + t, dpre)
+        acc_x += dpre[None, :] * xs
+        acc_b += dpre
+    tl.atomic_add(db_ptr, tl.sum(acc_b, 0), sem="relaxed")
+    tl.atomic_add(dw_row + j, tl.sum(acc_x, 1), mask=tap, sem="relaxed")
 
 
-_BC, _BT = 4, 256
+# L and the strides unspecialised: offsets along L then carry no divisibility, so Triton gives every
+# access one element per thread (a warp reads 32 consecutive steps) instead of 8-element vectors
+# whose unaligned, shifted tap loads would be scalar loads spread over 4-8 cache lines per warp.
+@triton.jit(do_not_specialize=["C", "L", "HALF", "BIDIR", "sx_b", "sx_c", "sg_b", "sg_c"])
+def _conv_bwd_dpre(x_ptr, w_ptr, b_ptr, dout_ptr, dpre_ptr, dw_ptr, db_ptr, C, L, HALF, BIDIR,
+                   sx_b, sx_c, sg_b, sg_c, K: tl.constexpr, KP: tl.constexpr, BT: tl.constexpr, NT: tl.constexpr):
+    """Grid (cdiv(L, NT BT), C, B): dpre into the fp32 (B, C, L) scratch, dbias and dweight by atomics."""
+    t0 = tl.program_id(0) * (BT * NT)
+    c = tl.program_id(1).to(tl.int64)
+    b = tl.program_id(2).to(tl.int64)
+    x_row = x_ptr + b * sx_b + c * sx_c
+    g_row = dout_ptr + b * sg_b + c * sg_c
+    d_row = dpre_ptr + (b * C + c) * L
+    bias = tl.load(b_ptr + c)
+    inner = (t0 >= K - 1) & (t0 + BT * NT + K - 1 <= L)
+    if (BIDIR != 0) & (c >= HALF):
+        if inner:
+            _dpre_span(x_row, g_row, d_row, w_ptr + c * K, dw_ptr + c * K, bias, db_ptr + c, t0, L, -1, False, K, KP, BT, NT)
+        else:
+            _dpre_span(x_row, g_row, d_row, w_ptr + c * K, dw_ptr + c * K, bias, db_ptr + c, t0, L, -1, True, K, KP, BT, NT)
+    else:
+        if inner:
+            _dpre_span(x_row, g_row, d_row, w_ptr + c * K, dw_ptr + c * K, bias, db_ptr + c, t0, L, 1, False, K, KP, BT, NT)
+        else:
+            _dpre_span(x_row, g_row, d_row, w_ptr + c * K, dw_ptr + c * K, bias, db_ptr + c, t0, L, 1, True, K, KP, BT, NT)
+
+
+@triton.jit
+def _dx_span(d_row, dx_row, w_row, t, L, S: tl.constexpr, K: tl.constexpr):
+    """dx[t] = sum_r w_{K-1-r} dpre[t + S r], dpre zero outside [0, L)."""
+    dx = tl.zeros(t.shape, dtype=tl.float32)
+    for r in tl.static_range(K):
+        q = t + S * r
+        if S > 0:
+            m = q < L
+        else:
+            m = (q >= 0) & (t < L)
+        dx += tl.load(w_row + (K - 1 - r)) * tl.load(d_row + q, mask=m, other=0.0)
+    tl.store(dx_row + t, dx.to(dx_row.dtype.element_ty), mask=t < L)
+
+
+@triton.jit(do_not_specialize=["C", "L", "HALF", "BIDIR"])  # unspecialised L: see _conv_bwd_dpre
+def _conv_bwd_dx(dpre_ptr, w_ptr, dx_ptr, C, L, HALF, BIDIR, K: tl.constexpr, BT: tl.constexpr):
+    """Grid (cdiv(L, BT), C, B): dx (B, C, L) contiguous in x's dtype from the dpre scratch."""
+    t = tl.program_id(0) * BT + tl.arange(0, BT)
+    c = tl.program_id(1).to(tl.int64)
+    row = tl.program_id(2).to(tl.int64) * C + c
+    if (BIDIR != 0) & (c >= HALF):
+        _dx_span(dpre_ptr + row * L, dx_ptr + row * L, w_ptr + c * K, t, L, -1, K)
+    else:
+        _dx_span(dpre_ptr + row * L, dx_ptr + row * L, w_ptr + c * K, t, L, 1, K)
+
+
+_BC, _BT = 4, 256  # forward tile
+_DPRE_BT, _DPRE_NT = 512, 4  # backward: one program per channel and 2048 steps, in tiles of 512
+_DX_BT = 1024
 
 
 class CausalConvFn(torch.autograd.Function):
@@ -102,11 +188,15 @@ class CausalConvFn(torch.autograd.Function):
         if dout.stride(-1) != 1:
             dout = dout.contiguous()
         Bsz, C, L = x.shape
-        K = w.shape[1]
-        dx = torch.empty((Bsz, C, L), dtype=x.dtype, device=x.device)
         dw = torch.zeros_like(w)
         db = torch.zeros_like(b)
-        grid = (triton.cdiv(L, _BT), triton.cdiv(C, _BC), Bsz)
-        _conv_bwd[grid](x, w, b, dout, dx, dw, db, C, L, C // 2, int(bidirectional),
-                        x.stride(0), x.stride(1), dout.stride(0), dout.stride(1), K=K, BC=_BC, BT=_BT, num_warps=4)
+        K = w.shape[1]
+        dpre = torch.empty((Bsz, C, L), dtype=torch.float32, device=x.device)
+        grid = (triton.cdiv(L, _DPRE_BT * _DPRE_NT), C, Bsz)
+        _conv_bwd_dpre[grid](x, w, b, dout, dpre, dw, db, C, L, C // 2, int(bidirectional),
+                             x.stride(0), x.stride(1), dout.stride(0), dout.stride(1),
+                             K=K, KP=triton.next_power_of_2(K), BT=_DPRE_BT, NT=_DPRE_NT, num_warps=4)
+        dx = torch.empty((Bsz, C, L), dtype=x.dtype, device=x.device)
+        _conv_bwd_dx[(triton.cdiv(L, _DX_BT), C, Bsz)](dpre, w, dx, C, L, C // 2, int(bidirectional),
+                                                       K=K, BT=_DX_BT, num_warps=4)
         return dx, dw.reshape(w_shape).to(w_dtype), db.to(b_dtype) if has_bias else None, None

@@ -6,9 +6,10 @@ Shapes: x (B, C, L) with unit stride along L (a channel slice of a larger tensor
 weight (C, K); bias (C,). With ``bidirectional=True`` channels [C/2, C) are anti-causal: they see
 x[t .. t+K-1] with the kernel reversed, i.e. exactly Flip(conv(Flip(x))) without the flips.
 
-The Triton kernels read x once per tap from L1 and never materialise the padded input; backward
-recomputes the pre-activation (K^2 FMAs per element, cheap) instead of saving it, and reduces
-dweight, dbias with one fp32 atomic per (channel, tap) per program.
+The Triton kernels read x once per tap from L1 and never materialise the padded input. Backward
+is two launches: the first recomputes the pre-activation once per element and stores
+dpre = dout * silu'(pre) in an fp32 (B, C, L) scratch, reducing dweight, dbias with one fp32 atomic
+per (channel, tap) per program; the second gathers dx from the K shifted dpre values.
 """
 
 from __future__ import annotations

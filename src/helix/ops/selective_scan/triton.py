@@ -243,7 +243,7 @@ class ScanConfig:
     ``reload_bc``: the backward re-reads B, C per channel (L1) instead of holding them in registers.
     """
 
-    def __init__(self, block_t: int = 32, dg: int = 64, num_warps: int = 1, rev_flip: bool = False,
+    def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, rev_flip: bool = False,
                  pad_bc: bool = True, maxnreg: int | None = None, n_split: int = 1, reload_bc: bool = False):
         self.block_t, self.dg, self.num_warps, self.rev_flip, self.pad_bc = block_t, dg, num_warps, rev_flip, pad_bc
         self.maxnreg, self.n_split, self.reload_bc = maxnreg, n_split, reload_bc
