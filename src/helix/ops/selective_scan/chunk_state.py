@@ -28,14 +28,13 @@ def _dt_of(v, bias, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
-def _program_setup(L, D_GROUP, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr,
-                   NS: tl.constexpr):
+def _program_setup(L, D_GROUP, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr):
     """Indices of this program: batch, first channel, B/C group, chunk, time offsets, masks.
 
     Time offsets ascend in memory order for both directions: the compiler can then prove them
     contiguous and vectorise the loads (a reversed index t = L-1-tau defeats that analysis).
     """
-    d0 = (tl.program_id(0) // NS).to(tl.int64) * DG  # NS programs share a channel block
+    d0 = tl.program_id(0).to(tl.int64) * DG
     c = tl.program_id(1).to(tl.int64)
     b = tl.program_id(2).to(tl.int64)
     g = d0 // D_GROUP
@@ -50,7 +49,7 @@ def _fwd_chunk_state(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, S_ptr, Sig_ptr,
                      su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                      HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
                      BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr):
-    d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG, 1)
+    d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG)
     if BIDIR:
         rev = (g % 2) == 1  # group 1 runs backwards in time
     else:
@@ -85,7 +84,7 @@ def _bwd_chunk_state(dl_ptr, A_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, V_ptr, Sig
                      sdl_b, sdl_d, sdl_l, sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                      HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
                      BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr):
-    d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG, 1)
+    d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG)
     if BIDIR:
         rev = (g % 2) == 1  # group 1 runs backwards in time
     else:
