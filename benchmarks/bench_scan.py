@@ -144,7 +144,7 @@ def main(argv=None):
     p.add_argument("--D", type=int, default=512)
     p.add_argument("--N", type=int, default=32)
     p.add_argument("--sweep", action="store_true", help="time every config at the first size")
-    p.add_argument("--config", default="t32-dg64-w1", choices=sorted(CONFIGS))
+    p.add_argument("--config", default="t32-dg128-w1", choices=sorted(CONFIGS))
     p.add_argument("--json", default=None, help="write all rows here")
     p.add_argument("--layout", default="first", choices=["first", "last"])
     p.add_argument("--profile", action="store_true", help="per-kernel registers, spills and time")

@@ -1,0 +1,111 @@
+"""Compile the scan kernels for an H100 (sm_90) on a machine without a GPU and count SASS opcodes.
+
+    python benchmarks/sass_count.py [fwd] [bwd]
+
+Uses the kernels' real specialisation for the BiMamba block at 300 s (B=8, 2 x 512 channels, N=32,
+bf16, strides divisible by 16, unit strides constant), Triton's bundled ``nvdisasm``, and reports
+the whole kernel and its channel loop (the largest backward branch) per opcode. Run it with the
+Triton version the GPU uses (the lent H100 has 3.6: ``pip install triton==3.6.0`` in a spare venv):
+layouts and the scan lowering differ between releases. It asserts nothing; it is how the forward-only
+scan (docs/kernels.md, v5) was found: a ``reverse=True`` scan compiled to ~700 shuffles.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from helix.ops.selective_scan import triton as kernels  # noqa: E402
+
+L, D, N = 30000, 1024, 32
+BC_ROWS = 160  # x_dbl rows per batch element: 2 dt_rank + 4 N
+STRIDES = {
+    "su_b": D * L, "su_d": L, "su_l": 1, "sdl_b": D * L, "sdl_d": L, "sdl_l": 1,
+    "sB_b": BC_ROWS * L, "sB_g": N * L, "sB_n": L, "sB_l": 1,
+    "sC_b": BC_ROWS * L, "sC_g": N * L, "sC_n": L, "sC_l": 1,
+    "sz_b": D * L, "sz_d": L, "sz_l": 1, "so_b": D * L, "so_d": L, "so_l": 1, "sg_b": D * L, "sg_d": L, "sg_l": 1,
+}
+INTS = {"L": L, "D_GROUP": D // 2, "N": N, "n_chunks": -(-L // 32), "L_BC": L}
+BF16 = {"u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr", "dout_ptr", "du_ptr", "ddl_ptr", "dz_ptr"}
+META = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BIDIR=True, REVERSE=False,
+            BLOCK_T=32, BLOCK_N=32, DG=128)
+SHOWN = ("SHFL", "MUFU", "FFMA", "FMUL", "FADD", "LDG", "STG", "LDS", "STS", "BAR", "STL", "LDL", "RED")
+
+
+def compile_sm90(fn, meta: dict, num_warps: int = 1):
+    """The kernel compiled as the runtime would specialise it for the strides above."""
+    sig, consts, attrs = {}, {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if fn.params[i].is_constexpr:
+            sig[name], consts[name] = "constexpr", meta[name]
+        elif name.endswith("_ptr"):
+            sig[name] = "*bf16" if name in BF16 else "*fp32"
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            value = STRIDES.get(name, INTS.get(name))
+            if value == 1:
+                sig[name], consts[name] = "constexpr", 1
+            else:
+                sig[name] = "i32"
+                if value % 16 == 0:
+                    attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+
+
+def disassemble(compiled) -> str:
+    nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        return subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
+
+
+def opcode_counts(sass: str) -> tuple[collections.Counter, collections.Counter]:
+    """(whole kernel, largest loop body) opcode counts."""
+    labels, ins = {}, []
+    for line in sass.splitlines():
+        m = re.match(r"^(\.L_x_\d+):", line.strip())
+        if m:
+            labels[m.group(1)] = len(ins)
+            continue
+        m = re.search(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)(.*)", line)
+        if m:
+            ins.append((m.group(1).split(".")[0], m.group(2)))
+    loop = None
+    for i, (op, rest) in enumerate(ins):
+        target = re.search(r"(\.L_x_\d+)", rest) if op == "BRA" else None
+        if target and labels.get(target.group(1), len(ins)) <= i:
+            span = (labels[target.group(1)], i)
+            if loop is None or span[1] - span[0] > loop[1] - loop[0]:
+                loop = span
+    body = ins[loop[0]:loop[1] + 1] if loop else []
+    return collections.Counter(op for op, _ in ins), collections.Counter(op for op, _ in body)
+
+
+def main(argv=None) -> None:
+    which = (argv if argv is not None else sys.argv[1:]) or ["fwd", "bwd"]
+    print(f"triton {triton.__version__}, sm_90, B=8 L={L} D={D} N={N} bf16 bidirectional")
+    for name in which:
+        fn = {"fwd": kernels._fwd_scan, "bwd": kernels._bwd_scan}[name]
+        compiled = compile_sm90(fn, META)
+        whole, loop = opcode_counts(disassemble(compiled))
+        spills = compiled.asm["ptx"].count("st.local")
+        converts = compiled.asm["ttgir"].count("convert_layout")
+        for label, counts in (("kernel", whole), ("channel loop", loop)):
+            shown = " ".join(f"{k} {counts[k]}" for k in SHOWN)
+            print(f"{name:4s} {label:13s} total {sum(counts.values()):5d} | {shown}")
+        print(f"{name:4s} layout conversions {converts}, local stores in PTX {spills}")
+
+
+if __name__ == "__main__":
+    main()
