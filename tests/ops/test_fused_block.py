@@ -86,11 +86,12 @@ def test_causal_conv_grads_small_tiles(monkeypatch, K, L, bidirectional):
     _conv_grads_vs_reference(2, 7, L, K, bidirectional, torch.float32, seed=K)
 
 
-def test_fused_bimamba_block_matches_reference_path():
+@pytest.mark.parametrize("lean", [True, False], ids=["lean-recompute", "autograd-saves-all"])
+def test_fused_bimamba_block_matches_reference_path(lean):
     """Same parameters, same input: the fused Triton path equals the two-mixer reference path."""
     torch.manual_seed(0)
     ref_block = BiMambaBlock(16, d_state=16, scan_backend="reference").double()
-    fused = BiMambaBlock(16, d_state=16, scan_backend="triton").to(DEVICE)
+    fused = BiMambaBlock(16, d_state=16, scan_backend="triton", lean=lean).to(DEVICE)
     fused.load_state_dict({k: v.float() for k, v in ref_block.state_dict().items()})
     assert fused.use_fused(torch.empty(0, device=DEVICE)) and not ref_block.use_fused(torch.empty(0))
     x = torch.randn(2, 70, 16, dtype=torch.float64)
@@ -104,3 +105,25 @@ def test_fused_bimamba_block_matches_reference_path():
     grads = dict(fused.named_parameters())
     for name, p in ref_block.named_parameters():
         assert rel(grads[name].grad.cpu(), p.grad) < 1e-4, name
+
+
+def test_lean_block_saves_a_fraction_of_the_activations():
+    """The lean path keeps h, x_dbl and y; autograd over the same products keeps every activation."""
+    L = 70
+
+    def saved_activation_bytes(lean):
+        torch.manual_seed(0)
+        block = BiMambaBlock(16, d_state=16, scan_backend="triton", lean=lean).to(DEVICE)
+        seen = {}
+
+        def pack(t):
+            if L in t.shape:  # activations, not weights
+                seen[(t.data_ptr(), t.shape)] = t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            block(torch.randn(2, L, 16, device=DEVICE, requires_grad=True))
+        return sum(seen.values())
+
+    lean, full = saved_activation_bytes(True), saved_activation_bytes(False)
+    assert 0 < lean < 0.6 * full, (lean, full)

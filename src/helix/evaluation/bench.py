@@ -32,6 +32,9 @@ VARIANTS = {
     "HELIX (explicit attention)": ("helix_raw", {"attention_impl": "explicit"}),
     "Pure Attention (SDPA)": ("pure_attention_raw", {"attention_impl": "sdpa"}),
     "Pure Attention (explicit attention)": ("pure_attention_raw", {"attention_impl": "explicit"}),
+    # fused BiMamba blocks that keep every activation instead of recomputing the cheap ones
+    "Pure Mamba (blocks save all)": ("pure_mamba_raw", {"lean_blocks": False}),
+    "HELIX (SDPA, blocks save all)": ("helix_raw", {"attention_impl": "sdpa", "lean_blocks": False}),
 }
 # every variant again with per-layer activation recomputation (ModelConfig.recompute)
 RECOMPUTE_SUFFIX = " + recompute"

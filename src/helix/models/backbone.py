@@ -18,7 +18,7 @@ from helix.models.params import solve_ffn_width
 def build_layer(kind: str, cfg: ModelConfig, d_ffn: int) -> nn.Module:
     if kind == "M":
         return BiMambaBlock(cfg.d_model, cfg.d_state, cfg.d_conv, cfg.expand, cfg.resolved_dt_rank,
-                            cfg.scan_backend)
+                            cfg.scan_backend, lean=cfg.lean_blocks)
     if kind == "A":
         return AttentionBlock(cfg.d_model, d_ffn, cfg.n_heads, cfg.attention_impl)
     raise ValueError(f"unknown layer type {kind!r} in pattern (expected 'M' or 'A')")

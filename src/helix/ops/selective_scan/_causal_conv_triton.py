@@ -162,6 +162,36 @@ _DPRE_BT, _DPRE_NT = 512, 4  # backward: one program per channel and 2048 steps,
 _DX_BT = 1024
 
 
+def conv_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, bidirectional: bool) -> torch.Tensor:
+    """silu(depthwise conv): x (B, C, L) with unit stride along L, w (C, K) and b (C,) fp32 contiguous."""
+    Bsz, C, L = x.shape
+    K = w.shape[1]
+    out = torch.empty((Bsz, C, L), dtype=x.dtype, device=x.device)
+    grid = (triton.cdiv(L, _BT), triton.cdiv(C, _BC), Bsz)
+    _conv_fwd[grid](x, w, b, out, C, L, C // 2, int(bidirectional), x.stride(0), x.stride(1),
+                    K=K, BC=_BC, BT=_BT, num_warps=4)
+    return out
+
+
+def conv_backward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, dout: torch.Tensor, bidirectional: bool):
+    """(dx in x's dtype, dw (C, K) fp32, db (C,) fp32) for :func:`conv_forward`'s arguments."""
+    if dout.stride(-1) != 1:
+        dout = dout.contiguous()
+    Bsz, C, L = x.shape
+    dw = torch.zeros_like(w)
+    db = torch.zeros_like(b)
+    K = w.shape[1]
+    dpre = torch.empty((Bsz, C, L), dtype=torch.float32, device=x.device)
+    grid = (triton.cdiv(L, _DPRE_BT * _DPRE_NT), C, Bsz)
+    _conv_bwd_dpre[grid](x, w, b, dout, dpre, dw, db, C, L, C // 2, int(bidirectional),
+                         x.stride(0), x.stride(1), dout.stride(0), dout.stride(1),
+                         K=K, KP=triton.next_power_of_2(K), BT=_DPRE_BT, NT=_DPRE_NT, num_warps=4)
+    dx = torch.empty((Bsz, C, L), dtype=x.dtype, device=x.device)
+    _conv_bwd_dx[(triton.cdiv(L, _DX_BT), C, Bsz)](dpre, w, dx, C, L, C // 2, int(bidirectional),
+                                                   K=K, BT=_DX_BT, num_warps=4)
+    return dx, dw, db
+
+
 class CausalConvFn(torch.autograd.Function):
     """x (B, C, L), weight (C, K), bias (C,) -> silu(causal depthwise conv), (B, C, L) contiguous."""
 
@@ -169,14 +199,10 @@ class CausalConvFn(torch.autograd.Function):
     def forward(ctx, x, weight, bias, bidirectional):
         if x.stride(-1) != 1:
             x = x.contiguous()
-        Bsz, C, L = x.shape
-        K = weight.shape[-1]
+        C, K = x.shape[1], weight.shape[-1]
         w = weight.reshape(C, K).float().contiguous()
         b = bias.float().contiguous() if bias is not None else torch.zeros(C, device=x.device)
-        out = torch.empty((Bsz, C, L), dtype=x.dtype, device=x.device)
-        grid = (triton.cdiv(L, _BT), triton.cdiv(C, _BC), Bsz)
-        _conv_fwd[grid](x, w, b, out, C, L, C // 2, int(bidirectional), x.stride(0), x.stride(1),
-                        K=K, BC=_BC, BT=_BT, num_warps=4)
+        out = conv_forward(x, w, b, bidirectional)
         ctx.save_for_backward(x, w, b)
         ctx.meta = (bidirectional, weight.shape, weight.dtype, bias is not None, bias.dtype if bias is not None else None)
         return out
@@ -185,18 +211,5 @@ class CausalConvFn(torch.autograd.Function):
     def backward(ctx, dout):
         x, w, b = ctx.saved_tensors
         bidirectional, w_shape, w_dtype, has_bias, b_dtype = ctx.meta
-        if dout.stride(-1) != 1:
-            dout = dout.contiguous()
-        Bsz, C, L = x.shape
-        dw = torch.zeros_like(w)
-        db = torch.zeros_like(b)
-        K = w.shape[1]
-        dpre = torch.empty((Bsz, C, L), dtype=torch.float32, device=x.device)
-        grid = (triton.cdiv(L, _DPRE_BT * _DPRE_NT), C, Bsz)
-        _conv_bwd_dpre[grid](x, w, b, dout, dpre, dw, db, C, L, C // 2, int(bidirectional),
-                             x.stride(0), x.stride(1), dout.stride(0), dout.stride(1),
-                             K=K, KP=triton.next_power_of_2(K), BT=_DPRE_BT, NT=_DPRE_NT, num_warps=4)
-        dx = torch.empty((Bsz, C, L), dtype=x.dtype, device=x.device)
-        _conv_bwd_dx[(triton.cdiv(L, _DX_BT), C, Bsz)](dpre, w, dx, C, L, C // 2, int(bidirectional),
-                                                       K=K, BT=_DX_BT, num_warps=4)
+        dx, dw, db = conv_backward(x, w, b, dout, bidirectional)
         return dx, dw.reshape(w_shape).to(w_dtype), db.to(b_dtype) if has_bias else None, None

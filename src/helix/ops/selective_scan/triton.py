@@ -305,20 +305,25 @@ def _carry(S, Sig, A, backward: bool, d_group: int, bidir: bool, reverse: bool):
     return H
 
 
+def _chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg):
+    """H (B, D, n_chunks, N) fp32: the state entering every chunk (what backward needs saved)."""
+    Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
+    flags = dict(HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir), REVERSE=bool(reverse), **meta)
+    if n_chunks == 1:  # one chunk starts from zero: nothing to carry
+        return u.new_zeros((Bsz, Dtot, 1, N), dtype=torch.float32)
+    S = u.new_empty((Bsz, Dtot, n_chunks, N), dtype=torch.float32)
+    Sig = u.new_empty((Bsz, Dtot, n_chunks), dtype=torch.float32)
+    _launch(_fwd_chunk_state, grid,
+            u, delta, A, Bm, bias if bias is not None else A, S, Sig, L, d_group, N, n_chunks,
+            *_strides3(u), *_strides3(delta), *Bm.stride(), **flags)
+    return _carry(S, Sig, A, False, d_group, bidir, reverse)
+
+
 def _forward(u, delta, A, Bm, Cm, D, z, bias, softplus, bidir, reverse, cfg):
     Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
     flags = dict(HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir), REVERSE=bool(reverse), **meta)
     dummy = A  # never read: its flag is off
-    if n_chunks > 1:
-        S = u.new_empty((Bsz, Dtot, n_chunks, N), dtype=torch.float32)
-        Sig = u.new_empty((Bsz, Dtot, n_chunks), dtype=torch.float32)
-        _launch(_fwd_chunk_state, grid,
-                u, delta, A, Bm, bias if bias is not None else dummy, S, Sig, L, d_group, N, n_chunks,
-                *_strides3(u), *_strides3(delta), *Bm.stride(), **flags)
-        H = _carry(S, Sig, A, False, d_group, bidir, reverse)
-        del S, Sig
-    else:  # one chunk starts from zero: nothing to carry
-        H = u.new_zeros((Bsz, Dtot, 1, N), dtype=torch.float32)
+    H = _chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg)
     out = torch.empty((Bsz, Dtot, L), dtype=u.dtype, device=u.device)
     _launch(_fwd_scan, grid,
             u, delta, A, Bm, Cm, D if D is not None else dummy, z if z is not None else u,
@@ -328,7 +333,10 @@ def _forward(u, delta, A, Bm, Cm, D, z, bias, softplus, bidir, reverse, cfg):
     return out, H
 
 
-def _backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, reverse, cfg):
+def _backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, reverse, cfg, overwrite=False):
+    """All gradients of ``_forward``. ``overwrite``: write ddelta into delta's storage and dz into z's
+    (each element is read before it is written, by the same program); callers that own delta and z
+    save two (B, D, L) buffers."""
     Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
     flags = dict(HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir),
                  REVERSE=bool(reverse), **meta)
@@ -346,8 +354,11 @@ def _backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, reverse
     else:
         K = torch.zeros((Bsz, Dtot, 1, N), **f32)
     du = torch.empty((Bsz, Dtot, L), dtype=u.dtype, device=u.device)
-    ddelta = torch.empty((Bsz, Dtot, L), dtype=delta.dtype, device=u.device)
-    dz = torch.empty((Bsz, Dtot, L), dtype=z.dtype, device=u.device) if z is not None else None
+    if overwrite and delta.is_contiguous() and (z is None or z.is_contiguous()):
+        ddelta, dz = delta, z
+    else:
+        ddelta = torch.empty((Bsz, Dtot, L), dtype=delta.dtype, device=u.device)
+        dz = torch.empty((Bsz, Dtot, L), dtype=z.dtype, device=u.device) if z is not None else None
     dA = torch.zeros((Dtot, N), **f32)
     dD = torch.zeros((Dtot,), **f32)
     dbias = torch.zeros((Dtot,), **f32)
