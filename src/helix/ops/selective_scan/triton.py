@@ -22,12 +22,17 @@ V_c = sum_t exp(A cumincl_t) dy_t C_t. ``_bwd_scan`` then recomputes h, runs the
 and forms every gradient; a_t h_{t-1} is read as h_t - x_t, which avoids shifting tiles.
 dA, dD, dbias (per channel) and dB, dC (shared by all channels) are reduced with fp32 atomics, once
 per program after summing ``DG`` channels in registers. The atomics are relaxed: Triton's default
-(acq_rel) fences every one, which stalls the channel loop on all of its outstanding loads. Memory: O(B L D) plus the chunk states.
+(acq_rel) fences every one, which stalls the channel loop on all of its outstanding loads.
+Memory: O(B L D) plus the chunk states.
 
-A time-reversed channel keeps ascending memory offsets (so loads stay provably contiguous and
-vectorised) and instead scans each chunk from its last row down, with carries passed from high
-chunks to low ones: the bidirectional block runs both directions in one launch per kernel without
-flipped copies (see ``bidirectional.py``). All offsets are int64 (L = 300,000 at B*D = 16k passes
+Tiles are in logical (scan) order. A time-reversed channel's B/C tiles are loaded with ascending
+offsets (provably contiguous, vectorised) and flipped once per program; its per-channel vectors are
+read and written at descending offsets; carries pass from high chunks to low ones. Every in-chunk
+``tl.associative_scan`` then runs forwards: Triton 3.6 lowers a ``reverse=True`` scan of a (32, 32)
+tile to ~700 warp shuffles, a forward one to ~30 (``benchmarks/sass_count.py``). The adjoint's
+reverse recurrence runs forwards on flipped tiles. The bidirectional block runs both directions in
+one launch per kernel without flipped copies of the activations (see ``bidirectional.py``). All
+offsets are int64 (L = 300,000 at B*D = 16k passes
 2^31 elements). The chunk-level kernels live in ``chunk_state.py``.
 """
 
