@@ -32,8 +32,8 @@ read and written at descending offsets; carries pass from high chunks to low one
 tile to ~700 warp shuffles, a forward one to ~30 (``benchmarks/sass_count.py``). The adjoint's
 reverse recurrence runs forwards on flipped tiles. The bidirectional block runs both directions in
 one launch per kernel without flipped copies of the activations (see ``bidirectional.py``). All
-offsets are int64 (L = 300,000 at B*D = 16k passes
-2^31 elements). The chunk-level kernels live in ``chunk_state.py``.
+offsets are int64 (L = 300,000 at B*D = 16k passes 2^31 elements). The chunk-level kernels live in
+``chunk_state.py``.
 """
 
 from __future__ import annotations
