@@ -84,10 +84,10 @@ class FusedBiMambaInner(torch.autograd.Function):
         d_xdbl = torch.cat([_bmm(w_dt.t(), ddelta), dB.flatten(1, 2).to(dtype), dC.flatten(1, 2).to(dtype)], dim=1)
         del ddelta, dB, dC
         d_w_xp = _wgrad(d_xdbl, u)
-        du = du + _bmm(w_xp.t(), d_xdbl)
+        du += _bmm(w_xp.t(), d_xdbl)
         del d_xdbl, u
         dx_in, d_conv_w, d_conv_b = conv.conv_backward(_bmm(w_x, h_t), conv_w, conv_b, du, True)
         del du
         d_w_x = _wgrad(dx_in, h_t)
-        dh = (dh_t + _bmm(w_x.t(), dx_in)).transpose(1, 2)
+        dh = dh_t.add_(_bmm(w_x.t(), dx_in)).transpose(1, 2)
         return (dh, d_w_x, d_w_z, d_conv_w, d_conv_b, d_w_xp, d_w_dt, dA, dD, dbias, d_w_out, None, None)
