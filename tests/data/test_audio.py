@@ -158,3 +158,41 @@ def test_fit_length_pads_and_crops():
 
 def test_extensions_cover_the_corpora():
     assert {".wav", ".flac", ".ogg"} <= set(AUDIO_EXTENSIONS)
+
+
+def _noise_ogg(path, seconds=4.0, sr=16000):
+    """Noise compresses badly, so the stream spans many Ogg pages and a cut keeps whole ones."""
+    x = (0.3 * np.random.default_rng(0).standard_normal(int(seconds * sr))).astype(np.float32)
+    sf.write(path, x, sr, format="OGG", subtype="VORBIS")
+    return path
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.8, 0.95])
+def test_ogg_cut_short_is_truncated_not_a_shorter_file(tmp_path, keep):
+    path = _truncate(_noise_ogg(tmp_path / "cut.ogg"), keep)
+    # libsndfile itself reports the pages before the cut as a whole, shorter file
+    assert 0 < sf.info(str(path)).frames < 64000
+    for decode in (probe_audio, load_audio, lambda p: list(iter_audio_blocks(p, 1.0))):
+        with pytest.raises(AudioError, match=r"cut\.ogg: file is truncated \(libsndfile: Ogg"):
+            decode(path)
+
+
+def test_whole_ogg_is_not_mistaken_for_truncated(tmp_path):
+    path = _noise_ogg(tmp_path / "whole.ogg")
+    assert probe_audio(path).frames == 64000
+    assert sum(len(b) for b in iter_audio_blocks(path, 1.0)) == 64000
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_non_regular_files_are_refused_at_once(tmp_path, kind):
+    import os
+
+    path = tmp_path / f"input.{'wav' if kind == 'fifo' else 'flac'}"
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it for reading would block until a writer comes: never
+    else:
+        path.mkdir()
+    name = "FIFO" if kind == "fifo" else "directory"
+    for decode in (probe_audio, load_audio, lambda p: list(iter_audio_blocks(p, 1.0))):
+        with pytest.raises(AudioError, match=rf"input\.\w+: not a regular file \(a {name}\)"):
+            decode(path)

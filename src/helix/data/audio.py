@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -37,7 +38,9 @@ AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg") + (
 RESAMPLE_QUALITY = "HQ"
 # libsndfile's note on a WAV whose data chunk is longer than the file: "data : 32000 (should be 15978)"
 _SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
-_OGG_TRUNCATED = "ended unexpectedly"
+# libsndfile's notes on an Ogg stream cut short: it still reports the pages before the cut as a
+# whole (shorter) file, so these notes are the only sign that audio is missing
+_OGG_TRUNCATED = ("ended unexpectedly", "lacks an end-of-stream bit", "junk after the last page")
 
 
 class AudioError(ValueError):
@@ -68,21 +71,28 @@ def _open(path: str | os.PathLike) -> sf.SoundFile:
     if ext not in AUDIO_EXTENSIONS:
         raise AudioError(path, f"unsupported extension {ext or '(none)'!r}; supported: {', '.join(AUDIO_EXTENSIONS)}")
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
     except FileNotFoundError:
         raise AudioError(path, "file not found") from None
     except OSError as err:
         raise AudioError(path, f"cannot read file ({err.strerror})") from None
-    if size == 0:
+    # opening a FIFO or a device blocks or reads forever: only regular files are audio files
+    if not stat.S_ISREG(st.st_mode):
+        raise AudioError(path, f"not a regular file (a {_file_kind(st.st_mode)})")
+    if st.st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
         f = sf.SoundFile(path)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(path, f"cannot decode ({_libsndfile_message(err)})") from None
     notes = f.extra_info  # libsndfile's parse log: the only place it admits a short file
+    cut_ogg = [line.strip() for line in notes.splitlines() if any(n in line.lower() for n in _OGG_TRUNCATED)]
+    if cut_ogg:
+        f.close()
+        raise AudioError(path, f"file is truncated (libsndfile: {cut_ogg[0]})")
     if f.frames <= 0:
         f.close()
-        raise AudioError(path, "file is truncated" if _OGG_TRUNCATED in notes else "no audio frames")
+        raise AudioError(path, "no audio frames")
     short = _SHORT_DATA.search(notes)
     declared, held = (int(short.group(1)), int(short.group(2))) if short else (0, 0)
     # a missing pad byte is harmless, and 0 / 0xFFFFFFFF are streaming writers' "unknown length";
@@ -91,6 +101,12 @@ def _open(path: str | os.PathLike) -> sf.SoundFile:
         f.close()
         raise AudioError(path, f"file is truncated: header promises {declared} data bytes, file holds {held}")
     return f
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def _libsndfile_message(err: Exception) -> str:
