@@ -2,7 +2,7 @@
 CPU on synthetic audio generated in code (no download), a comparison table with chance level,
 the plots, and what to run next.
 
-    helix demo                       # both tasks, presets configs/demo.yaml and demo_concat.yaml
+    helix demo                       # both tasks, presets demo and demo_concat
     helix demo --tasks order --epochs 3 --out runs/demo-quick
 
 On CPU the six trainings run side by side in worker processes, one per core with one thread

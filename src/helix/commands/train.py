@@ -17,7 +17,7 @@ from helix.training.config import TrainConfig, list_presets, load_config
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """The flags ``train`` and ``grid`` share; each maps onto a config field."""
     p.add_argument("--config", metavar="PRESET_OR_PATH",
-                   help=f"preset name ({', '.join(list_presets()) or 'configs/*.yaml'}) or a YAML file")
+                   help=f"preset name ({', '.join(list_presets()) or 'none found'}) or a YAML file")
     p.add_argument("--epochs", type=int, help="optim.epochs")
     p.add_argument("--batch-size", type=int, help="optim.batch_size: global batch per optimizer step")
     p.add_argument("--data-root", metavar="DIR", help="data.root: folder with the prepared dataset")

@@ -1,6 +1,6 @@
 """Training configuration: dataclasses, YAML presets and ``key=value`` overrides.
 
-A run is fully described by one :class:`TrainConfig`. YAML files in ``configs/`` are serialised
+A run is fully described by one :class:`TrainConfig`. YAML presets (``helix/configs/``) are serialised
 configs (only the fields that differ from the defaults need to appear); the command line applies
 ``key=value`` overrides on top, with dotted keys (``optim.lr=1e-3``) or, when the name is unique,
 bare ones (``lr=1e-3``). The defaults are the paper's protocol (section 3.4).
@@ -20,10 +20,14 @@ from typing import Any
 import yaml
 
 
+PACKAGE_PRESETS = Path(__file__).resolve().parents[1] / "configs"
+"""The presets shipped inside the package (``helix/configs/*.yaml``, package data of the wheel)."""
+
+
 def preset_dirs() -> tuple[Path, ...]:
-    """Where preset names are looked up: ``./configs`` first, then the repository's ``configs/``
-    (next to ``src/``, which an editable install keeps)."""
-    return Path.cwd() / "configs", Path(__file__).resolve().parents[3] / "configs"
+    """Where preset names are looked up: ``./configs`` in the working directory first (a user's own
+    presets there shadow the shipped ones of the same name), then the package's presets."""
+    return Path.cwd() / "configs", PACKAGE_PRESETS
 
 
 @dataclass
@@ -296,7 +300,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 
 def resolve_preset(name_or_path: str) -> Path:
-    """A YAML path, or a preset name looked up in ``configs/`` (cwd first, then the repository)."""
+    """A YAML path, or a preset name looked up in ``./configs`` then the package's presets."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
