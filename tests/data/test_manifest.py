@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 
 import pytest
 
-from helix.data.manifest import MANIFEST_FIELDS, ManifestError, class_names, read_manifest, write_manifest
+from helix.data.manifest import (
+    MANIFEST_FIELDS,
+    ManifestError,
+    atomic_write_text,
+    class_names,
+    read_manifest,
+    write_manifest,
+)
 
 
 def _row(path, label="dog", **kw):
@@ -18,7 +27,8 @@ def _row(path, label="dog", **kw):
 
 def test_round_trip_keeps_values_and_types(tmp_path):
     root = tmp_path / "ds"
-    rows = [_row(str(root / "audio" / "a.wav")), _row("audio/b.wav", "rain", split="train", fold=0, speaker="19")]
+    rows = [_row(str(root / "audio" / "a.wav")),
+            _row(str(root / "audio" / "b.wav"), "rain", split="train", fold=0, speaker="19")]
     path = write_manifest(root / "helix" / "manifest.tsv", rows, root)
     back = read_manifest(path)
     assert [r["path"] for r in back] == [str(root / "audio" / "a.wav"), str(root / "audio" / "b.wav")]
@@ -31,7 +41,7 @@ def test_round_trip_keeps_values_and_types(tmp_path):
 
 def test_dataset_folder_can_move(tmp_path):
     root = tmp_path / "ds"
-    write_manifest(root / "helix" / "manifest.tsv", [_row("audio/a.wav")], root)
+    write_manifest(root / "helix" / "manifest.tsv", [_row(str(root / "audio" / "a.wav"))], root)
     shutil.move(root, tmp_path / "moved")
     moved = read_manifest(tmp_path / "moved" / "helix" / "manifest.tsv")
     assert moved[0]["path"] == str(tmp_path / "moved" / "audio" / "a.wav")
@@ -43,14 +53,56 @@ def test_malformed_manifests_are_refused(tmp_path):
     (tmp_path / "x.tsv").write_text("path\tlabel\n")
     with pytest.raises(ManifestError, match="not a helix manifest"):
         read_manifest(tmp_path / "x.tsv")
-    good = write_manifest(tmp_path / "m.tsv", [_row("a.wav")], tmp_path)
+    good = write_manifest(tmp_path / "m.tsv", [_row(str(tmp_path / "a.wav"))], tmp_path)
     good.write_text(good.read_text() + "b.wav\tdog\n")
     with pytest.raises(ManifestError, match=r"m\.tsv:4: expected 9 columns"):
         read_manifest(good)
     with pytest.raises(ManifestError, match="tab or newline"):
-        write_manifest(tmp_path / "n.tsv", [_row("a.wav", label="a\tb")], tmp_path)
+        write_manifest(tmp_path / "n.tsv", [_row(str(tmp_path / "a.wav"), label="a\tb")], tmp_path)
 
 
 def test_class_names_are_sorted_and_skip_unlabelled():
     rows = [_row("a", "rain"), _row("b", "dog"), _row("c", ""), _row("d", "rain")]
     assert class_names(rows) == ["dog", "rain"]
+
+
+def test_relative_root_and_paths_resolve_from_any_folder(tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    # a relative root, and row paths relative to the current folder as a recipe builds them
+    write_manifest("data/ds/helix/manifest.tsv", [_row("data/ds/audio/a.wav")], "data/ds")
+    text = (tmp_path / "work" / "data" / "ds" / "helix" / "manifest.tsv").read_text()
+    assert text.splitlines()[0].endswith("root=..") and "\naudio/a.wav\t" in text
+    want = str(tmp_path / "work" / "data" / "ds" / "audio" / "a.wav")
+    assert read_manifest("data/ds/helix/manifest.tsv")[0]["path"] == want
+    monkeypatch.chdir(tmp_path)  # elsewhere, through another relative path
+    assert read_manifest("work/data/ds/helix/manifest.tsv")[0]["path"] == want
+
+
+def test_paths_are_kept_as_seen_under_the_root_not_resolved(tmp_path):
+    elsewhere = tmp_path / "big-disk" / "clips"
+    elsewhere.mkdir(parents=True)
+    root = tmp_path / "ds"
+    root.mkdir()
+    (root / "audio").symlink_to(elsewhere, target_is_directory=True)
+    path = write_manifest(root / "helix" / "manifest.tsv", [_row(str(root / "audio" / "a.wav"))], root)
+    assert read_manifest(path)[0]["path"] == str(root / "audio" / "a.wav")
+
+
+def test_a_path_outside_the_root_is_refused(tmp_path):
+    root = tmp_path / "ds"
+    for outside in (tmp_path / "other" / "a.wav", root / ".." / "a.wav", root):
+        with pytest.raises(ManifestError, match="is not inside the dataset root"):
+            write_manifest(root / "helix" / "manifest.tsv", [_row(str(outside))], root)
+
+
+def test_writes_respect_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        a = atomic_write_text(tmp_path / "a.txt", "x")
+        os.umask(0o077)
+        b = write_manifest(tmp_path / "m.tsv", [_row(str(tmp_path / "a.wav"))], tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(a.stat().st_mode) == 0o644  # not mkstemp's 0600
+    assert stat.S_IMODE(b.stat().st_mode) == 0o600

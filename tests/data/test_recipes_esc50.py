@@ -150,3 +150,25 @@ def test_download_from_loopback_then_prepare(tmp_path, monkeypatch):
     assert any(r[1] == "bytes=2000-" for r in srv.requests)  # the dropped transfer resumed
     assert ESC50.status(root).startswith("downloaded, not prepared")
     assert ESC50.prepare(root, progress=False).items == 9
+
+
+@pytest.mark.parametrize(
+    "row,reason",
+    [
+        # 1-1000-A-0.wav is line 2, in fold 1 as dog
+        ("1-1000-A-0.wav,3,0,dog,False,1,A", r"line 17: 1-1000-A-0\.wav is listed a second time "
+                                             r"\(fold 3, dog; first on line 2: fold 1, dog\)"),
+        ("1-1000-A-0.wav,1,1,rain,False,1,A", r"line 17: 1-1000-A-0\.wav is listed a second time \(fold 1, rain"),
+        ("6-1000-A-0.wav,6,0,dog,False,1,A", r"line 17: fold 6 is outside 1\.\.5"),
+        ("0-1000-A-0.wav,0,0,dog,False,1,A", r"line 17: fold 0 is outside 1\.\.5"),
+        ("x-1000-A-0.wav,one,0,dog,False,1,A", r"line 17: fold 'one' is not an integer"),
+    ],
+)
+def test_inconsistent_metadata_is_refused_naming_the_line(esc50_root, row, reason):
+    meta = esc50_root / "ESC-50-master" / "meta" / "esc50.csv"
+    write_audio(meta.parents[1] / "audio" / row.split(",")[0], 0.1, 44100)
+    meta.write_text(meta.read_text() + row + "\n")
+    # a clip in two folds would put test clips into training: no --skip-bad gets past this
+    for skip_bad in (False, True):
+        with pytest.raises(DatasetLayoutError, match=rf"{re.escape(str(meta))} {reason}"):
+            ESC50.prepare(esc50_root, skip_bad=skip_bad, progress=False)

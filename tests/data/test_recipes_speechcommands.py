@@ -74,3 +74,37 @@ def test_download_flat_archive_then_prepare(tmp_path):
         SC.download(root, mirror=srv.url, progress=False)
     result = SC.prepare(root, progress=False)
     assert result.classes == 3 and result.items == 10 + 2
+
+
+def test_a_file_in_both_lists_is_refused_naming_it(sc_root):
+    from helix.data.recipes import DatasetLayoutError
+
+    with open(sc_root / "testing_list.txt", "a") as f:
+        f.write("no/00000000_nohash_0.wav\n")  # already line 1 of validation_list.txt
+    with pytest.raises(DatasetLayoutError, match=r"no/00000000_nohash_0\.wav is listed in both .*validation_list"
+                                                 r"\.txt line 1 and .*testing_list\.txt line 4"):
+        SC.prepare(sc_root, progress=False)
+
+
+def test_an_empty_split_is_refused(tmp_path):
+    root = make_speechcommands(tmp_path / "sc", per_word=2)  # clip 0 validation, clip 1 test: no train
+    with pytest.raises(PrepareError, match=r"the train split\(s\) would be empty"):
+        SC.prepare(root, progress=False)
+    assert not SC.manifest_path(root).exists()
+    (root / "validation_list.txt").write_text("")
+    write_audio(root / "yes" / "00000009_nohash_0.wav", 1.0, 16000)
+    with pytest.raises(PrepareError, match=r"the validation split\(s\) would be empty"):
+        SC.prepare(root, progress=False)
+
+
+def test_loading_refuses_a_manifest_with_an_empty_split(sc_root):
+    from helix.data.manifest import write_manifest
+
+    SC.prepare(sc_root, progress=False)
+    # a manifest from before prepare checked splits: validation emptied
+    rows = [dict(r, split="test" if r["split"] == "validation" else r["split"])
+            for r in read_manifest(SC.manifest_path(sc_root))]
+    write_manifest(SC.manifest_path(sc_root), rows, sc_root)
+    for task in ("speechcommands", "concat_speechcommands"):
+        with pytest.raises(ValueError, match=r"the validation split is empty \(train 12, validation 0, test 6 items\)"):
+            build_datasets(task, sc_root, None)

@@ -58,3 +58,28 @@ def test_download_checks_the_published_md5(tmp_path, monkeypatch):
         US8K.download(root, mirror=srv.url, progress=False)
     assert US8K.status(root).startswith("not downloaded")
     assert not (root / "UrbanSound8K").exists()
+
+
+@pytest.mark.parametrize(
+    "row,reason",
+    [
+        # 101-0-0-1.wav is line 2 (fold 1, dog_bark); a copy of it in fold 2 is the same clip twice
+        ("101-0-0-1.wav,101,0,0.3,1,2,0,dog_bark", r"line 14: 101-0-0-1\.wav is listed a second time "
+                                                   r"\(fold 2, dog_bark; first on line 2: fold 1, dog_bark\)"),
+        ("101-0-0-1.wav,101,0,0.3,1,1,1,siren", r"line 14: 101-0-0-1\.wav is listed a second time"),
+        ("101-0-0-11.wav,101,0,0.3,1,11,0,dog_bark", r"line 14: fold 11 is outside 1\.\.10"),
+        ("101-0-0-1.wav,101,0,0.3,1,2.5,0,dog_bark", r"line 14: fold '2\.5' is not an integer"),
+        ("../../x.wav,101,0,0.3,1,1,0,dog_bark", r"line 14: path '\.\./\.\./x\.wav' points outside"),
+    ],
+)
+def test_inconsistent_metadata_is_refused_naming_the_line(us8k_root, row, reason):
+    import re
+    import shutil
+
+    corpus = us8k_root / "UrbanSound8K"
+    (corpus / "audio" / "fold2").mkdir(exist_ok=True)
+    shutil.copy(corpus / "audio" / "fold1" / "101-0-0-1.wav", corpus / "audio" / "fold2" / "101-0-0-1.wav")
+    meta = corpus / "metadata" / "UrbanSound8K.csv"
+    meta.write_text(meta.read_text() + row + "\n")
+    with pytest.raises(DatasetLayoutError, match=rf"{re.escape(str(meta))} {reason}"):
+        US8K.prepare(us8k_root, progress=False)

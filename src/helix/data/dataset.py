@@ -185,6 +185,7 @@ def build_datasets(
         rows = [r for r in get_recipe("speechcommands").read_manifest(root) if r["label"]]
         names = manifest_classes(rows)
         splits = ("train", "validation", "test")
+        _refuse_empty(name, root, {s: sum(r["split"] == s for r in rows) for s in splits})
         if name == "speechcommands":
             parts = [ClipDataset([r for r in rows if r["split"] == s], names, seconds, sample_rate,
                                  train=(s == "train"), resample=opts["resample"]) for s in splits]
@@ -197,7 +198,20 @@ def build_datasets(
     opts = _options(name, task_kwargs, {"subset": recipe.default_subset, "resample": True, "val_fraction": 0.1,
                                            "test_fraction": 0.2, "min_utterances": 3, "seed": 0})
     rows = recipe.read_manifest(root, opts.pop("subset"))
-    return derived.speaker_identification(rows, seconds, sample_rate, **opts)
+    train, val, test, names = derived.speaker_identification(rows, seconds, sample_rate, **opts)
+    # val_fraction=0 asks for no validation part; otherwise every part must hold clips
+    sizes = {"train": len(train), "validation": len(val), "test": len(test)}
+    _refuse_empty(name, root, sizes, may_be_empty=() if opts["val_fraction"] > 0 else ("validation",))
+    return train, val, test, names
+
+
+def _refuse_empty(name: str, root, sizes: dict[str, int], may_be_empty: Sequence[str] = ()) -> None:
+    """An empty split trains without validation (NaN accuracy, no best checkpoint): refuse it."""
+    empty = [s for s, n in sizes.items() if n == 0 and s not in may_be_empty]
+    if empty:
+        counts = ", ".join(f"{s} {n}" for s, n in sizes.items())
+        raise ValueError(f"{name} at {root}: the {' and '.join(empty)} split is empty ({counts} items); "
+                         "check the corpus's split lists and run `helix data prepare` again")
 
 
 def _kfold(rows, fold, seconds, sample_rate, resample):

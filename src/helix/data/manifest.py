@@ -14,7 +14,10 @@ A manifest is a tab-separated text file, one audio file per row, with the column
 - ``duration`` (s), ``sample_rate`` (Hz), ``frames``, ``channels``: measured by decoding the file.
 
 The first line, ``#helix-manifest v1 root=<dir>``, names the root relative to the manifest's own
-folder. Writes are atomic (temporary file + rename), so a manifest on disk is always complete.
+folder, so reading resolves every row against the root wherever the reader runs from. Paths are
+compared as written, never with symlinks resolved: a symlinked folder inside the root that points
+elsewhere stays a path under the root. Writes are atomic (temporary file + rename), so a manifest on
+disk is always complete, and get the permissions the umask allows, like any new file.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-__all__ = ["MANIFEST_FIELDS", "ManifestError", "atomic_write_text", "class_names", "read_manifest", "write_manifest"]
+__all__ = [
+    "MANIFEST_FIELDS",
+    "ManifestError",
+    "atomic_write_text",
+    "class_names",
+    "read_manifest",
+    "relative_to_root",
+    "write_manifest",
+]
 
 MANIFEST_FIELDS = ("path", "label", "split", "fold", "speaker", "duration", "sample_rate", "frames", "channels")
 _TYPES = {"fold": int, "duration": float, "sample_rate": int, "frames": int, "channels": int}
@@ -45,6 +56,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600; the file should be what open() would have made
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -53,19 +66,37 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def relative_to_root(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """``path`` (absolute, or relative to the current folder) relative to ``root``, POSIX-style.
+
+    Compared lexically (``os.path.abspath``), not with symlinks resolved, so a file reached through
+    a symlinked folder inside the root is stored as it is seen there. ManifestError if the path
+    lies outside the root.
+    """
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    if rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+        raise ManifestError(f"{path} is not inside the dataset root {root}")
+    return Path(rel).as_posix()
+
+
 def write_manifest(path: str | os.PathLike, rows: Iterable[dict[str, Any]], root: str | os.PathLike) -> Path:
     """Write ``rows`` (dicts with every field of :data:`MANIFEST_FIELDS`) atomically to ``path``.
 
-    Row paths may be absolute or relative to ``root``; they are stored relative to ``root``.
+    Row paths are ordinary paths (absolute, or relative to the current folder, like ``root``)
+    and must lie inside ``root``; they are stored relative to ``root``.
     """
     path = Path(path)
-    root = Path(root).resolve()
-    rel_root = os.path.relpath(root, path.parent.resolve())
+    rel_root = Path(os.path.relpath(os.path.abspath(root), os.path.abspath(path.parent))).as_posix()
     lines = [_HEADER + rel_root, "\t".join(MANIFEST_FIELDS)]
     for row in rows:
         values = dict(row)
-        p = Path(values["path"])
-        values["path"] = (p.resolve().relative_to(root) if p.is_absolute() else p).as_posix()
+        values["path"] = relative_to_root(values["path"], root)
         if isinstance(values.get("duration"), float):
             values["duration"] = f"{values['duration']:.6f}"
         cells = [str(values[k]) for k in MANIFEST_FIELDS]
@@ -84,7 +115,8 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
         header = f.readline().rstrip("\n")
         if not header.startswith(_HEADER):
             raise ManifestError(f"{path} is not a helix manifest (first line {header[:60]!r})")
-        root = (path.parent / header[len(_HEADER) :]).resolve()
+        # lexical, like the write: ".." from <root>/helix is <root> even where helix/ is a symlink
+        root = os.path.abspath(path.parent / header[len(_HEADER) :])
         columns = f.readline().rstrip("\n").split("\t")
         if tuple(columns) != MANIFEST_FIELDS:
             raise ManifestError(f"{path}: columns {columns} differ from {list(MANIFEST_FIELDS)}")

@@ -49,7 +49,7 @@ class PrepareError(RuntimeError):
 
 @dataclass(frozen=True)
 class Item:
-    """One audio file the corpus metadata lists: ``path`` absolute, the rest as in the manifest."""
+    """One audio file the corpus metadata lists: ``path`` under the root as given, the rest as in the manifest."""
 
     path: str
     label: str
@@ -111,6 +111,8 @@ class Recipe:
     default_subset: str | None = None
     #: what the official layout looks like, shown when a folder does not match it
     layout_help: str = ""
+    #: splits the corpus defines that training needs; prepare refuses a manifest where one is empty
+    required_splits: tuple[str, ...] = ()
 
     # -- hooks -------------------------------------------------------------------------------
     def sources(self, subset: str | None) -> list[Source]:
@@ -238,6 +240,14 @@ class Recipe:
             report.unlink()
         if not rows:
             raise PrepareError(f"{self.title} at {root}: no usable audio files found. Expected {self.layout_help}")
+        empty = [s for s in self.required_splits if not any(r["split"] == s for r in rows)]
+        if empty:
+            self.manifest_path(root, subset).unlink(missing_ok=True)
+            self._summary_path(root, subset).unlink(missing_ok=True)
+            raise PrepareError(
+                f"{self.title} at {root}: the {' and '.join(empty)} split(s) would be empty "
+                f"({len(rows)} usable files, none in {', '.join(empty)}); check the split lists"
+            )
         manifest = write_manifest(self.manifest_path(root, subset), rows, root)
         result = PrepareResult(
             manifest=manifest, items=len(rows), classes=len(class_names(rows)),
@@ -298,6 +308,50 @@ class Recipe:
         except DatasetLayoutError:
             return False
         return True
+
+
+def listed_path(base: Path, name: str, meta: Path, lineno: int) -> Path:
+    """``base / name`` for a file name read from line ``lineno`` of ``meta``.
+
+    A name that is absolute or climbs with ``..`` would read a file outside the dataset root:
+    refused, naming the line (DatasetLayoutError).
+    """
+    parts = Path(name).parts
+    if not name.strip() or Path(name).is_absolute() or os.pardir in parts or "\\" in name:
+        raise DatasetLayoutError(f"{meta} line {lineno}: path {name!r} points outside the dataset folder; "
+                                 "metadata may only name files inside it")
+    return base / name
+
+
+def parse_fold(value: str, folds: int, meta: Path, lineno: int) -> int:
+    """The fold number in ``value``, checked to be one of 1..``folds`` (DatasetLayoutError naming the line)."""
+    try:
+        fold = int(value)
+    except ValueError:
+        raise DatasetLayoutError(f"{meta} line {lineno}: fold {value!r} is not an integer") from None
+    if not 1 <= fold <= folds:
+        raise DatasetLayoutError(f"{meta} line {lineno}: fold {fold} is outside 1..{folds}")
+    return fold
+
+
+class ListedOnce:
+    """Remembers where each file name was listed; a second listing is refused, naming both lines.
+
+    A clip in two folds (or with two labels) would leak test clips into training.
+    """
+
+    def __init__(self, meta: Path):
+        self.meta = meta
+        self.first: dict[str, tuple[int, str]] = {}
+
+    def add(self, name: str, lineno: int, what: str) -> None:
+        if name in self.first:
+            line, was = self.first[name]
+            raise DatasetLayoutError(
+                f"{self.meta} line {lineno}: {name} is listed a second time ({what}; first on line {line}: {was}); "
+                "each file may appear once"
+            )
+        self.first[name] = (lineno, what)
 
 
 def find_corpus(root: Path, marker: str, candidates: Iterable[str]) -> Path | None:

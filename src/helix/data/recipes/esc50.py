@@ -14,10 +14,11 @@ import csv
 from pathlib import Path
 
 from helix.data.download import Source
-from helix.data.recipes.base import DatasetLayoutError, Item, Recipe, find_corpus
+from helix.data.recipes.base import DatasetLayoutError, Item, ListedOnce, Recipe, find_corpus, listed_path, parse_fold
 
 URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
 META = "meta/esc50.csv"
+FOLDS = 5
 
 
 class ESC50(Recipe):
@@ -44,12 +45,15 @@ class ESC50(Recipe):
             need = {"filename", "fold", "category"}
             if not need <= set(reader.fieldnames or ()):
                 raise DatasetLayoutError(f"{meta} lacks columns {sorted(need - set(reader.fieldnames or ()))}")
+            listed = ListedOnce(meta)
             for lineno, row in enumerate(reader, start=2):
-                path = corpus / "audio" / row["filename"]
+                path = listed_path(corpus / "audio", row["filename"], meta, lineno)
+                fold = parse_fold(row["fold"], FOLDS, meta, lineno)
+                listed.add(row["filename"], lineno, f"fold {fold}, {row['category']}")
                 if not path.is_file():
                     bad.append((str(path), f"listed in {meta} line {lineno} but missing"))
                     continue
-                items.append(Item(str(path), row["category"], fold=int(row["fold"])))
+                items.append(Item(str(path), row["category"], fold=fold))
         return items, bad
 
 

@@ -52,7 +52,8 @@ class LibriSpeech(Recipe):
     def list_items(self, corpus: Path, subset):
         items, bad = [], []
         top = corpus / subset
-        for dirpath, dirnames, filenames in os.walk(top):
+        # a speaker or chapter folder may be a symlink to another disk
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
             dirnames.sort()
             rel = Path(dirpath).relative_to(top).parts
             for name in sorted(filenames):

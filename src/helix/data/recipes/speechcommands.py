@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from helix.data.download import Source
-from helix.data.recipes.base import HELIX_FOLDERS, Item, Recipe, find_corpus
+from helix.data.recipes.base import HELIX_FOLDERS, DatasetLayoutError, Item, Recipe, find_corpus, listed_path
 
 URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
 LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt"}
@@ -29,6 +29,7 @@ class SpeechCommands(Recipe):
     name = "speechcommands"
     title = "Speech Commands v0.02"
     layout_help = "one folder per word holding .wav files, validation_list.txt and testing_list.txt side by side"
+    required_splits = ("train", "validation", "test")
 
     def sources(self, subset):
         return [Source(URL, "speech_commands_v0.02.tar.gz")]
@@ -45,11 +46,22 @@ class SpeechCommands(Recipe):
 
     def list_items(self, corpus: Path, subset):
         split_of: dict[str, str] = {}
+        where: dict[str, str] = {}
         for split, name in LISTS.items():
             with open(corpus / name, encoding="utf-8") as f:
-                for line in f:
-                    if line.strip():
-                        split_of[line.strip()] = split
+                for lineno, line in enumerate(f, start=1):
+                    rel = line.strip()
+                    if not rel:
+                        continue
+                    listed_path(corpus, rel, corpus / name, lineno)
+                    if split_of.get(rel, split) != split:
+                        # in both lists it would be scored as validation and test at once
+                        raise DatasetLayoutError(
+                            f"{rel} is listed in both {where[rel]} and {corpus / name} line {lineno}: "
+                            "a file belongs to one split"
+                        )
+                    split_of[rel] = split
+                    where.setdefault(rel, f"{corpus / name} line {lineno}")
         items, seen = [], set()
         words = sorted(e.name for e in os.scandir(corpus)
                        if e.is_dir() and not e.name.startswith(("_", ".")) and e.name not in HELIX_FOLDERS)

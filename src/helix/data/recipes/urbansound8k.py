@@ -14,11 +14,12 @@ import csv
 from pathlib import Path
 
 from helix.data.download import Source
-from helix.data.recipes.base import DatasetLayoutError, Item, Recipe, find_corpus
+from helix.data.recipes.base import DatasetLayoutError, Item, ListedOnce, Recipe, find_corpus, listed_path, parse_fold
 
 URL = "https://zenodo.org/record/1203745/files/UrbanSound8K.tar.gz"
 MD5 = "9aa69802bbf37fb986f71ec1483a196e"
 META = "metadata/UrbanSound8K.csv"
+FOLDS = 10
 
 
 class UrbanSound8K(Recipe):
@@ -45,9 +46,11 @@ class UrbanSound8K(Recipe):
             need = {"slice_file_name", "fold", "class"}
             if not need <= set(reader.fieldnames or ()):
                 raise DatasetLayoutError(f"{meta} lacks columns {sorted(need - set(reader.fieldnames or ()))}")
+            listed = ListedOnce(meta)
             for lineno, row in enumerate(reader, start=2):
-                fold = int(row["fold"])
-                path = corpus / "audio" / f"fold{fold}" / row["slice_file_name"]
+                fold = parse_fold(row["fold"], FOLDS, meta, lineno)
+                path = listed_path(corpus / "audio" / f"fold{fold}", row["slice_file_name"], meta, lineno)
+                listed.add(row["slice_file_name"], lineno, f"fold {fold}, {row['class']}")
                 if not path.is_file():
                     bad.append((str(path), f"listed in {meta} line {lineno} but missing"))
                     continue

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from helix.data.download import Source
 from helix.data.manifest import atomic_write_text
-from helix.data.recipes.base import Item, Recipe
+from helix.data.recipes.base import Item, Recipe, listed_path
 
 BASE_URL = "https://dl.fbaipublicfiles.com/voxpopuli"
 YEARS = tuple(range(2009, 2021))
@@ -90,11 +90,11 @@ class VoxPopuli(Recipe):
             with open(tsv, encoding="utf-8", newline="") as f:
                 # transcripts hold quotes; only tabs separate
                 reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-                for row in reader:
+                for lineno, row in enumerate(reader, start=2):
                     speaker = row["speaker_id"].strip()
                     if speaker in _NO_SPEAKER:
                         continue
-                    path = out_root / row["id"][:4] / f"{row['id']}.ogg"
+                    path = listed_path(out_root / row["id"][:4], f"{row['id']}.ogg", tsv, lineno)
                     if not path.is_file():
                         bad.append((str(path), f"listed in {tsv} but missing (cut from raw_audios/original/"
                                                f"{row['id'][:4]}/ by prepare, or by the official get_asr_data)"))
