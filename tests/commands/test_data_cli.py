@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,7 +67,7 @@ def test_download_resumes_then_prepare(tmp_path, capsys, monkeypatch):
         srv.cut["speech_commands_v0.02.tar.gz"] = 10_000
         args = ["data", "download", "speechcommands", "--root", str(root), "--mirror", srv.url, "--no-progress"]
         assert main(args) == 0
-    assert [r[1] for r in srv.requests] == [None, "bytes=10000-"]
+    assert [r[1] for r in srv.requests if r[0] != "helix-checksums.json"] == [None, "bytes=10000-"]
     assert f"next: helix data prepare speechcommands --root {root}" in capsys.readouterr().out
     assert main(["data", "prepare", "speechcommands", "--root", str(root), "--no-progress"]) == 0
     assert "Speech Commands v0.02: 11 files, 3 classes" in capsys.readouterr().out
@@ -74,3 +80,86 @@ def test_unknown_names_and_subsets(tmp_path, capsys):
     assert "unknown dataset 'esc51'" in capsys.readouterr().err
     assert main(["data", "prepare", "librispeech", "--root", str(tmp_path), "--subset", "nope"]) == 1
     assert "unknown librispeech subset 'nope'" in capsys.readouterr().err
+
+
+def test_documented_relative_root_then_training_loads_from_elsewhere(tmp_path, capsys, monkeypatch):
+    """`helix data prepare esc50 --root data/esc50` as the docs show it, run from a project folder."""
+    from helix.data.dataset import build_datasets
+
+    project = tmp_path / "project"
+    monkeypatch.chdir(tmp_path)
+    corpora.make_esc50(project / "data" / "esc50")
+    monkeypatch.chdir(project)
+    assert main(["data", "prepare", "esc50", "--root", "data/esc50", "--no-progress"]) == 0
+    assert "-> data/esc50/helix/manifest.tsv" in capsys.readouterr().out
+    assert main(["data", "list", "esc50", "--root", "data/esc50"]) == 0
+    assert "prepared: 15 files" in capsys.readouterr().out
+    train, _, _, _ = build_datasets("esc50", "data/esc50", 1.0)
+    assert train[0][0].shape == (16000,)
+    # a later run from another folder, with the root spelled from there
+    monkeypatch.chdir(tmp_path)
+    train, _, test, _ = build_datasets("esc50", "project/data/esc50", 1.0)
+    assert train[0][0].shape == (16000,) and len(test) == 3
+
+
+def test_default_root_is_relative_to_the_current_folder(tmp_path, capsys, monkeypatch):
+    from helix.data.dataset import build_datasets
+
+    monkeypatch.delenv("HELIX_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    corpora.make_speechcommands(Path("data") / "speechcommands", per_word=3)
+    assert main(["data", "prepare", "speechcommands", "--no-progress"]) == 0
+    monkeypatch.chdir(tmp_path / "data")
+    assert len(build_datasets("speechcommands", "speechcommands", None)[0]) == 3
+    monkeypatch.setenv("HELIX_DATA_DIR", "elsewhere")  # also relative: taken from the current folder
+    monkeypatch.chdir(tmp_path)
+    corpora.make_esc50(Path("elsewhere") / "esc50")
+    assert main(["data", "prepare", "esc50", "--no-progress"]) == 0
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert build_datasets("esc50", "esc50", 1.0)[0][0][0].shape == (16000,)
+
+
+def test_documented_download_through_helix_mirror(tmp_path, capsys, monkeypatch):
+    """The docs' download command verbatim, in a subprocess, against a loopback mirror.
+
+    The mirror's zip is not GitHub's, so it vouches for it with helix-checksums.json; then the
+    documented prepare, and loading from another folder.
+    """
+    corpora.make_esc50(tmp_path / "src", folds=3)
+    site = tmp_path / "site"
+    site.mkdir()
+    archive = corpora.zip_folder(tmp_path / "src" / "ESC-50-master", site / "master.zip")
+    data = archive.read_bytes()
+    (site / "helix-checksums.json").write_text(
+        json.dumps({"master.zip": {"size": len(data), "md5": hashlib.md5(data).hexdigest()}}))
+    work = tmp_path / "work"
+    work.mkdir()
+    with corpora.FixtureServer(site) as srv:
+        run = subprocess.run([sys.executable, "-m", "helix.cli", "data", "download", "esc50", "--root", "data/esc50"],
+                             cwd=work, env={**os.environ, "HELIX_MIRROR": srv.url}, capture_output=True, text=True,
+                             timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert [r[0] for r in srv.requests] == ["helix-checksums.json", "master.zip"]
+    monkeypatch.chdir(work)
+    assert main(["data", "prepare", "esc50", "--root", "data/esc50", "--no-progress"]) == 0
+    assert "ESC-50: 9 files, 3 classes" in capsys.readouterr().out
+    complete = json.loads((work / "data/esc50/helix/downloads/ESC-50-master.zip.complete").read_text())
+    assert complete["md5"] == hashlib.md5(data).hexdigest()
+    monkeypatch.chdir(tmp_path)
+    from helix.data.recipes import get_recipe
+
+    rows = get_recipe("esc50").read_manifest("work/data/esc50")
+    assert all(Path(r["path"]).is_file() for r in rows)
+
+
+def test_prepare_outputs_follow_the_umask(tmp_path, capsys):
+    root = tmp_path / "esc"
+    corpora.make_esc50(root)
+    (root / "ESC-50-master" / "audio" / "1-1000-A-0.wav").write_bytes(b"")
+    old = os.umask(0o022)
+    try:
+        assert main(["data", "prepare", "esc50", "--root", str(root), "--skip-bad", "--no-progress"]) == 0
+    finally:
+        os.umask(old)
+    for name in ("manifest.tsv", "prepare-report.txt", "summary.json"):
+        assert stat.S_IMODE((root / "helix" / name).stat().st_mode) == 0o644, name

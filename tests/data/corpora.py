@@ -200,13 +200,16 @@ class FixtureServer:
     ``cut[name] = n`` makes the next response for ``name`` stop after ``n`` body bytes and drop the
     connection (one shot); ``unavailable[name] = k`` answers the next ``k`` requests (after a
     pending cut) with 503; ``throttle`` (seconds per 16 KiB) slows every body down, so a client can
-    be killed mid-transfer. ``requests`` logs (path, Range header or None, status, body bytes sent
+    be killed mid-transfer. ``send_length=False`` leaves out Content-Length (the body ends when the
+    connection closes, as with a streaming server), so a cut looks like a complete answer; a 206
+    still says the total in Content-Range. ``requests`` logs (path, Range header or None, status, body bytes sent
     -- or about to be: a client may hang up early).
     """
 
-    def __init__(self, directory: Path, support_range: bool = True, throttle: float = 0.0):
+    def __init__(self, directory: Path, support_range: bool = True, throttle: float = 0.0, send_length: bool = True):
         self.directory = Path(directory)
         self.support_range = support_range
+        self.send_length = send_length
         self.throttle = throttle
         self.cut: dict[str, int] = {}
         self.unavailable: dict[str, int] = {}
@@ -257,7 +260,8 @@ class FixtureServer:
         sent = body if limit is None else body[:limit]
         self.requests.append((name, rng, status, len(sent)))
         h.send_response(status)
-        h.send_header("Content-Length", str(len(body)))
+        if self.send_length:
+            h.send_header("Content-Length", str(len(body)))
         if status == 206:
             h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         h.end_headers()

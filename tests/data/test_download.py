@@ -21,7 +21,7 @@ from helix.data.download import (
     source_state,
 )
 
-from .corpora import FixtureServer, make_speechcommands, tar_folder
+from .corpora import FixtureServer, make_speechcommands, tar_folder, zip_folder
 
 PAYLOAD = bytes(range(256)) * 4000  # ~1 MB: several read chunks
 
@@ -165,7 +165,7 @@ def test_fetch_writes_the_completion_marker_last(tmp_path):
         assert (root / "yes" / "00000000_nohash_0.wav").is_file() and (root / "validation_list.txt").is_file()
         assert not (root / "downloads" / "sc.tar.gz").exists()  # archive removed once unpacked
         fetch_source(source, root, mirror=srv.url, progress=False)  # complete: no second transfer
-    assert len(srv.requests) == 1
+    assert [r[0] for r in srv.requests] == ["helix-checksums.json", "sc.tar.gz"]
 
 
 def test_failed_extraction_never_looks_complete(tmp_path):
@@ -176,8 +176,98 @@ def test_failed_extraction_never_looks_complete(tmp_path):
     (site / "sc.tar.gz").write_bytes(whole[: len(whole) // 2])  # a broken archive, served in full
     source = Source("http://example.invalid/sc.tar.gz", "sc.tar.gz")
     root = tmp_path / "root"
-    with FixtureServer(site) as srv, pytest.raises(DownloadError, match="cannot extract"):
+    with FixtureServer(site) as srv:
+        with pytest.raises(DownloadError, match="cannot extract .*the archive was deleted: run the command again"):
+            fetch_source(source, root, mirror=srv.url, progress=False)
+        assert source_state(source, root) == "extracting"
+        assert not (root / "helix" / "downloads" / "sc.tar.gz.complete").exists()
+        assert not (root / "validation_list.txt").exists()  # nothing half-unpacked in place
+        # the broken archive is gone, so the rerun fetches a fresh (now whole) copy
+        assert not (root / "downloads" / "sc.tar.gz").exists()
+        (site / "sc.tar.gz").write_bytes(whole)
         fetch_source(source, root, mirror=srv.url, progress=False)
-    assert source_state(source, root) == "extracting"
-    assert not (root / "helix" / "downloads" / "sc.tar.gz.complete").exists()
-    assert not (root / "validation_list.txt").exists()  # nothing half-unpacked in place
+    assert source_state(source, root) == "complete" and (root / "validation_list.txt").is_file()
+
+
+def _sc_site(tmp_path, name="sc.tar.gz"):
+    corpus = make_speechcommands(tmp_path / "src", per_word=3)
+    site = tmp_path / "site"
+    site.mkdir()
+    return site, tar_folder(corpus, site / name, flat=True).read_bytes()
+
+
+@pytest.mark.parametrize("support_range", [True, False])
+def test_drop_without_length_or_checksum_is_not_taken_as_complete(tmp_path, support_range):
+    """No published size or md5 and no Content-Length: only reading the archive tells a cut."""
+    site, whole = _sc_site(tmp_path)
+    source = Source("http://example.invalid/sc.tar.gz", "sc.tar.gz")
+    root = tmp_path / "root"
+    with FixtureServer(site, support_range=support_range, send_length=False) as srv:
+        srv.cut["sc.tar.gz"] = len(whole) // 2
+        fetch_source(source, root, mirror=srv.url, progress=False, retry_wait=0)
+    assert source_state(source, root) == "complete" and (root / "no" / "00000002_nohash_0.wav").is_file()
+    transfers = [r for r in srv.requests if r[0] == "sc.tar.gz"]
+    assert len(transfers) == 2 and transfers[0][3] == len(whole) // 2
+    if support_range:
+        assert transfers[1][1:3] == (f"bytes={len(whole) // 2}-", 206)  # only the rest travelled
+
+
+@pytest.mark.parametrize("make_broken", [
+    lambda whole: whole[: len(whole) // 2],  # a tar.gz cut short
+    lambda whole: whole[:-2000] + bytes(2000),  # the right length, the end overwritten
+])
+def test_lengthless_broken_archive_is_deleted_and_a_rerun_downloads_again(tmp_path, make_broken):
+    site, whole = _sc_site(tmp_path)
+    (site / "sc.tar.gz").write_bytes(make_broken(whole))
+    source = Source("http://example.invalid/sc.tar.gz", "sc.tar.gz")
+    root = tmp_path / "root"
+    with FixtureServer(site, send_length=False) as srv:
+        with pytest.raises(DownloadError, match=r"sc\.tar\.gz from .* is not a whole archive .*the partial file "
+                                                r"was deleted: run the command again"):
+            fetch_source(source, root, mirror=srv.url, progress=False, retry_wait=0)
+        assert not list((root / "downloads").iterdir())  # neither the file nor a .part is kept
+        assert source_state(source, root) == "absent"
+        (site / "sc.tar.gz").write_bytes(whole)  # the server is fixed
+        fetch_source(source, root, mirror=srv.url, progress=False, retry_wait=0)
+    assert source_state(source, root) == "complete"
+
+
+def test_zip_integrity_is_checked_member_by_member(tmp_path):
+    from helix.data.download import archive_problem
+
+    folder = tmp_path / "ESC-50-master"
+    (folder / "audio").mkdir(parents=True)
+    (folder / "audio" / "a.wav").write_bytes(PAYLOAD)
+    good = zip_folder(folder, tmp_path / "good.zip")
+    assert archive_problem(good, "master.zip") is None
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 10] = bytes(10)  # inside a.wav (stored): the directory is intact
+    (tmp_path / "bad.zip").write_bytes(bytes(data))
+    assert "a.wav" in archive_problem(tmp_path / "bad.zip", "master.zip")
+    (tmp_path / "cut.zip").write_bytes(good.read_bytes()[: len(data) // 2])
+    assert archive_problem(tmp_path / "cut.zip", "master.zip")  # no central directory
+
+
+def test_mirror_publishes_its_own_checksums(tmp_path):
+    import json
+
+    site, whole = _sc_site(tmp_path, "speech.tar.gz")
+    # the official source publishes an md5 that the mirror's repacked copy does not have
+    source = Source("https://official.invalid/data/speech.tar.gz", "speech.tar.gz", md5="0" * 32, size=1)
+    sums = site / "helix-checksums.json"
+    sums.write_text(json.dumps({"speech.tar.gz": {"size": len(whole), "md5": _md5(whole)}}))
+    with FixtureServer(site) as srv:
+        fetch_source(source, tmp_path / "a", mirror=srv.url, progress=False)
+        assert source_state(source, tmp_path / "a") == "complete"
+        # the mirror's values are checked like official ones
+        sums.write_text(json.dumps({"speech.tar.gz": {"size": len(whole), "md5": "f" * 32}}))
+        with pytest.raises(ChecksumError, match="f" * 32):
+            fetch_source(source, tmp_path / "b", mirror=srv.url, progress=False)
+        # without the file, the official values apply
+        sums.unlink()
+        with pytest.raises(DownloadError, match="the source publishes 1"):
+            fetch_source(source, tmp_path / "c", mirror=srv.url, progress=False)
+        for bad in ("[1, 2]", '{"speech.tar.gz": {"size": "big", "md5": "x"}}', "{nope"):
+            sums.write_text(bad)
+            with pytest.raises(DownloadError, match=r"helix-checksums\.json is malformed"):
+                fetch_source(source, tmp_path / "d", mirror=srv.url, progress=False)

@@ -5,7 +5,8 @@
     helix data prepare esc50 --root data/esc50 [--skip-bad]
     helix data download librispeech --root data/librispeech --subset train-clean-360
 
-``--root`` defaults to ``$HELIX_DATA_DIR/<name>`` (``data/<name>`` when the variable is unset).
+``--root`` defaults to ``$HELIX_DATA_DIR/<name>`` (``data/<name>`` when the variable is unset);
+``--mirror`` defaults to ``$HELIX_MIRROR`` (the official hosts when unset).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def register(subparsers) -> None:
                        help="LibriSpeech subset (default train-clean-100) or VoxPopuli language (default en)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         if verb == "download":
-            p.add_argument("--mirror", help="base URL serving the same file names (e.g. an OpenSLR mirror)")
+            p.add_argument("--mirror", default=os.environ.get("HELIX_MIRROR") or None,
+                           help="base URL serving the official file names, e.g. an OpenSLR mirror; it may "
+                                "publish helix-checksums.json for its own copies (default: $HELIX_MIRROR)")
             p.add_argument("--keep-archives", action="store_true", help="keep archives after unpacking")
             p.set_defaults(func=_download)
         else:

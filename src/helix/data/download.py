@@ -3,9 +3,16 @@
 A file downloads into ``<dest>.part``. An interrupted transfer (dropped connection, killed
 process) resumes from the bytes already on disk with an HTTP ``Range`` request; a server that
 ignores ``Range`` is detected (it answers 200, not 206) and the file restarts from zero. The file
-gets its final name only after its size and checksum (where the source publishes one) match.
+gets its final name only after its size and checksum (where the source publishes one) match; when
+neither is known and the server announced no length either, an archive is read through (zip CRCs,
+every tar member) first, so a transfer that stopped early is never taken for a whole file.
 
-An archive unpacks into a temporary folder beside its destination, then moves into place. The
+A mirror (``--mirror`` / ``HELIX_MIRROR``) serves the official file names; it may publish its own
+``helix-checksums.json`` (``{"<file name>": {"size": int, "md5": "hex"}}``), whose values then
+replace the official ones for the files it serves.
+
+An archive unpacks into a temporary folder beside its destination, then moves into place; one that
+fails to unpack is deleted (and the message says so), so the next run downloads it again. The
 dataset root records the state in ``<root>/helix/downloads/``: ``<archive>.extracting`` while
 unpacking and ``<archive>.complete`` (written last), so a half-extracted dataset never looks
 complete and ``prepare`` refuses it.
@@ -15,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import dataclasses
+import gzip
 import json
 import os
 import shutil
@@ -24,6 +33,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +49,7 @@ __all__ = [
     "download_file",
     "extract_archive",
     "fetch_source",
+    "mirror_checksums",
     "source_state",
 ]
 
@@ -47,6 +58,8 @@ CHUNK_BYTES = 1 << 20
 RETRY_WAIT = 2.0
 # statuses that will not change by asking again
 _FATAL_HTTP = {400, 401, 403, 404, 410, 451}
+#: what a mirror serves beside the corpus files to vouch for its own copies
+MIRROR_CHECKSUMS = "helix-checksums.json"
 
 
 class DownloadError(RuntimeError):
@@ -72,11 +85,23 @@ class Source:
     extract_to: str | None = "."
     place: str | None = None
 
+    @property
+    def remote_name(self) -> str:
+        """The file name in the official URL: the name a mirror serves it under."""
+        return os.path.basename(urllib.parse.urlparse(self.url).path)
+
     def url_from(self, mirror: str | None) -> str:
         """The official URL, or the same file name under ``mirror`` (e.g. an OpenSLR mirror)."""
         if not mirror:
             return self.url
-        return mirror.rstrip("/") + "/" + os.path.basename(urllib.parse.urlparse(self.url).path)
+        return mirror.rstrip("/") + "/" + self.remote_name
+
+    def checked_by(self, checksums: dict[str, dict]) -> "Source":
+        """This source with the size and md5 a mirror publishes for it, where it publishes them."""
+        own = checksums.get(self.remote_name)
+        if own is None:
+            return self
+        return dataclasses.replace(self, md5=own.get("md5"), size=own.get("size"))
 
 
 def _user_agent() -> str:
@@ -107,6 +132,9 @@ def download_file(
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     failures = 0
+    # with no published size or md5, only the server's announced length says a transfer is whole
+    announced = False
+    unchecked = md5 is None and size is None
     while True:
         have = part.stat().st_size if part.exists() else 0
         headers = {"User-Agent": _user_agent()}
@@ -117,6 +145,10 @@ def download_file(
             got = part.stat().st_size
             if total is not None and got < total:
                 raise ConnectionError(f"connection closed after {got} of {total} bytes")
+            announced = announced or total is not None
+            if unchecked and not announced and (problem := archive_problem(part, dest.name)):
+                # an end of stream without a length may be a dropped connection: ask for the rest
+                raise ConnectionError(f"{dest.name} ends early ({problem})")
             break
         except urllib.error.HTTPError as err:
             if err.code == 416 and have:
@@ -140,8 +172,44 @@ def download_file(
             )
         time.sleep((RETRY_WAIT if retry_wait is None else retry_wait) * failures)
     _verify(part, dest, url, md5, size)
+    if unchecked and not announced and (problem := archive_problem(part, dest.name)):
+        part.unlink()
+        raise DownloadError(
+            f"{dest.name} from {url} is not a whole archive ({problem}) and the server announced no size to "
+            "resume against; the partial file was deleted: run the command again to download it afresh"
+        )
     os.replace(part, dest)
     return dest
+
+
+def archive_problem(path: str | os.PathLike, name: str) -> str | None:
+    """Why ``path`` (an archive called ``name``) is not whole, or None; reads it to the end.
+
+    Zip: the central directory and every member's CRC. Tar (any compression): every member read
+    through. ``.gz``: the whole stream and its trailer. Other names cannot be checked: None.
+    """
+    lower = name.lower()
+    try:
+        if lower.endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+            return f"member {bad} fails its CRC" if bad else None
+        if lower.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+            with tarfile.open(path, mode="r|*") as tar:
+                for member in tar:
+                    if member.isfile():
+                        data = tar.extractfile(member)
+                        while data.read(CHUNK_BYTES * 8):
+                            pass
+            return None
+        if lower.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                while f.read(CHUNK_BYTES * 8):
+                    pass
+            return None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        return str(err) or type(err).__name__
+    return None
 
 
 def _transfer(request, part: Path, have: int, size: int | None, timeout: float, progress: bool) -> int | None:
@@ -249,7 +317,7 @@ def _extract_tar(archive: Path, tmp: Path, progress: bool) -> None:
                 # "data" refuses absolute paths, "..", and links that point outside tmp
                 tar.extract(member, tmp, filter="data")
     except (tarfile.TarError, EOFError, OSError) as err:
-        raise DownloadError(f"cannot extract {archive}: {err}; delete it and download again") from None
+        raise DownloadError(f"cannot extract {archive}: {err}") from None
     finally:
         bar.close()
 
@@ -264,8 +332,8 @@ def _extract_zip(archive: Path, tmp: Path, progress: bool) -> None:
                 if root not in target.parents and target != root:
                     raise DownloadError(f"{archive} holds {info.filename!r}, which points outside the dataset folder")
                 zf.extract(info, tmp)
-    except (zipfile.BadZipFile, EOFError, OSError) as err:
-        raise DownloadError(f"cannot extract {archive}: {err}; delete it and download again") from None
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as err:
+        raise DownloadError(f"cannot extract {archive}: {err}") from None
 
 
 def _merge_move(src: Path, dst: Path) -> None:
@@ -296,22 +364,63 @@ def source_state(source: Source, root: str | os.PathLike) -> str:
     return "absent"
 
 
+def mirror_checksums(mirror: str, *, timeout: float = 60.0) -> dict[str, dict]:
+    """The ``{file name: {"size", "md5"}}`` a mirror publishes in ``helix-checksums.json``; {} if none.
+
+    A mirror that serves its own copies (a fixture server, an institute's cache of repacked
+    archives) vouches for them here; without the file its copies are checked against the
+    official values.
+    """
+    url = mirror.rstrip("/") + "/" + MIRROR_CHECKSUMS
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": _user_agent()}),
+                                    timeout=timeout) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as err:
+        if err.code in (404, 410):
+            return {}
+        raise DownloadError(f"cannot read {url}: HTTP {err.code} {err.reason}") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+        raise DownloadError(f"cannot reach the mirror {mirror}: {getattr(err, 'reason', err)}") from None
+    try:
+        sums = json.loads(raw)
+        if not isinstance(sums, dict):
+            raise ValueError("not a JSON object")
+        for name, entry in sums.items():
+            size, md5 = entry.get("size"), entry.get("md5")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise ValueError(f"{name}: size must be a whole number of bytes")
+            if not isinstance(md5, str) or len(md5) != 32 or any(c not in "0123456789abcdefABCDEF" for c in md5):
+                raise ValueError(f"{name}: md5 must be 32 hex digits")
+    except (ValueError, AttributeError) as err:
+        raise DownloadError(f"{url} is malformed ({err}); expected "
+                            '{"<file name>": {"size": <bytes>, "md5": "<hex>"}}') from None
+    return {name: {"size": e["size"], "md5": e["md5"].lower()} for name, e in sums.items()}
+
+
 def fetch_source(
     source: Source,
     root: str | os.PathLike,
     *,
     mirror: str | None = None,
+    checksums: dict[str, dict] | None = None,
     keep_archive: bool = False,
     progress: bool = True,
     retry_wait: float | None = None,
 ) -> None:
-    """Download ``source`` into ``<root>/downloads/``, unpack or place it, then mark it complete."""
+    """Download ``source`` into ``<root>/downloads/``, unpack or place it, then mark it complete.
+
+    With a ``mirror``, ``checksums`` (default: what :func:`mirror_checksums` finds there) replace
+    the official size and md5 of the files the mirror vouches for.
+    """
     root = Path(root)
     markers = _marker_dir(root)
     extracting = markers / f"{source.filename}.extracting"
     complete = markers / f"{source.filename}.complete"
     if complete.exists() and not extracting.exists():
         return
+    if mirror:
+        source = source.checked_by(mirror_checksums(mirror) if checksums is None else checksums)
     url = source.url_from(mirror)
     archive = download_file(
         url, root / "downloads" / source.filename, md5=source.md5, size=source.size,
@@ -320,7 +429,13 @@ def fetch_source(
     markers.mkdir(parents=True, exist_ok=True)
     atomic_write_text(extracting, url + "\n")
     if source.extract_to is not None:
-        extract_archive(archive, root / source.extract_to, progress=progress)
+        try:
+            extract_archive(archive, root / source.extract_to, progress=progress)
+        except DownloadError as err:
+            # kept, the same broken archive would fail every rerun: the next run fetches a fresh one
+            archive.unlink(missing_ok=True)
+            raise DownloadError(f"{err}; the archive was deleted: run the command again to download it afresh") \
+                from None
     else:
         target = root / (source.place or source.filename)
         target.parent.mkdir(parents=True, exist_ok=True)

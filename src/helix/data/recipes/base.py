@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 from tqdm.auto import tqdm
 
 from helix.data.audio import AudioError, probe_audio
-from helix.data.download import Source, fetch_source, source_state
+from helix.data.download import Source, fetch_source, mirror_checksums, source_state
 from helix.data.manifest import atomic_write_text, class_names, read_manifest, write_manifest
 
 __all__ = ["DatasetLayoutError", "Item", "PrepareError", "PrepareResult", "Recipe"]
@@ -162,11 +162,19 @@ class Recipe:
         keep_archives: bool = False,
         progress: bool = True,
     ) -> Path:
-        """Download and unpack the corpus into ``root`` (resumes; skips what is complete)."""
+        """Download and unpack the corpus into ``root`` (resumes; skips what is complete).
+
+        ``mirror``: a base URL serving the official file names instead of the official hosts.
+        """
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
-        for source in self.sources(self._subset(subset)):
-            fetch_source(source, root, mirror=mirror, keep_archive=keep_archives, progress=progress)
+        sources = self.sources(self._subset(subset))
+        pending = [s for s in sources if source_state(s, root) != "complete"]
+        # asked once for all the files: a mirror's own checksums replace the official ones
+        checksums = mirror_checksums(mirror) if mirror and pending else None
+        for source in pending:
+            fetch_source(source, root, mirror=mirror, checksums=checksums, keep_archive=keep_archives,
+                         progress=progress)
         return root
 
     def read_manifest(self, root: str | os.PathLike, subset: str | None = None) -> list[dict[str, Any]]:
