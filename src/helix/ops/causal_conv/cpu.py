@@ -1,0 +1,179 @@
+"""Depthwise causal conv1d + SiLU on the CPU, compiled with numba: forward and backward.
+
+    out[b, c, t] = silu(bias[c] + sum_j w[c, j] x[b, c, t - (K-1) + j])
+
+Shapes: x (B, C, L); weight (C, K); bias (C,) or None. With ``bidirectional=True`` channels
+[C//2, C) are anti-causal (x[t .. t+K-1], kernel reversed): Flip(conv(Flip(x))) without the flips.
+:func:`helix.ops.causal_conv.reference.causal_conv1d_silu_reference` is the specification.
+
+Each (b, c) row is one parallel task. Taps are the outer loop and time the inner one, so every
+inner loop is a shifted multiply-add over contiguous memory that LLVM vectorises; the K-1 edge
+steps are excluded from a tap's range instead of being tested per element. Backward recomputes the
+pre-activation in a per-row buffer; dweight and dbias go to per-row partials summed over the batch
+in torch (no atomics).
+
+The vectorisable exp is a copy of the one in :mod:`helix.ops.selective_scan.cpu` on purpose: numba's on-disk cache keys a
+function on its own file, so a helper imported from another module could go stale in the cache.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import njit, prange
+from numba.core import types
+from numba.extending import intrinsic
+
+_F0, _F1, _HALF = np.float32(0.0), np.float32(1.0), np.float32(0.5)
+_LOG2E = np.float32(1.4426950408889634)
+_EXP_LO, _EXP_HI = np.float32(-126.0), np.float32(127.0)
+_P1, _P2, _P3 = np.float32(0.6931471805599453), np.float32(0.2402265069591007), np.float32(0.05550410866482158)
+_P4, _P5 = np.float32(0.009618129107628477), np.float32(0.0013333558146428443)
+_P6, _P7 = np.float32(0.00015403530393381606), np.float32(1.525273380405984e-05)
+
+
+@intrinsic
+def _bits_as_f32(typingctx, bits):
+    """Reinterpret the low 32 bits of an integer as an fp32 (an LLVM bitcast, so it vectorises)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)) if bits.bitwidth > 32 else args[0],
+                               ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@njit(fastmath=True, cache=True, inline="always")
+def _sigmoid(v):
+    """1 / (1 + e^-v) with e^x = 2^k * poly(f) (see :func:`helix.ops.selective_scan.cpu._exp`)."""
+    t = -v * _LOG2E
+    t = _EXP_LO if t < _EXP_LO else (_EXP_HI if t > _EXP_HI else t)
+    k = np.floor(t + _HALF)
+    f = t - k
+    p = _P7 * f + _P6
+    p = p * f + _P5
+    p = p * f + _P4
+    p = p * f + _P3
+    p = p * f + _P2
+    p = p * f + _P1
+    p = p * f + _F1
+    return _F1 / (_F1 + p * _bits_as_f32((np.int32(k) + np.int32(127)) << np.int32(23)))
+
+
+@njit(fastmath=True, cache=True, inline="always")
+def _pre_activation(xr, wc, bias_c, anti, pre):
+    """pre[t] = bias + sum_j w[j] x[t + off_j]; off_j = j - (K-1) (causal) or (K-1) - j (anti-causal)."""
+    L = xr.shape[0]
+    K = wc.shape[0]
+    pre[:] = bias_c
+    for j in range(K):
+        off = (K - 1) - j if anti else j - (K - 1)
+        wj = wc[j]
+        for t in range(max(0, -off), min(L, L - off)):
+            pre[t] += wj * xr[t + off]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _conv_fwd(x, w, bias, bidirectional, out):
+    Bsz, C, L = x.shape
+    for row in prange(Bsz * C):
+        b = row // C
+        c = row - b * C
+        o = out[b, c]
+        _pre_activation(x[b, c], w[c], bias[c], bidirectional and c >= C // 2, o)
+        for t in range(L):
+            o[t] = o[t] * _sigmoid(o[t])
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _conv_bwd(x, w, bias, bidirectional, dout, dx, dw_part, dbias_part):
+    """dx (B, C, L); dw_part (B, C, K) and dbias_part (B, C): per row, summed over the batch by the caller."""
+    Bsz, C, L = x.shape
+    K = w.shape[1]
+    for row in prange(Bsz * C):
+        b = row // C
+        c = row - b * C
+        anti = bidirectional and c >= C // 2
+        xr = x[b, c]
+        wc = w[c]
+        go = dout[b, c]
+        dpre = np.empty(L, np.float32)
+        _pre_activation(xr, wc, bias[c], anti, dpre)
+        acc = _F0
+        for t in range(L):
+            s = _sigmoid(dpre[t])
+            g = go[t] * s * (_F1 + dpre[t] * (_F1 - s))  # silu'(v) = s (1 + v (1 - s))
+            dpre[t] = g
+            acc += g
+        dbias_part[b, c] = acc
+        dxr = dx[b, c]
+        dxr[:] = _F0
+        for j in range(K):
+            off = (K - 1) - j if anti else j - (K - 1)
+            wj = wc[j]
+            lo, hi = max(0, -off), min(L, L - off)
+            acc = _F0
+            for t in range(lo, hi):
+                acc += dpre[t] * xr[t + off]
+                dxr[t + off] += wj * dpre[t]
+            dw_part[b, c, j] = acc
+
+
+def _set_threads() -> None:
+    """Run numba's parallel loops on torch's thread count (``--threads``, torch.set_num_threads)."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to(torch.float32).contiguous()
+
+
+def _bias(bias, C):
+    return torch.zeros(C) if bias is None else _f32(bias)
+
+
+class _CausalConvCpuFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, bidirectional):
+        ctx.save_for_backward(x, weight, bias)
+        ctx.bidirectional = bidirectional
+        return _forward(x, weight, bias, bidirectional).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight, bias = ctx.saved_tensors
+        x32 = _f32(x)
+        Bsz, C, L = x32.shape
+        dx = torch.empty_like(x32)
+        dw_part, dbias_part = torch.empty(Bsz, C, weight.shape[1]), torch.empty(Bsz, C)
+        _set_threads()
+        _conv_bwd(x32.numpy(), _f32(weight).numpy(), _bias(bias, C).numpy(), ctx.bidirectional,
+                  _f32(dout).numpy(), dx.numpy(), dw_part.numpy(), dbias_part.numpy())
+        dbias = None if bias is None else dbias_part.sum(0).to(bias.dtype)
+        return dx.to(x.dtype), dw_part.sum(0).to(weight.dtype), dbias, None
+
+
+def _forward(x, weight, bias, bidirectional):
+    x32 = _f32(x)
+    out = torch.empty_like(x32)
+    _set_threads()
+    _conv_fwd(x32.numpy(), _f32(weight).numpy(), _bias(bias, x.shape[1]).numpy(), bidirectional, out.numpy())
+    return out
+
+
+def causal_conv1d_silu_cpu(x, weight, bias, bidirectional: bool = False):
+    """x (B, C, L) CPU tensor -> (B, C, L) in x's dtype, computed in fp32; see the module docstring."""
+    if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[1]:
+        raise ValueError(f"causal conv: x must be (B, C, L) and weight (C, K), got {tuple(x.shape)} "
+                         f"and {tuple(weight.shape)}")
+    if bias is not None and tuple(bias.shape) != (x.shape[1],):
+        raise ValueError(f"causal conv: bias must be (C,) = ({x.shape[1]},), got {tuple(bias.shape)}")
+    if x.device.type != "cpu":
+        raise RuntimeError(f"the numba causal conv runs on CPU tensors, got {x.device}")
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return _CausalConvCpuFn.apply(x, weight, bias, bool(bidirectional))
+    return _forward(x, weight, bias, bool(bidirectional)).to(x.dtype)
