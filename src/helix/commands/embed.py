@@ -10,9 +10,9 @@ reads). Unreadable files are listed at the end and make the exit status 1; the r
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from helix.commands.predict import add_window_args, collect_inputs, progress_bar, report_failures, say
+from helix.core.io import atomic_write, check_output
 
 
 def register(sub) -> None:
@@ -37,9 +37,13 @@ def run(args) -> int:
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     fmt = args.format or ("json" if args.output.endswith(".json") else "npy")
+    what = "npy folder" if fmt == "npy" else "output"
+    check_output(args.output, [args.checkpoint, *args.paths], what=what, folder=fmt == "npy")
     predictor = load_predictor(args.checkpoint, device=args.device, batch_size=args.batch_size)
     window, hop = predictor.window(args.window, args.hop)
     files = collect_inputs(args.paths)
+    inputs = [args.checkpoint, *files]
+    check_output(args.output, inputs, what=what, folder=fmt == "npy")
     results, failures = [], []
     with progress_bar(files, args.quiet, "embed") as bar:
         for res in embed_many(predictor, files, per_window=args.per_window, window_seconds=args.window,
@@ -54,10 +58,10 @@ def run(args) -> int:
     meta = {"checkpoint": args.checkpoint, "window_seconds": window / sr, "hop_seconds": hop / sr,
             "pooling": "per window" if args.per_window else "mean of window embeddings"}
     if fmt == "json":
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(embeddings_to_json(results, failures, meta)) + "\n")
+        out = args.output
+        with atomic_write(out, "w", inputs) as f:
+            f.write(json.dumps(embeddings_to_json(results, failures, meta)) + "\n")
     else:
-        out = write_npy_folder(args.output, results, failures, meta)
+        out = write_npy_folder(args.output, results, failures, meta, inputs)
     say(f"wrote {len(results)} embedding(s) to {out}")
     return report_failures(failures, len(files))

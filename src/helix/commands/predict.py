@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
 import soundfile as sf
 from tqdm import tqdm
 
+from helix.core.io import atomic_write, check_output
 from helix.data.audio import AUDIO_EXTENSIONS
 
 OUTPUT_FORMATS = ("table", "json", "csv")
@@ -65,6 +67,8 @@ def progress_bar(files: list, quiet: bool, desc: str = "predict") -> tqdm:
     """A bar over seconds of audio (durations from the file headers; unreadable ones count 0)."""
     total = 0.0
     for f in files:
+        if not os.path.isfile(f):
+            continue  # missing, a folder, or a FIFO that sf.info would block on: it fails later, by name
         with contextlib.suppress(Exception):
             total += sf.info(str(f)).duration
     # disable=None: no bar when stderr is not a terminal (logs, CI)
@@ -88,29 +92,56 @@ def report_failures(failures: list, total: int) -> int:
 
 
 @contextlib.contextmanager
-def open_output(path: str | None):
+def open_output(path: str | None, inputs: list = ()):
+    """stdout, or a text file that replaces ``path`` only once the block succeeds (refused when it is
+    one of ``inputs``)."""
     if path is None:
         yield sys.stdout
     else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
+        with atomic_write(path, "w", inputs, newline="") as f:
             yield f
 
 
+def guard_stdout(run_command):
+    """Wrap a command so that a reader closing stdout early (``helix predict ... | head``) ends it
+    quietly with status 141 (128 + SIGPIPE, what a shell reports) instead of a BrokenPipeError."""
+
+    def wrapped(args) -> int:
+        try:
+            status = run_command(args)
+            sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+            return status
+        except BrokenPipeError:
+            # later flushes (interpreter exit) would fail again: point stdout at /dev/null
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return 141
+
+    wrapped.__doc__ = run_command.__doc__
+    return wrapped
+
+
+@guard_stdout
 def run(args) -> int:
     from helix.evaluation.predict import Failure, load_predictor
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.output is not None:
+        check_output(args.output, [args.checkpoint, *args.paths])  # before anything is opened
     predictor = load_predictor(args.checkpoint, device=args.device, batch_size=args.batch_size)
     window, hop = predictor.window(args.window, args.hop)
     files = collect_inputs(args.paths)
+    inputs = [args.checkpoint, *files]
+    if args.output is not None:
+        check_output(args.output, inputs)  # an audio file found in a folder
     sr = predictor.sample_rate
     meta = {"checkpoint": args.checkpoint, "window_seconds": window / sr, "hop_seconds": hop / sr,
             "aggregation": "mean over windows of the softmax probabilities"}
     writer = _Writer(args.format, args.timeline, max(len(f) for f in files))
     failures = []
-    with open_output(args.output) as out, progress_bar(files, args.quiet) as bar:
+    with open_output(args.output, inputs) as out, progress_bar(files, args.quiet) as bar:
         emit = (lambda text: out.write(text + "\n")) if args.output or bar.disable else (lambda text: tqdm.write(text))
         writer.start(emit)
         results = predictor.predict_many(files, top_k=args.top_k, window_seconds=args.window,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helix.commands.predict import add_window_args, open_output, progress_bar, report_failures, say
+from helix.commands.predict import add_window_args, guard_stdout, open_output, progress_bar, report_failures, say
+from helix.core.io import check_output
 
 
 def register(sub) -> None:
@@ -27,6 +28,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+@guard_stdout
 def run(args) -> int:
     from helix.evaluation.predict import load_predictor
     from helix.evaluation.verify import read_trials, score_trials, verification_metrics
@@ -35,16 +37,19 @@ def run(args) -> int:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     trials = read_trials(args.trials)
     root = Path(args.root) if args.root else Path(args.trials).parent
+    files = list(dict.fromkeys(str(root / p) for t in trials for p in (t.enroll, t.test)))
+    inputs = [args.checkpoint, args.trials, *files]
+    if args.scores:
+        check_output(args.scores, inputs, what="scores file")  # before anything is opened
     predictor = load_predictor(args.checkpoint, device=args.device, batch_size=args.batch_size)
     predictor.window(args.window, args.hop)  # validate before decoding anything
-    files = list(dict.fromkeys(str(root / p) for t in trials for p in (t.enroll, t.test)))
     with progress_bar(files, args.quiet, "verify") as bar:
         scores, labels, kept, failures = score_trials(predictor, trials, root, window_seconds=args.window,
                                                       hop_seconds=args.hop, progress=bar.update)
     if failures:
         say(f"{len(trials) - len(kept)} of {len(trials)} trial(s) skipped: they use a file that failed")
     if args.scores:
-        with open_output(args.scores) as f:
+        with open_output(args.scores, inputs) as f:
             for s, t in zip(scores, kept):
                 f.write(f"{s:.6f} {t.label} {t.enroll} {t.test}\n")
     if len(kept):

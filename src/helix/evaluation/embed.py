@@ -24,6 +24,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from helix.core.io import atomic_write, check_output
 from helix.evaluation.predict import Failure, Predictor
 
 EMBED_FORMATS = ("npy", "json")
@@ -88,15 +89,18 @@ def npy_name(source: str, used: set[str]) -> str:
 
 
 def write_npy_folder(folder: str | os.PathLike, results: list[Embedding], failures: list[Failure],
-                     meta: dict) -> Path:
-    """Write one .npy per embedding plus ``index.json`` into ``folder``; returns the index path."""
-    folder = Path(folder)
+                     meta: dict, inputs: Iterable = ()) -> Path:
+    """Write one .npy per embedding plus ``index.json`` (last) into ``folder``, each file atomically
+    and never over one of ``inputs``; returns the index path."""
+    inputs = list(inputs)
+    folder = check_output(folder, inputs, what="embedding folder", folder=True)
     folder.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     index = []
     for e in results:
         name = npy_name(e.source, used)
-        np.save(folder / name, e.windows if e.windows is not None else e.vector)
+        with atomic_write(folder / name, "wb", inputs) as f:
+            np.save(f, e.windows if e.windows is not None else e.vector)
         entry = {"file": e.source, "npy": name, "duration": round(e.duration, 4)}
         if e.times is not None:
             entry["windows"] = [[round(a, 4), round(b, 4)] for a, b in e.times]
@@ -104,5 +108,6 @@ def write_npy_folder(folder: str | os.PathLike, results: list[Embedding], failur
     dim = int(results[0].vector.shape[0]) if results else None
     doc = {**meta, "dim": dim, "files": index, "failures": [f.to_dict() for f in failures]}
     path = folder / "index.json"
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    with atomic_write(path, "w", inputs) as f:
+        f.write(json.dumps(doc, indent=1) + "\n")
     return path

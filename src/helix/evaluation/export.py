@@ -38,10 +38,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from helix.core.io import atomic_path, check_output
 from helix.ops.selective_scan.export import export_scan
 
-EXPORT_FORMATS = ("torchscript", "onnx")
-SUFFIXES = {"torchscript": ".ts.pt", "onnx": ".onnx"}
+EXPORT_FORMATS = ("torchscript", "onnx", "safetensors", "pretrained")
+SUFFIXES = {"torchscript": ".ts.pt", "onnx": ".onnx", "safetensors": ".safetensors", "pretrained": "_pretrained"}
+"""Default output: the checkpoint's name with this ending."""
+ALLOWED_SUFFIXES = {"torchscript": (".pt", ".pth", ".ts"), "onnx": (".onnx",), "safetensors": (".safetensors",)}
+"""What an output file name may end with, per format (``pretrained`` writes a folder)."""
 ONNX_OPSET = 17
 ATOL, RTOL = 1e-4, 1e-4
 
@@ -101,9 +105,9 @@ class ExportResult:
 class ExportedModel:
     """An exported file loaded for inference: ``model(wave (B, T) float32 ndarray) -> logits (B, C)``."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, fmt: str | None = None):
         self.path = Path(path)
-        self.format = "onnx" if self.path.suffix == ".onnx" else "torchscript"
+        self.format = fmt or ("onnx" if self.path.suffix == ".onnx" else "torchscript")
         if self.format == "onnx":
             import onnx
             import onnxruntime
@@ -169,12 +173,14 @@ def _compare(model: torch.nn.Module, exported: ExportedModel, wave: torch.Tensor
 
 
 def export_model(model: torch.nn.Module, path: str | os.PathLike, fmt: str, num_samples: int,
-                 metadata: dict | None = None, seed: int = 0) -> ExportResult:
-    """Export ``model`` (waveforms (B, num_samples) -> logits) to ``path`` and check it (module docstring)."""
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"export format must be one of {EXPORT_FORMATS}, got {fmt!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+                 metadata: dict | None = None, seed: int = 0, inputs: tuple = ()) -> ExportResult:
+    """Export ``model`` (waveforms (B, num_samples) -> logits) to ``path`` and check it (module docstring).
+
+    The file is built and checked under a temporary name and only then renamed to ``path``, so a
+    failed export leaves ``path`` as it was; ``path`` must not be one of ``inputs``.
+    """
+    if fmt not in ("torchscript", "onnx"):
+        raise ValueError(f"export_model writes torchscript or onnx, got {fmt!r}")
     model = model.cpu().eval()
     gen = torch.Generator().manual_seed(seed)
     example = 0.1 * torch.randn(2, num_samples, generator=gen)  # (B, T) random audio
@@ -182,36 +188,68 @@ def export_model(model: torch.nn.Module, path: str | os.PathLike, fmt: str, num_
     metadata = {**(metadata or {}), "format": fmt, "input": "wave (batch, samples) float32",
                 "output": "logits (batch, classes)", "traced_samples": num_samples}
     traced = _trace(model, example) if fmt == "torchscript" else None
+    with atomic_path(path, inputs, what=f"{fmt} export") as tmp:
 
-    def save(dynamic: bool) -> None:
-        if traced is not None:
-            extra = {"helix.json": json.dumps({**metadata, "dynamic_length": dynamic})}
-            with _quiet_jit():
-                torch.jit.save(traced, str(path), _extra_files=extra)
-        else:
-            _export_onnx(model, example, path, dynamic, metadata)
+        def save(dynamic: bool) -> None:
+            if traced is not None:
+                extra = {"helix.json": json.dumps({**metadata, "dynamic_length": dynamic})}
+                with _quiet_jit():
+                    torch.jit.save(traced, str(tmp), _extra_files=extra)
+            else:
+                _export_onnx(model, example, tmp, dynamic, metadata)
 
-    save(True)
-    diff, ok = _compare(model, ExportedModel(path), example)
-    if not ok:
-        path.unlink(missing_ok=True)
-        raise RuntimeError(f"exported {fmt} model differs from PyTorch by {diff:.3g} (> atol {ATOL} + rtol {RTOL}) "
-                           f"at {num_samples} samples; nothing was written")
-    diffs = {num_samples: diff}
-    diffs[longer.shape[1]], dynamic = _compare(model, ExportedModel(path), longer)
-    if not dynamic:
-        save(False)  # record (and for ONNX, enforce) that only the traced length is valid
-    return ExportResult(path, fmt, num_samples, diffs, dynamic)
+        save(True)
+        diff, ok = _compare(model, ExportedModel(tmp, fmt), example)
+        if not ok:
+            raise RuntimeError(f"exported {fmt} model differs from PyTorch by {diff:.3g} (> atol {ATOL} + rtol "
+                               f"{RTOL}) at {num_samples} samples; nothing was written")
+        diffs = {num_samples: diff}
+        diffs[longer.shape[1]], dynamic = _compare(model, ExportedModel(tmp, fmt), longer)
+        if not dynamic:
+            save(False)  # record (and for ONNX, enforce) that only the traced length is valid
+    return ExportResult(Path(path), fmt, num_samples, diffs, dynamic)
+
+
+def default_output(checkpoint: str | os.PathLike, fmt: str) -> Path:
+    """``runs/x/best.pt`` -> ``runs/x/best.onnx`` (``.ts.pt``, ``.safetensors``, ``best_pretrained/``)."""
+    ckpt = Path(checkpoint)
+    stem = ckpt.name.rsplit(".", 1)[0] if ckpt.suffix else ckpt.name
+    return ckpt.with_name(stem + SUFFIXES[fmt])
+
+
+def check_export_output(out: Path, fmt: str, inputs: tuple) -> None:
+    """Refuse an output whose name does not fit ``fmt``, that is an input, or of the wrong kind."""
+    name = out.name.lower()
+    if fmt == "pretrained":
+        known = tuple(s for suffixes in ALLOWED_SUFFIXES.values() for s in suffixes)
+        if name.endswith(known):
+            raise ValueError(f"--format pretrained writes a folder (config.json + model.safetensors), but {out} "
+                             f"has a file suffix; give a folder name")
+        check_output(out, inputs, what="model folder", folder=True)
+        return
+    if not name.endswith(ALLOWED_SUFFIXES[fmt]):
+        raise ValueError(f"--format {fmt} writes {' / '.join(ALLOWED_SUFFIXES[fmt])} files, but the output is {out}; "
+                         f"name it e.g. {out.with_name(out.name.rsplit('.', 1)[0] + SUFFIXES[fmt])}")
+    check_output(out, inputs, what=f"{fmt} export")
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str = "torchscript",
                       out: str | os.PathLike | None = None, window_seconds: float | None = None) -> ExportResult:
-    """Export a checkpoint's model; ``out`` defaults to the checkpoint path with .ts.pt / .onnx."""
+    """Export a checkpoint's model; ``out`` defaults to the checkpoint path with the format's ending.
+
+    ``safetensors`` and ``pretrained`` write the weights (no pickle, no code) with the model's
+    description as metadata / ``config.json``; ``helix.load`` reads them back.
+    """
     from helix import __version__
-    from helix.evaluation.predict import load_predictor
+    from helix.evaluation.predict import build_predictor
+    from helix.training.checkpoint import load_model_file, save_pretrained, save_safetensors
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"export format must be one of {EXPORT_FORMATS}, got {fmt!r}")
+    ckpt_path = Path(checkpoint)
+    out = Path(out) if out is not None else default_output(ckpt_path, fmt)
+    inputs = (ckpt_path,)
+    check_export_output(out, fmt, inputs)  # before the checkpoint is even read
     if fmt == "onnx":
         try:
             import onnx  # noqa: F401
@@ -219,10 +257,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str = "torchscript",
         except ImportError as err:
             raise RuntimeError(f"ONNX export needs onnx and onnxruntime ({err}); "
                                "install them with `pip install helix-audio[export]`") from None
-    predictor = load_predictor(checkpoint, device="cpu")
+    ckpt = load_model_file(ckpt_path)
+    predictor = build_predictor(ckpt, ckpt_path)  # proves the weights fit the model they describe
     window, _ = predictor.window(window_seconds)
-    ckpt = Path(checkpoint)
-    out = Path(out) if out is not None else ckpt.with_name(ckpt.name.rsplit(".", 1)[0] + SUFFIXES[fmt])
-    metadata = {"helix_version": __version__, "checkpoint": str(ckpt), "class_names": predictor.class_names,
+    if fmt in ("safetensors", "pretrained"):
+        (save_safetensors if fmt == "safetensors" else save_pretrained)(out, ckpt, inputs)
+        return ExportResult(out, fmt, window, {}, True)
+    metadata = {"helix_version": __version__, "checkpoint": str(ckpt_path), "class_names": predictor.class_names,
                 "sample_rate": predictor.sample_rate, "window_seconds": window / predictor.sample_rate}
-    return export_model(predictor.model, out, fmt, window, metadata)
+    return export_model(predictor.model, out, fmt, window, metadata, inputs=inputs)

@@ -24,7 +24,7 @@ import torch
 
 from helix.data.audio import RESAMPLE_QUALITY, AudioError, iter_audio_blocks
 from helix.evaluation.windows import WindowedResult, resolve_window, run_windows
-from helix.training.checkpoint import CheckpointError, load_checkpoint
+from helix.training.checkpoint import CheckpointError, load_model_file
 
 SILENCE_PEAK = 1e-4
 """Peak amplitude below which a file counts as silent (-80 dBFS): predicted, with a warning."""
@@ -207,10 +207,7 @@ class Predictor:
                     out = torch.softmax(model(wave).float(), dim=-1)  # (B, C)
                 else:
                     out = model.forward_features(wave).float()  # (B, D)
-            out = out.cpu().numpy()
-            if not np.isfinite(out).all():
-                raise RuntimeError(f"the model produced non-finite {output} (NaN/inf); the checkpoint's "
-                                   "weights may be corrupted")
+            out = out.cpu().numpy()  # rows with NaN/inf fail their own file (run_windows)
             return {output: out}
 
         return forward
@@ -251,11 +248,18 @@ def load_predictor(checkpoint: str | os.PathLike, device: str | torch.device = "
                    batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
     """Rebuild the model a checkpoint describes and wrap it for inference.
 
-    Raises :class:`CheckpointError` naming the file when it is missing, corrupted, from another
-    checkpoint format, or describes a model this helix cannot build or load the weights into.
+    ``checkpoint`` is a ``.pt`` checkpoint, a helix ``.safetensors`` file or a ``save_pretrained``
+    folder (:func:`helix.training.checkpoint.load_model_file`); none of them can run code when read.
+    Raises :class:`CheckpointError` (one line, naming the file) when it is missing, corrupted, unsafe,
+    from another format, or describes a model this helix cannot build or load the weights into.
     """
     path = Path(checkpoint)
-    ckpt = load_checkpoint(path, map_location="cpu")
+    return build_predictor(load_model_file(path), path, device, batch_size)
+
+
+def build_predictor(ckpt: dict, path: str | os.PathLike, device: str | torch.device = "cpu",
+                    batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
+    """:func:`load_predictor` for a checkpoint dict already read from ``path`` (named in errors)."""
     from helix.models import create_model
 
     try:
@@ -274,6 +278,8 @@ def load_predictor(checkpoint: str | os.PathLike, device: str | torch.device = "
             raise ValueError(f"sample_rate {sample_rate} Hz differs from the model's {model_rate} Hz")
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         # wrong keys/shapes in the state dict or unknown model options: written by another version
-        raise CheckpointError(f"checkpoint {path} cannot be loaded by this helix: {err}") from err
+        detail = " ".join(str(err).split())
+        detail = detail if len(detail) <= 400 else detail[:397] + "..."
+        raise CheckpointError(f"checkpoint {path} cannot be loaded by this helix: {detail}") from None
     clip = ckpt.get("clip_seconds")
     return Predictor(model, class_names, sample_rate, float(clip) if clip else None, device, batch_size, str(path))

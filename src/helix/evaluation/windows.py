@@ -19,6 +19,14 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from helix.data.audio import AudioError
+
+LOUD_PEAK = 1e3
+"""Sample magnitude beyond which a non-finite model output is blamed on the audio (full scale is 1)."""
+MAX_WINDOW_SECONDS = 600.0
+"""Longest window accepted: one forward pass holds ``batch_size`` windows, and longer audio is
+covered by sliding windows anyway (a window near the training clip length is what the model knows)."""
+
 
 @dataclass(frozen=True)
 class Window:
@@ -36,18 +44,35 @@ def resolve_window(window_seconds: float | None, hop_seconds: float | None, clip
                    sample_rate: int, min_samples: int = 1) -> tuple[int, int]:
     """Window and hop in samples; defaults: the training clip length and half of the window.
 
-    Raises ValueError for a non-positive window or hop, or a window shorter than the model accepts.
+    Raises ValueError (one line) for a window or hop that is not a positive finite number of
+    seconds, a window longer than :data:`MAX_WINDOW_SECONDS`, or shorter than the model accepts.
     """
-    seconds = clip_seconds if window_seconds is None else float(window_seconds)
+    seconds = clip_seconds if window_seconds is None else _seconds(window_seconds, "window")
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"window must be a positive number of seconds, got {window_seconds!r}")
+    if seconds > MAX_WINDOW_SECONDS:
+        raise ValueError(f"window of {seconds:g} s is longer than the {MAX_WINDOW_SECONDS:g} s limit; long files "
+                         f"are scored in sliding windows, so use a window near the training clip length "
+                         f"({clip_seconds:g} s)")
     window = int(round(seconds * sample_rate))
     if window < min_samples:
         raise ValueError(f"window of {seconds} s is {window} samples; the model needs at least {min_samples}")
-    hop = window // 2 if hop_seconds is None else int(round(float(hop_seconds) * sample_rate))
-    if hop <= 0:
+    if hop_seconds is None:
+        return window, max(1, window // 2)
+    hop_s = _seconds(hop_seconds, "hop")
+    if not math.isfinite(hop_s) or hop_s <= 0:
         raise ValueError(f"hop must be a positive number of seconds, got {hop_seconds!r}")
-    return window, max(1, hop)
+    hop = int(round(hop_s * sample_rate))
+    if hop <= 0:
+        raise ValueError(f"hop of {hop_s:g} s is less than one sample at {sample_rate} Hz")
+    return window, hop
+
+
+def _seconds(value, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
 
 
 def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
@@ -145,7 +170,9 @@ def run_windows(forward, sources: Iterable[tuple[object, Iterable[np.ndarray]]],
     ``forward`` maps (B, window) float32 to ``{name: (B, ...) array}``. Windows of consecutive
     sources share batches, so many short files batch as well as one long one. An error while a
     source's blocks are read (decoding, a truncated file) marks that source failed and the run goes
-    on; errors from ``forward`` propagate. ``progress(num_samples)`` is called as audio is read.
+    on; so does a source with no samples, or one whose window gives a non-finite output (NaN/inf);
+    the error names the source. Other errors from ``forward`` propagate. ``progress(num_samples)``
+    is called as audio is read.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -157,8 +184,14 @@ def run_windows(forward, sources: Iterable[tuple[object, Iterable[np.ndarray]]],
             return
         outputs = forward(np.stack([w.samples for _, w in batch]))  # (B, window) -> {name: (B, ...)}
         for i, (res, w) in enumerate(batch):
-            res.add(w, {k: v[i] for k, v in outputs.items()}, keep_windows)
             res.pending -= 1
+            if res.error is not None:
+                continue
+            row = {k: v[i] for k, v in outputs.items()}
+            if all(np.isfinite(v).all() for v in row.values()):
+                res.add(w, row, keep_windows)
+            else:
+                res.error = non_finite_output(res, w)
         batch.clear()
 
     def ready():
@@ -175,14 +208,32 @@ def run_windows(forward, sources: Iterable[tuple[object, Iterable[np.ndarray]]],
                 if len(batch) >= batch_size:
                     flush()
                     yield from ready()
+                if res.error is not None:
+                    break  # its output was not finite: the rest of the file cannot rescue it
+            else:
+                if res.num_samples == 0:
+                    res.error = AudioError(key, "no audio samples (after decoding and resampling)")
         except (ValueError, OSError) as err:  # AudioError is a ValueError
             res.error = err
+        if res.error is not None:
+            res.pending -= sum(r is res for r, _ in batch)
             batch[:] = [(r, w) for r, w in batch if r is not res]
-            res.pending = 0
         res.done = True
         yield from ready()
     flush()
     yield from ready()
+
+
+def non_finite_output(res: WindowedResult, w: Window) -> AudioError:
+    """The failure of a source whose window produced NaN/inf: blamed on the audio when its samples are
+    far outside [-1, 1], else on the model."""
+    where = f"the model's output is NaN/inf for the window at sample {w.start}"
+    peak = float(np.abs(w.samples).max()) if w.samples.size else 0.0
+    if not math.isfinite(peak) or peak > LOUD_PEAK:
+        return AudioError(res.key, f"{where}: its samples reach {peak:.3g}, far outside [-1, 1] (full scale); "
+                                   "rescale the audio")
+    return AudioError(res.key, f"{where} although its samples are in range (peak {peak:.3g}); the checkpoint's "
+                               "weights may be corrupted")
 
 
 def _watch(blocks: Iterable[np.ndarray], res: WindowedResult, progress) -> Iterator[np.ndarray]:

@@ -1,0 +1,1 @@
+"""What training and inference share: atomic file writes that never destroy their inputs."""
