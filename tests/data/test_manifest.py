@@ -106,3 +106,16 @@ def test_writes_respect_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(a.stat().st_mode) == 0o644  # not mkstemp's 0600
     assert stat.S_IMODE(b.stat().st_mode) == 0o600
+
+
+def test_a_manifest_from_the_relative_root_bug_says_to_prepare_again(tmp_path):
+    root = tmp_path / "data" / "esc50"
+    (root / "audio").mkdir(parents=True)
+    (root / "audio" / "a.wav").write_bytes(b"x")
+    path = write_manifest(root / "helix" / "manifest.tsv", [_row(str(root / "audio" / "a.wav"))], root)
+    assert read_manifest(path)[0]["path"] == str(root / "audio" / "a.wav")
+    # what an older helix wrote for `--root data/esc50`: the cwd-relative path, root included
+    path.write_text(path.read_text().replace("\naudio/a.wav", "\ndata/esc50/audio/a.wav"))
+    with pytest.raises(ManifestError, match=r"older helix from a relative --root: its paths repeat the root "
+                                            r"\(data/esc50/\.\.\.\)\. Run `helix data prepare`"):
+        read_manifest(path)

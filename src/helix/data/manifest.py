@@ -133,7 +133,25 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
                 raise ManifestError(f"{path}:{lineno}: {err}") from None
             row["path"] = os.path.join(root, row["path"])
             rows.append(row)
+    if rows and not os.path.exists(rows[0]["path"]):
+        _refuse_doubled_root(path, root, rows[0]["path"])
     return rows
+
+
+def _refuse_doubled_root(path: Path, root: str, first: str) -> None:
+    """Name the cause when a manifest comes from a helix that stored paths relative to the current folder.
+
+    Those rows repeat the root's spelling (``data/esc50/ESC-50-master/...`` under ``data/esc50``):
+    the file exists once a leading part of the stored path is dropped. One stat per part, and only
+    when the first file is missing.
+    """
+    parts = Path(os.path.relpath(first, root)).parts
+    for k in range(1, len(parts)):
+        if os.path.exists(os.path.join(root, *parts[k:])):
+            raise ManifestError(
+                f"{path} was written by an older helix from a relative --root: its paths repeat the root "
+                f"({'/'.join(parts[:k])}/...). Run `helix data prepare` for this root again"
+            )
 
 
 def class_names(rows: Sequence[dict[str, Any]]) -> list[str]:
