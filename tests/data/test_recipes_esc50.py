@@ -172,3 +172,13 @@ def test_inconsistent_metadata_is_refused_naming_the_line(esc50_root, row, reaso
     for skip_bad in (False, True):
         with pytest.raises(DatasetLayoutError, match=rf"{re.escape(str(meta))} {reason}"):
             ESC50.prepare(esc50_root, skip_bad=skip_bad, progress=False)
+
+
+def test_a_fifo_in_place_of_a_clip_is_refused_not_waited_on(esc50_root):
+    import os
+
+    clip = esc50_root / "ESC-50-master" / "audio" / "2-1000-A-0.wav"
+    clip.unlink()
+    os.mkfifo(clip)  # reading it would wait forever for a writer
+    with pytest.raises(PrepareError, match=rf"{re.escape(str(clip))}: not a regular file \(a FIFO\)"):
+        ESC50.prepare(esc50_root, workers=1, progress=False)

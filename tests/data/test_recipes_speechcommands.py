@@ -108,3 +108,12 @@ def test_loading_refuses_a_manifest_with_an_empty_split(sc_root):
     for task in ("speechcommands", "concat_speechcommands"):
         with pytest.raises(ValueError, match=r"the validation split is empty \(train 12, validation 0, test 6 items\)"):
             build_datasets(task, sc_root, None)
+
+
+def test_a_fifo_among_the_clips_is_refused_by_name(sc_root):
+    import os
+
+    fifo = sc_root / "up" / "0000000f_nohash_0.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(PrepareError, match=r"up/0000000f_nohash_0\.wav: not a regular file \(a FIFO\)"):
+        SC.prepare(sc_root, workers=1, progress=False)

@@ -69,3 +69,14 @@ def test_neither_layout(tmp_path):
     with pytest.raises(DatasetLayoutError,
                        match=r"missing transcribed_data/en/asr_train\.tsv.*helix data download voxpopuli"):
         VOX.prepare(tmp_path / "vox", progress=False)
+
+
+def test_a_segment_cut_short_is_refused(tmp_path):
+    """An Ogg that lost its last pages decodes as a shorter file; prepare must call it truncated."""
+    root = make_voxpopuli_processed(tmp_path / "vox")
+    segment = next((root / "transcribed_data" / "en").rglob("*.ogg"))
+    noise = (0.3 * np.random.default_rng(0).standard_normal(4 * 16000)).astype(np.float32)
+    sf.write(segment, noise, 16000, format="OGG", subtype="VORBIS")  # many pages: a cut keeps some
+    segment.write_bytes(segment.read_bytes()[: int(segment.stat().st_size * 0.8)])
+    with pytest.raises(PrepareError, match=rf"{segment.name}: file is truncated \(libsndfile: Ogg"):
+        VOX.prepare(root, progress=False)

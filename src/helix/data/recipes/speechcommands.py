@@ -67,7 +67,7 @@ class SpeechCommands(Recipe):
                        if e.is_dir() and not e.name.startswith(("_", ".")) and e.name not in HELIX_FOLDERS)
         for word in words:
             for entry in sorted(os.scandir(corpus / word), key=lambda e: e.name):
-                if entry.name.startswith(".") or not entry.is_file():
+                if entry.name.startswith(".") or entry.is_dir():  # a FIFO here is refused by name
                     continue
                 rel = f"{word}/{entry.name}"
                 seen.add(rel)

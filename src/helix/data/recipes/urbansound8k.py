@@ -51,7 +51,7 @@ class UrbanSound8K(Recipe):
                 fold = parse_fold(row["fold"], FOLDS, meta, lineno)
                 path = listed_path(corpus / "audio" / f"fold{fold}", row["slice_file_name"], meta, lineno)
                 listed.add(row["slice_file_name"], lineno, f"fold {fold}, {row['class']}")
-                if not path.is_file():
+                if not path.exists():
                     bad.append((str(path), f"listed in {meta} line {lineno} but missing"))
                     continue
                 items.append(Item(str(path), row["class"], fold=fold))

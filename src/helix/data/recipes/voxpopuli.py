@@ -95,7 +95,7 @@ class VoxPopuli(Recipe):
                     if speaker in _NO_SPEAKER:
                         continue
                     path = listed_path(out_root / row["id"][:4], f"{row['id']}.ogg", tsv, lineno)
-                    if not path.is_file():
+                    if not path.exists():
                         bad.append((str(path), f"listed in {tsv} but missing (cut from raw_audios/original/"
                                                f"{row['id'][:4]}/ by prepare, or by the official get_asr_data)"))
                         continue
