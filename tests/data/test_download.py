@@ -212,21 +212,23 @@ def test_drop_without_length_or_checksum_is_not_taken_as_complete(tmp_path, supp
         assert transfers[1][1:3] == (f"bytes={len(whole) // 2}-", 206)  # only the rest travelled
 
 
+@pytest.mark.parametrize("support_range", [True, False])
 @pytest.mark.parametrize("make_broken", [
     lambda whole: whole[: len(whole) // 2],  # a tar.gz cut short
     lambda whole: whole[:-2000] + bytes(2000),  # the right length, the end overwritten
 ])
-def test_lengthless_broken_archive_is_deleted_and_a_rerun_downloads_again(tmp_path, make_broken):
+def test_lengthless_broken_archive_is_deleted_and_a_rerun_downloads_again(tmp_path, make_broken, support_range):
     site, whole = _sc_site(tmp_path)
     (site / "sc.tar.gz").write_bytes(make_broken(whole))
     source = Source("http://example.invalid/sc.tar.gz", "sc.tar.gz")
     root = tmp_path / "root"
-    with FixtureServer(site, send_length=False) as srv:
+    with FixtureServer(site, send_length=False, support_range=support_range) as srv:
         with pytest.raises(DownloadError, match=r"sc\.tar\.gz from .* is not a whole archive .*the partial file "
                                                 r"was deleted: run the command again"):
             fetch_source(source, root, mirror=srv.url, progress=False, retry_wait=0)
         assert not list((root / "downloads").iterdir())  # neither the file nor a .part is kept
         assert source_state(source, root) == "absent"
+        assert len(srv.requests) <= 3  # checksums, the file, one try for the rest: no retry loop
         (site / "sc.tar.gz").write_bytes(whole)  # the server is fixed
         fetch_source(source, root, mirror=srv.url, progress=False, retry_wait=0)
     assert source_state(source, root) == "complete"

@@ -70,6 +70,13 @@ class ChecksumError(DownloadError):
     """A downloaded file whose checksum differs from the one its source publishes."""
 
 
+class _ArchiveCut(ConnectionError):
+    """A transfer of unannounced length that ended before its archive did (maybe a dropped link)."""
+
+    def __init__(self, problem: str):
+        super().__init__(f"the archive ends early ({problem})")
+
+
 @dataclass(frozen=True)
 class Source:
     """One file of a corpus as its publisher serves it.
@@ -148,9 +155,10 @@ def download_file(
             announced = announced or total is not None
             if unchecked and not announced and (problem := archive_problem(part, dest.name)):
                 # an end of stream without a length may be a dropped connection: ask for the rest
-                raise ConnectionError(f"{dest.name} ends early ({problem})")
+                raise _ArchiveCut(problem)
             break
-        except urllib.error.HTTPError as err:
+        except urllib.error.HTTPError as exc:
+            err = exc
             if err.code == 416 and have:
                 remote = (err.headers.get("Content-Range") or "").rpartition("/")[2]
                 if not remote.isdigit() or int(remote) == have:
@@ -159,10 +167,12 @@ def download_file(
             elif err.code in _FATAL_HTTP:
                 raise DownloadError(f"download of {url} failed: HTTP {err.code} {err.reason}") from None
             reason = f"HTTP {err.code} {err.reason}"
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-            reason = str(getattr(err, "reason", err))
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            err, reason = exc, str(getattr(exc, "reason", exc))
         # only attempts that brought no new bytes count: a flaky link that keeps progressing finishes
         if (part.stat().st_size if part.exists() else 0) <= have:
+            if isinstance(err, _ArchiveCut):
+                break  # a whole answer, no longer than the last, still broken: refused and deleted below
             failures += 1
         if failures > retries:
             kept = part.stat().st_size if part.exists() else 0
