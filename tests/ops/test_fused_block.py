@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("triton")
 
 from helix.layers.bimamba import BiMambaBlock  # noqa: E402
-from helix.ops.selective_scan.causal_conv import causal_conv1d_silu, causal_conv1d_silu_reference  # noqa: E402
+from helix.ops.causal_conv import causal_conv1d_silu, causal_conv1d_silu_reference  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -79,7 +79,7 @@ def test_causal_conv_grads_odd_lengths(L, bidirectional, dtype):
 def test_causal_conv_grads_small_tiles(monkeypatch, K, L, bidirectional):
     """Tiny backward tiles: many programs per row, interior (unmasked) and edge spans, every K;
     7 channels, so the anti-causal half [3, 7) is the larger one."""
-    kernels = pytest.importorskip("helix.ops.selective_scan._causal_conv_triton")
+    kernels = pytest.importorskip("helix.ops.causal_conv.triton")
     monkeypatch.setattr(kernels, "_DPRE_BT", 8)
     monkeypatch.setattr(kernels, "_DPRE_NT", 2)
     monkeypatch.setattr(kernels, "_DX_BT", 16)

@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 
 from helix.layers.mamba import MambaMixer
-from helix.ops.selective_scan import selective_scan_bidirectional, triton_available
-from helix.ops.selective_scan.causal_conv import causal_conv1d_silu
+from helix.ops.backend import resolve_backend
+from helix.ops.bimamba import bimamba_inner
 
 
 def _block_diag(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -34,17 +34,15 @@ class BiMambaBlock(nn.Module):
     def __init__(self, d_model: int, d_state: int = 32, d_conv: int = 4, expand: int = 2,
                  dt_rank: int | None = None, scan_backend: str = "auto", lean: bool = True):
         super().__init__()
-        self.lean = lean  # fused path: recompute the inner activations in backward (bimamba_fused.py)
+        self.lean = lean  # fused path: recompute the inner activations in backward (ops/bimamba/fused.py)
         self.norm = nn.LayerNorm(d_model)
         self.fwd = MambaMixer(d_model, d_state, d_conv, expand, dt_rank, scan_backend)
         self.bwd = MambaMixer(d_model, d_state, d_conv, expand, dt_rank, scan_backend)
         self.proj = nn.Linear(2 * d_model, d_model)
 
     def use_fused(self, x: torch.Tensor) -> bool:
-        backend = self.fwd.ssm.scan_backend
-        if backend in ("reference", "export"):
-            return False
-        return backend == "triton" or (x.is_cuda and triton_available())
+        """Whether ``forward`` takes the stacked-direction path (the Triton kernels)."""
+        return resolve_backend(self.fwd.ssm.scan_backend, x) == "triton"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_fused(x):
@@ -55,40 +53,13 @@ class BiMambaBlock(nn.Module):
         return x + self.proj(torch.cat([y_fwd, y_bwd], dim=-1))
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        """Both directions stacked along channels; same result as the reference path.
-
-        Every product is a batched matmul with the weight broadcast over the batch, so activations
-        stay channels-first (B, C, L) and contiguous end to end: a plain ``matmul`` would fold the
-        batch into the rows and hand back a transposed (B, L, C) result, which costs a strided copy
-        of the full inner width per use and per gradient (~15 ms per block at 300 s, B=8).
-        ``lean`` runs the same products inside one autograd function that saves only h, x_dbl and
-        y (:mod:`helix.layers.bimamba_fused`); otherwise autograd composes them and keeps everything.
-        """
+        """Both directions stacked along channels (:mod:`helix.ops.bimamba`); same result as the
+        two-mixer path. ``lean`` saves only h, x_dbl and y and recomputes the rest in backward;
+        otherwise autograd composes the ops and keeps everything."""
         dtype = _compute_dtype(x)
         h = self.norm(x).to(dtype)  # (B, L, Dm), one cast here instead of one per product
         w = _composed_weights(self, dtype)
-        if self.lean:
-            from helix.layers.bimamba_fused import FusedBiMambaInner
-            from helix.ops.selective_scan.triton import DEFAULT_CONFIG
-
-            out = FusedBiMambaInner.apply(h, w["w_x"], w["w_z"], w["conv_w"], w["conv_b"], w["w_xp"], w["w_dt"],
-                                          w["A"], w["D"], w["dt_bias"], w["w_out"], self.fwd.ssm.dt_rank,
-                                          DEFAULT_CONFIG)
-            return x + (out.transpose(1, 2) + self.proj.bias)
-        N, R, backend = self.fwd.ssm.d_state, self.fwd.ssm.dt_rank, self.fwd.ssm.scan_backend
-        h_t = h.transpose(1, 2)  # (B, Dm, L) view: cuBLAS reads it as a transposed operand
-        # x and z as two products rather than slices of one: a slice's backward would zero-fill a
-        # (B, 4E, L) gradient per block
-        x_in = _bmm(w["w_x"], h_t)  # (B, 2E, L): x_f, x_b
-        z = _bmm(w["w_z"], h_t)  # (B, 2E, L): z_f, z_b
-        u = causal_conv1d_silu(x_in, w["conv_w"], w["conv_b"], bidirectional=True, backend=backend)
-        x_dbl = _bmm(w["w_xp"], u)  # (B, 2R + 4N, L): dt_f, dt_b, B_f, B_b, C_f, C_b
-        delta = _bmm(w["w_dt"], x_dbl[:, :2 * R])  # (B, 2E, L)
-        Bm = x_dbl[:, 2 * R:2 * R + 2 * N].unflatten(1, (2, N))  # (B, 2, N, L)
-        Cm = x_dbl[:, 2 * R + 2 * N:].unflatten(1, (2, N))
-        y = selective_scan_bidirectional(u, delta, w["A"], Bm, Cm, w["D"], z=z, delta_bias=w["dt_bias"],
-                                         delta_softplus=True, backend=backend)  # (B, 2E, L)
-        out = _bmm(w["w_out"], y)  # (B, Dm, L)
+        out = bimamba_inner(h, **w, R=self.fwd.ssm.dt_rank, backend=self.fwd.ssm.scan_backend, lean=self.lean)
         return x + (out.transpose(1, 2) + self.proj.bias)
 
 
@@ -120,8 +91,3 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(kind):
         return torch.get_autocast_dtype(kind)
     return x.dtype
-
-
-def _bmm(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """w (M, K) times every x[b] (K, L) -> (B, M, L) contiguous; w is broadcast, never copied B times."""
-    return torch.bmm(w.expand(x.shape[0], -1, -1), x)

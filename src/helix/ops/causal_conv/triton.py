@@ -1,6 +1,6 @@
-"""Triton kernels of :mod:`helix.ops.selective_scan.causal_conv` (imported only when Triton is there).
+"""Triton kernels of :mod:`helix.ops.causal_conv` (imported only when Triton is there).
 
-Reference: ``causal_conv1d_silu_reference`` in causal_conv.py. Channel c has direction s = +1
+Reference: ``causal_conv1d_silu_reference`` in reference.py. Channel c has direction s = +1
 (causal) or, with ``bidirectional`` and c >= C/2, s = -1 (anti-causal), so one launch serves both:
 
     pre[t] = bias + sum_j w_j x[t + s (j - (K-1))],    out[t] = silu(pre[t])

@@ -262,7 +262,7 @@ def _padded_len(L: int) -> int:
     return -(-L // 16) * 16
 
 
-def _aligned_rows(x, cfg):
+def aligned_rows(x, cfg):
     """x (B, G, N, L) -> the same values in rows of a multiple of 16 elements (a copy only if needed)."""
     L = x.shape[-1]
     aligned = all(st % 16 == 0 for st in x.stride()[:3]) and x.data_ptr() % 16 == 0
@@ -310,7 +310,7 @@ def _carry(S, Sig, A, backward: bool, d_group: int, bidir: bool, reverse: bool):
     return H
 
 
-def _chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg):
+def chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg):
     """H (B, D, n_chunks, N) fp32: the state entering every chunk (what backward needs saved)."""
     Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
     flags = dict(HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir), REVERSE=bool(reverse), **meta)
@@ -324,11 +324,11 @@ def _chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg):
     return _carry(S, Sig, A, False, d_group, bidir, reverse)
 
 
-def _forward(u, delta, A, Bm, Cm, D, z, bias, softplus, bidir, reverse, cfg):
+def scan_forward(u, delta, A, Bm, Cm, D, z, bias, softplus, bidir, reverse, cfg):
     Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
     flags = dict(HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir), REVERSE=bool(reverse), **meta)
     dummy = A  # never read: its flag is off
-    H = _chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg)
+    H = chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg)
     out = torch.empty((Bsz, Dtot, L), dtype=u.dtype, device=u.device)
     _launch(_fwd_scan, grid,
             u, delta, A, Bm, Cm, D if D is not None else dummy, z if z is not None else u,
@@ -338,8 +338,8 @@ def _forward(u, delta, A, Bm, Cm, D, z, bias, softplus, bidir, reverse, cfg):
     return out, H
 
 
-def _backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, reverse, cfg, overwrite=False):
-    """All gradients of ``_forward``. ``overwrite``: write ddelta into delta's storage and dz into z's
+def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, reverse, cfg, overwrite=False):
+    """All gradients of :func:`scan_forward`. ``overwrite``: write ddelta into delta's storage and dz into z's
     (each element is read before it is written, by the same program); callers that own delta and z
     save two (B, D, L) buffers."""
     Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
@@ -387,8 +387,8 @@ class SelectiveScanFn(torch.autograd.Function):
         A32 = A.float().contiguous()
         D32 = D.float().contiguous() if D is not None else None
         bias32 = delta_bias.float().contiguous() if delta_bias is not None else None
-        Bm, Cm = _aligned_rows(Bm, cfg), _aligned_rows(Cm, cfg)
-        out, H = _forward(u, delta, A32, Bm, Cm, D32, z, bias32, delta_softplus, bidir, reverse, cfg)
+        Bm, Cm = aligned_rows(Bm, cfg), aligned_rows(Cm, cfg)
+        out, H = scan_forward(u, delta, A32, Bm, Cm, D32, z, bias32, delta_softplus, bidir, reverse, cfg)
         ctx.save_for_backward(u, delta, A32, Bm, Cm, D32, z, bias32, H)
         ctx.flags = (delta_softplus, bidir, reverse, cfg)
         ctx.dtypes = (A.dtype, D.dtype if D is not None else None,
@@ -399,7 +399,7 @@ class SelectiveScanFn(torch.autograd.Function):
     def backward(ctx, dout):
         u, delta, A, Bm, Cm, D, z, bias, H = ctx.saved_tensors
         softplus, bidir, reverse, cfg = ctx.flags
-        du, ddelta, dA, dB, dC, dD, dz, dbias = _backward(
+        du, ddelta, dA, dB, dC, dD, dz, dbias = scan_backward(
             dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, reverse, cfg)
         a_dtype, d_dtype, b_dtype = ctx.dtypes
         return (du, ddelta, dA.to(a_dtype), dB.to(Bm.dtype), dC.to(Cm.dtype),

@@ -1,0 +1,103 @@
+"""One backend resolver for every op (selective scan, causal conv, the fused BiMamba inner function).
+
+Backends:
+
+- ``"auto"``: the Triton kernels for CUDA tensors when Triton imports; the numba kernels for CPU
+  tensors when numba imports (float64 excepted: gradcheck and references keep the exact reference);
+  else the reference;
+- ``"reference"``: the pure-PyTorch specification (any device; the CPU path);
+- ``"triton"``: the Triton kernels, which need CUDA tensors (or CPU tensors with ``TRITON_INTERPRET=1``,
+  Triton's interpreter, for tests); a clear error otherwise;
+- ``"cpu"``: the numba kernels (``pip install helix-audio[cpu]``), which need CPU tensors; they
+  compute in fp32 whatever the input dtype;
+- ``"export"``: the reference maths as loops that tracing and ONNX export can follow (the scan only;
+  ops without a loop fall back to their reference, which exports as is).
+
+Triton is optional: kernel modules are imported on first use, so CPU installs without Triton import
+helix fine, and tests can set ``TRITON_INTERPRET`` before ``@triton.jit`` runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import torch
+
+BACKENDS = ("auto", "reference", "triton", "export", "cpu")
+_loaded: dict[str, object] = {}
+_errors: dict[str, Exception] = {}
+_numba_ok: bool | None = None  # whether numba imports; None until first asked
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` itself, or ValueError naming the allowed values."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def load_kernels(module: str, required: bool = True):
+    """Import ``helix.ops.<module>`` (a Triton kernel module) once; None if it cannot be imported and
+    not ``required``, else RuntimeError saying how to install Triton."""
+    if module not in _loaded and module not in _errors:
+        try:
+            _loaded[module] = importlib.import_module(f"helix.ops.{module}")
+        except ImportError as err:  # triton missing or too old
+            _errors[module] = err
+    if module not in _loaded and required:
+        raise RuntimeError(
+            f"the Triton kernels ({module}) were requested but cannot be imported ({_errors[module]}); "
+            "install Triton with `pip install helix-audio[gpu]` or use backend='reference'"
+        )
+    return _loaded.get(module)
+
+
+def triton_available() -> bool:
+    """True when Triton imports (the kernels can run on CUDA); says nothing about a GPU."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cpu_kernels_available() -> bool:
+    """True when numba imports, so the compiled CPU kernels can run (checked once per process)."""
+    global _numba_ok
+    if _numba_ok is None:
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            _numba_ok = False
+        else:
+            _numba_ok = True
+    return _numba_ok
+
+
+def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
+    """The concrete backend for ``tensor``: ``"triton"``, ``"cpu"``, ``"reference"`` or ``"export"``.
+
+    Raises ValueError for an unknown name and RuntimeError when ``"triton"`` cannot run here.
+    """
+    check_backend(backend)
+    if backend == "auto":
+        if tensor.is_cuda:
+            return "triton" if triton_available() else "reference"
+        if tensor.device.type == "cpu" and tensor.dtype != torch.float64 and cpu_kernels_available():
+            return "cpu"
+        return "reference"
+    if backend == "cpu":
+        if not cpu_kernels_available():
+            raise RuntimeError("backend='cpu' was requested but numba cannot be imported; install it with "
+                               "`pip install helix-audio[cpu]` or use backend='reference'")
+        if tensor.device.type != "cpu":
+            raise RuntimeError(f"backend='cpu' needs CPU tensors, got tensors on {tensor.device}")
+    if backend == "triton":
+        if not triton_available():
+            raise RuntimeError("backend='triton' was requested but Triton cannot be imported; install it with "
+                               "`pip install helix-audio[gpu]` or use backend='reference'")
+        if not tensor.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests); "
+                               f"got tensors on {tensor.device}")
+    return backend

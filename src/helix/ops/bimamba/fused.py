@@ -1,0 +1,88 @@
+"""The inner part of the fused BiMamba block as one autograd function that saves little.
+
+Same function as :func:`helix.ops.bimamba.reference.bimamba_inner_reference` (tests/ops/bimamba
+checks outputs and every gradient against it); what differs is memory. Autograd would keep x_in, z,
+u, delta and the scan's chunk states H (at 300 s, B=8: ~3.4 GB per block). Here only h, x_dbl and y
+are saved (~0.7 GB); backward recomputes x_in and z (two matmuls), u (the conv), delta (one small
+matmul) and H (the chunk-state and carry passes, ~4 ms per block at 300 s, B=8), then runs the
+kernels' backward and the matmul gradients by hand, freeing each activation as soon as its last use
+is done (the scan writes ddelta and dz over delta and z). Triton kernels only: CUDA tensors, or CPU
+tensors under ``TRITON_INTERPRET=1``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from helix.ops.bimamba.reference import bmm, split_bc
+from helix.ops.causal_conv import triton as conv
+from helix.ops.selective_scan import triton as scan
+
+
+def _wgrad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Gradient of w in w @ x[b] summed over the batch: sum_b g[b] x[b]^T, (M, K)."""
+    return torch.bmm(g, x.transpose(1, 2)).sum(0)
+
+
+def _bc(x_dbl, R, cfg):
+    """B and C (B, 2, N, L), copied only when rows need padding for the kernels' alignment."""
+    Bm, Cm = split_bc(x_dbl, R)
+    return scan.aligned_rows(Bm, cfg), scan.aligned_rows(Cm, cfg)
+
+
+class BiMambaInnerFn(torch.autograd.Function):
+    """h (B, L, Dm) -> W_out y (B, Dm, L). Weights come composed (both directions stacked) and in the
+    compute dtype, except conv_w/conv_b/A/D/dt_bias in fp32; ``R`` is the dt rank per direction."""
+
+    @staticmethod
+    def forward(ctx, h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R, cfg):
+        h_t = h.transpose(1, 2)
+        z = bmm(w_z, h_t)
+        u = conv.conv_forward(bmm(w_x, h_t), conv_w, conv_b, True)
+        x_dbl = bmm(w_xp, u)
+        delta = bmm(w_dt, x_dbl[:, :2 * R])
+        Bm, Cm = _bc(x_dbl, R, cfg)
+        y, _ = scan.scan_forward(u, delta, A, Bm, Cm, D, z, dt_bias, True, True, False, cfg)
+        ctx.save_for_backward(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, x_dbl, y)
+        ctx.R, ctx.cfg = R, cfg
+        return bmm(w_out, y)
+
+    @staticmethod
+    def backward(ctx, dout):
+        h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, x_dbl, y = ctx.saved_tensors
+        R, cfg = ctx.R, ctx.cfg
+        dtype = h.dtype
+        h_t = h.transpose(1, 2)
+        # z, u, delta, B, C as the forward made them (x_in is remade later, for the conv backward)
+        z = bmm(w_z, h_t)
+        u = conv.conv_forward(bmm(w_x, h_t), conv_w, conv_b, True)
+        delta = bmm(w_dt, x_dbl[:, :2 * R])
+        Bm, Cm = _bc(x_dbl, R, cfg)
+        H = scan.chunk_entry_states(u, delta, A, Bm, dt_bias, True, True, False, cfg)
+        dout = dout.to(dtype)
+        d_w_out = _wgrad(dout, y)
+        dy = bmm(w_out.t(), dout)
+        # ddelta and dz overwrite the recomputed delta and z
+        du, ddelta, dA, dB, dC, dD, dz, dbias = scan.scan_backward(
+            dy, u, delta, A, Bm, Cm, D, z, dt_bias, H, True, True, False, cfg, overwrite=True)
+        del dy, H, delta, z, Bm, Cm
+        d_w_z = _wgrad(dz, h_t)
+        dh_t = bmm(w_z.t(), dz)
+        del dz
+        d_w_dt = _wgrad(ddelta, x_dbl[:, :2 * R])
+        d_xdbl = torch.cat([bmm(w_dt.t(), ddelta), dB.flatten(1, 2).to(dtype), dC.flatten(1, 2).to(dtype)], dim=1)
+        del ddelta, dB, dC
+        d_w_xp = _wgrad(d_xdbl, u)
+        du += bmm(w_xp.t(), d_xdbl)
+        del d_xdbl, u
+        dx_in, d_conv_w, d_conv_b = conv.conv_backward(bmm(w_x, h_t), conv_w, conv_b, du, True)
+        del du
+        d_w_x = _wgrad(dx_in, h_t)
+        dh = dh_t.add_(bmm(w_x.t(), dx_in)).transpose(1, 2)
+        return (dh, d_w_x, d_w_z, d_conv_w, d_conv_b, d_w_xp, d_w_dt, dA, dD, dbias, d_w_out, None, None)
+
+
+def bimamba_inner_fused(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R: int):
+    """The lean Triton path; arguments and result as :func:`bimamba_inner_reference`."""
+    return BiMambaInnerFn.apply(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
+                                scan.DEFAULT_CONFIG)
