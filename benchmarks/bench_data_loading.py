@@ -2,7 +2,7 @@
 
 Target (issue 4): at least 2,000 one-second clips/s with 2 workers. Uses the Speech Commands-sized
 corpus of bench_data_prepare.py (generated and prepared first if missing), the real training path
-(``build_datasets("speechcommands", ...)``, shuffled, random crops on) and counts clips that reach
+(``build_task("speechcommands", ...)``, shuffled, random crops on) and counts clips that reach
 the main process as ``(32, 16000)`` batches, after a warm-up.
 
     python benchmarks/bench_data_loading.py --workers 2 --write-results
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from helix.data.dataset import build_dataloader, build_datasets
+from helix.data.dataset import build_dataloader
+from helix.data.tasks import build_task
 from helix.data.recipes import get_recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,7 +55,7 @@ def main() -> None:
     recipe = get_recipe("speechcommands")
     if not recipe.manifest_path(root).exists():
         recipe.prepare(root, progress=False)
-    train, _, _, names = build_datasets("speechcommands", root, 1.0)
+    train, _, _, names = build_task("speechcommands", root, 1.0)
     lines = []
     for workers in args.workers:
         if args.cold:
@@ -71,7 +72,7 @@ def main() -> None:
 - date: {when}
 - command: `python {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`
 - data: the training split ({len(train):,} clips) of the generated corpus above, {cache};
-  `build_datasets("speechcommands", root, 1.0)` + `build_dataloader(batch_size=32, shuffle=True)`,
+  `build_task("speechcommands", root, 1.0)` + `build_dataloader(batch_size=32, shuffle=True)`,
   timed over {args.batches} batches after 20 warm-up batches; target: 2,000 clips/s with 2 workers
 """ + "\n".join(lines) + "\n")
 

@@ -84,7 +84,7 @@ def test_unknown_names_and_subsets(tmp_path, capsys):
 
 def test_documented_relative_root_then_training_loads_from_elsewhere(tmp_path, capsys, monkeypatch):
     """`helix data prepare esc50 --root data/esc50` as the docs show it, run from a project folder."""
-    from helix.data.dataset import build_datasets
+    from helix.data.tasks import build_task
 
     project = tmp_path / "project"
     monkeypatch.chdir(tmp_path)
@@ -94,29 +94,29 @@ def test_documented_relative_root_then_training_loads_from_elsewhere(tmp_path, c
     assert "-> data/esc50/helix/manifest.tsv" in capsys.readouterr().out
     assert main(["data", "list", "esc50", "--root", "data/esc50"]) == 0
     assert "prepared: 15 files" in capsys.readouterr().out
-    train, _, _, _ = build_datasets("esc50", "data/esc50", 1.0)
+    train, _, _, _ = build_task("esc50", "data/esc50", 1.0)
     assert train[0][0].shape == (16000,)
     # a later run from another folder, with the root spelled from there
     monkeypatch.chdir(tmp_path)
-    train, _, test, _ = build_datasets("esc50", "project/data/esc50", 1.0)
+    train, _, test, _ = build_task("esc50", "project/data/esc50", 1.0)
     assert train[0][0].shape == (16000,) and len(test) == 3
 
 
 def test_default_root_is_relative_to_the_current_folder(tmp_path, capsys, monkeypatch):
-    from helix.data.dataset import build_datasets
+    from helix.data.tasks import build_task
 
     monkeypatch.delenv("HELIX_DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     corpora.make_speechcommands(Path("data") / "speechcommands", per_word=3)
     assert main(["data", "prepare", "speechcommands", "--no-progress"]) == 0
     monkeypatch.chdir(tmp_path / "data")
-    assert len(build_datasets("speechcommands", "speechcommands", None)[0]) == 3
+    assert len(build_task("speechcommands", "speechcommands", None)[0]) == 3
     monkeypatch.setenv("HELIX_DATA_DIR", "elsewhere")  # also relative: taken from the current folder
     monkeypatch.chdir(tmp_path)
     corpora.make_esc50(Path("elsewhere") / "esc50")
     assert main(["data", "prepare", "esc50", "--no-progress"]) == 0
     monkeypatch.chdir(tmp_path / "elsewhere")
-    assert build_datasets("esc50", "esc50", 1.0)[0][0][0].shape == (16000,)
+    assert build_task("esc50", "esc50", 1.0)[0][0][0].shape == (16000,)
 
 
 def test_documented_download_through_helix_mirror(tmp_path, capsys, monkeypatch):

@@ -1,4 +1,4 @@
-"""helix.data.dataset: clips, crops, loud failures, the DataLoader helper, build_datasets' contract."""
+"""helix.data.dataset: clips, crops, loud failures, the DataLoader helper, build_task's contract."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 from helix.data.audio import AudioError
-from helix.data.dataset import DEFAULT_CLIP_SECONDS, TASKS, ClipDataset, build_dataloader, build_datasets
+from helix.data.dataset import ClipDataset, build_dataloader
+from helix.data.tasks import CORPUS_TASKS as TASKS
+from helix.data.tasks import DEFAULT_CLIP_SECONDS, build_task
 from helix.data.recipes import get_recipe
 
 from .corpora import write_audio
@@ -85,16 +87,16 @@ def test_distributed_sampler_when_a_process_group_exists(tmp_path):
         dist.destroy_process_group()
 
 
-def test_build_datasets_contract(tmp_path, esc50_root):
+def test_build_task_contract(tmp_path, esc50_root):
     assert set(TASKS) == set(DEFAULT_CLIP_SECONDS) == {
         "esc50", "urbansound8k", "speechcommands", "concat_speechcommands", "librispeech", "voxpopuli"}
     with pytest.raises(ValueError, match="unknown dataset 'esc51'"):
-        build_datasets("esc51", esc50_root, 5.0)
+        build_task("esc51", esc50_root, 5.0)
     with pytest.raises(FileNotFoundError, match=f"not prepared.*helix data prepare esc50 --root {esc50_root}"):
-        build_datasets("esc50", esc50_root, 5.0)
+        build_task("esc50", esc50_root, 5.0)
     get_recipe("esc50").prepare(esc50_root, progress=False)
     with pytest.raises(ValueError, match=r"esc50 does not take \['n_clips'\]"):
-        build_datasets("esc50", esc50_root, 5.0, n_clips=3)
-    train, val, test, names = build_datasets("esc50", esc50_root, None, 16000)  # default 5 s, fold 1
+        build_task("esc50", esc50_root, 5.0, n_clips=3)
+    train, val, test, names = build_task("esc50", esc50_root, None, 16000)  # default 5 s, fold 1
     assert train[0][0].shape == (80000,) and len(test) == 3
-    assert build_datasets("esc50", esc50_root, 1.0, sample_rate=8000)[0][0][0].shape == (8000,)
+    assert build_task("esc50", esc50_root, 1.0, sample_rate=8000)[0][0][0].shape == (8000,)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helix.data.audio import load_audio
-from helix.data.dataset import build_datasets
+from helix.data.tasks import build_task
 from helix.data.derived import split_by_speaker
 from helix.data.recipes import get_recipe
 
@@ -16,7 +16,7 @@ from .corpora import make_voxpopuli_processed
 
 def test_concat_clips(sc_root):
     get_recipe("speechcommands").prepare(sc_root, progress=False)
-    train, val, test, names = build_datasets("concat_speechcommands", sc_root, 3.0, n_clips=3)
+    train, val, test, names = build_task("concat_speechcommands", sc_root, 3.0, n_clips=3)
     assert (len(train), len(val), len(test)) == (12, 3, 3)
     x, y = val[1]
     assert x.shape == (48000,) and y == val.base[1][1]  # label of the first clip
@@ -26,12 +26,12 @@ def test_concat_clips(sc_root):
     pieces = [val.base[j][0] for j in range(len(val.base))]
     for k in range(1, 3):
         assert any(torch.equal(x[k * 16000:(k + 1) * 16000], p) for p in pieces)
-    again = build_datasets("concat_speechcommands", sc_root, 3.0, n_clips=3)[1]
+    again = build_task("concat_speechcommands", sc_root, 3.0, n_clips=3)[1]
     assert torch.equal(again[2][0], val[2][0])  # same seed, same evaluation set
     torch.manual_seed(0)
     draws = {tuple(train[0][0][16000::1237].tolist()) for _ in range(8)}
     assert len(draws) > 1  # training followers are redrawn
-    assert build_datasets("concat_speechcommands", sc_root, None)[0][0][0].shape == (160000,)
+    assert build_task("concat_speechcommands", sc_root, None)[0][0][0].shape == (160000,)
 
 
 def test_split_by_speaker_is_closed_set_and_order_free():
@@ -52,7 +52,7 @@ def test_split_by_speaker_is_closed_set_and_order_free():
 
 def test_stitched_speaker_clips(libri_root):
     get_recipe("librispeech").prepare(libri_root, progress=False)
-    train, val, test, names = build_datasets("librispeech", libri_root, 1.2)
+    train, val, test, names = build_task("librispeech", libri_root, 1.2)
     assert names == ["103", "19", "26"]
     # 6 utterances of 0.5 s per speaker: 4 train (2 s -> 1 clip), 1 val, 1 test (0.5 s, wraps)
     assert (len(train), len(val), len(test)) == (3, 3, 3)
@@ -76,7 +76,7 @@ def test_stitched_speaker_clips(libri_root):
 
 def test_stitching_crosses_utterance_boundaries_in_order(libri_root):
     get_recipe("librispeech").prepare(libri_root, progress=False)
-    train, _, _, _ = build_datasets("librispeech", libri_root, 1.2, val_fraction=0.0, test_fraction=0.2)
+    train, _, _, _ = build_task("librispeech", libri_root, 1.2, val_fraction=0.0, test_fraction=0.2)
     k = 0
     lo, hi = train.first[k], train.first[k + 1]
     stream = np.concatenate([load_audio(p.decode()) for p in train.paths[lo:hi]])
@@ -93,12 +93,12 @@ def test_stitching_crosses_utterance_boundaries_in_order(libri_root):
 def test_voxpopuli_speaker_task(tmp_path):
     root = make_voxpopuli_processed(tmp_path / "vox")
     get_recipe("voxpopuli").prepare(root, progress=False)
-    train, val, test, names = build_datasets("voxpopuli", root, 2.0)
+    train, val, test, names = build_task("voxpopuli", root, 2.0)
     assert names == ["1001", "1002", "1003"]
     assert len(train) == len(val) == len(test) == 3
     assert train[0][0].shape == (32000,)
     with pytest.raises(ValueError, match="no speaker has the 50 utterances"):
-        build_datasets("voxpopuli", root, 2.0, min_utterances=50)
+        build_task("voxpopuli", root, 2.0, min_utterances=50)
 
 
 def test_stitching_files_at_other_rates(tmp_path):

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from helix.data.dataset import build_datasets
+from helix.data.tasks import build_task
 from helix.data.manifest import read_manifest
 from helix.data.recipes import DatasetLayoutError, PrepareError, get_recipe
 
@@ -33,17 +33,17 @@ def test_prepare_writes_folds_labels_and_measured_formats(esc50_root):
 
 def test_folds_test_validation_train(esc50_root):
     ESC50.prepare(esc50_root, progress=False)
-    train, val, test, names = build_datasets("esc50", esc50_root, 5.0, fold=2)
+    train, val, test, names = build_task("esc50", esc50_root, 5.0, fold=2)
     assert names == sorted(ESC50_CLASSES)
     assert (len(train), len(val), len(test)) == (9, 3, 3)
     assert all("/3-" in p.decode() for p in val.paths) and all("/2-" in p.decode() for p in test.paths)
-    _, val5, _, _ = build_datasets("esc50", esc50_root, 5.0, fold=5)
+    _, val5, _, _ = build_task("esc50", esc50_root, 5.0, fold=5)
     assert all("/1-" in p.decode() for p in val5.paths)  # next fold cyclically
     x, y = test[0]
     assert x.shape == (80000,) and x.dtype.is_floating_point  # 0.25 s at 44.1 kHz -> 16 kHz, padded to 5 s
     assert np.abs(x[:3900].numpy()).max() > 0.3 and not x[4100:].any()
     with pytest.raises(ValueError, match=r"fold 7 is not one of the folds found in the manifest: \[1, 2, 3, 4, 5\]"):
-        build_datasets("esc50", esc50_root, 5.0, fold=7)
+        build_task("esc50", esc50_root, 5.0, fold=7)
 
 
 def _corrupt(corpus):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helix.data.dataset import build_datasets
+from helix.data.tasks import build_task
 from helix.data.manifest import read_manifest
 from helix.data.recipes import PrepareError, get_recipe
 
@@ -40,7 +40,7 @@ def test_parallel_checking_gives_the_same_manifest(sc_root):
 
 def test_datasets_per_split(sc_root):
     SC.prepare(sc_root, progress=False)
-    train, val, test, names = build_datasets("speechcommands", sc_root, 1.0)
+    train, val, test, names = build_task("speechcommands", sc_root, 1.0)
     assert names == sorted(SC_WORDS)
     assert (len(train), len(val), len(test)) == (12, 3, 3)
     x, y = val[0]
@@ -48,7 +48,7 @@ def test_datasets_per_split(sc_root):
     short = [i for i in range(len(train)) if train.frames[i] < 16000][0]
     assert not train[short][0][9700:].any()  # a 0.6 s clip is padded, not stretched
     with pytest.raises(ValueError, match="one predefined split, not folds"):
-        build_datasets("speechcommands", sc_root, 1.0, fold=1)
+        build_task("speechcommands", sc_root, 1.0, fold=1)
 
 
 def test_listed_but_missing_and_stray_files(sc_root):
@@ -107,7 +107,7 @@ def test_loading_refuses_a_manifest_with_an_empty_split(sc_root):
     write_manifest(SC.manifest_path(sc_root), rows, sc_root)
     for task in ("speechcommands", "concat_speechcommands"):
         with pytest.raises(ValueError, match=r"the validation split is empty \(train 12, validation 0, test 6 items\)"):
-            build_datasets(task, sc_root, None)
+            build_task(task, sc_root, None)
 
 
 def test_a_fifo_among_the_clips_is_refused_by_name(sc_root):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helix.data.audio import AudioError
-from helix.data.dataset import build_datasets
+from helix.data.tasks import build_task
 from helix.data.download import ChecksumError
 from helix.data.manifest import read_manifest
 from helix.data.recipes import DatasetLayoutError, get_recipe
@@ -27,7 +27,7 @@ def test_prepare_records_each_files_own_format(us8k_root):
 
 def test_every_format_loads_as_16k_mono_and_wrong_rates_can_be_refused(us8k_root):
     US8K.prepare(us8k_root, progress=False)
-    train, val, test, names = build_datasets("urbansound8k", us8k_root, 4.0, fold=4)
+    train, val, test, names = build_task("urbansound8k", us8k_root, 4.0, fold=4)
     assert names == sorted(US8K_CLASSES) and (len(train), len(val), len(test)) == (6, 3, 3)
     for ds in (train, val, test):
         for i in range(len(ds)):
@@ -35,7 +35,7 @@ def test_every_format_loads_as_16k_mono_and_wrong_rates_can_be_refused(us8k_root
             assert x.shape == (64000,)
             # 0.3 s of a 500 Hz tone, resampled from whatever the file had
             assert abs(x[:4700]).max() > 0.2 and not x[4900:].any()
-    _, strict, _, _ = build_datasets("urbansound8k", us8k_root, 4.0, fold=4, resample=False)
+    _, strict, _, _ = build_task("urbansound8k", us8k_root, 4.0, fold=4, resample=False)
     with pytest.raises(AudioError, match="expected 16000 Hz and resampling is disabled"):
         strict[0]
 

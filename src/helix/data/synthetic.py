@@ -150,7 +150,7 @@ def build_synthetic_datasets(name: str, root: str | None = None, clip_seconds: f
                              sample_rate: int = 16000, fold: int | None = None,
                              num_train: int = 1200, num_val: int = 300, num_test: int = 600,
                              num_events: int = 3, num_segments: int = 4, seed: int = 1234, cache: bool = True):
-    """Same signature and return value as ``helix.data.dataset.build_datasets``:
+    """Same signature and return value as ``helix.data.tasks.build_task``:
     ``(train_ds, val_ds, test_ds, class_names)``. ``root`` and ``fold`` are ignored."""
     if name not in SYNTHETIC_TASKS:
         raise ValueError(f"unknown synthetic task {name!r}; choose from {SYNTHETIC_TASKS}")

@@ -1,4 +1,4 @@
-"""Datasets and DataLoaders for a run: real corpora through ``helix.data.dataset.build_datasets``,
+"""Datasets and DataLoaders for a run: real corpora through ``helix.data.tasks.build_task``,
 the synthetic tasks through ``helix.data.synthetic``; a held-out validation split when the dataset
 has no official one; samplers that shard over ranks and resume mid-epoch."""
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from helix.data.synthetic import SYNTHETIC_TASKS, build_synthetic_datasets
+from helix.data.tasks import SYNTHETIC_TASKS, build_task
 from helix.training.config import DataConfig
 from helix.training.distributed import DistEnv, ResumableDistributedSampler, ShardSampler
 
@@ -32,14 +32,12 @@ def build_run_data(cfg: DataConfig, fold: int | None = None) -> RunData:
     """The three splits and class names for ``cfg`` (``fold`` overrides ``cfg.fold``)."""
     fold = cfg.fold if fold is None else fold
     kwargs = dict(clip_seconds=cfg.clip_seconds, sample_rate=cfg.sample_rate, fold=fold, **cfg.task_kwargs)
-    if cfg.name in SYNTHETIC_TASKS:
-        train, val, test, names = build_synthetic_datasets(cfg.name, cfg.root, **kwargs)
-    else:
-        try:
-            from helix.data.dataset import build_datasets
-        except ImportError as err:
-            raise RuntimeError(f"dataset {cfg.name!r} needs helix.data.dataset, which failed to import: {err}") from err
-        train, val, test, names = build_datasets(cfg.name, cfg.root, **kwargs)
+    try:
+        train, val, test, names = build_task(cfg.name, cfg.root, **kwargs)
+    except ValueError as err:
+        if cfg.name in SYNTHETIC_TASKS and "does not take" in str(err):
+            raise ValueError(f"data.task_kwargs: {err}") from None
+        raise
     source = "official"
     if val is None:
         train, val = split_validation(train, cfg.val_fraction)

@@ -1,0 +1,149 @@
+"""Tasks: one :func:`build_task` for the paper's corpora, the derived tasks and the synthetic ones.
+
+A task turns prepared data (a manifest under ``root``; nothing for synthetic tasks) into
+``(train, validation, test, class_names)``. Every dataset returns ``(waveform (T,), label)``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from torch.utils.data import Dataset
+
+from helix.data import derived
+from helix.data.dataset import ClipDataset
+from helix.data.manifest import class_names as manifest_classes
+from helix.data.synthetic import SYNTHETIC_TASKS, build_synthetic_datasets
+
+__all__ = ["CORPUS_TASKS", "DEFAULT_CLIP_SECONDS", "SYNTHETIC_TASKS", "TASKS", "build_task"]
+
+#: the clip length each corpus task is trained at unless told otherwise (paper, section 4.1)
+DEFAULT_CLIP_SECONDS = {
+    "esc50": 5.0,
+    "urbansound8k": 4.0,
+    "speechcommands": 1.0,
+    "concat_speechcommands": 10.0,
+    "librispeech": 30.0,
+    "voxpopuli": 300.0,
+}
+CORPUS_TASKS = tuple(DEFAULT_CLIP_SECONDS)
+TASKS = CORPUS_TASKS + SYNTHETIC_TASKS
+
+
+def build_task(
+    name: str,
+    root: str | os.PathLike | None,
+    clip_seconds: float | None,
+    sample_rate: int = 16000,
+    fold: int | None = None,
+    **task_kwargs: Any,
+) -> tuple[Dataset, Dataset | None, Dataset, list[str]]:
+    """``(train, validation, test, class_names)`` of task ``name`` prepared in ``root``.
+
+    - ``esc50``, ``urbansound8k``: ``fold`` is the held-out test fold (default: the first);
+      validation is the next fold cyclically (ESC-50 fold 5 -> validation fold 1); training
+      uses the remaining folds.
+    - ``speechcommands``: the official validation/testing lists; 35 words from the data.
+    - ``concat_speechcommands``: ``n_clips`` (10) Speech Commands clips of the same split, each
+      ``clip_seconds / n_clips`` long, labelled by the first (:mod:`helix.data.derived`).
+    - ``librispeech`` (``subset``, default train-clean-100), ``voxpopuli`` (``subset``, default en):
+      closed-set speaker identification on same-speaker utterances stitched to ``clip_seconds``;
+      per speaker 70% train / 10% validation / 20% test of the utterances (``val_fraction``,
+      ``test_fraction``, ``min_utterances``, ``seed`` change that).
+    - ``synthetic_order``, ``synthetic_concat_order``: generated offline (:mod:`helix.data.synthetic`);
+      ``root`` and ``fold`` are ignored.
+
+    ``clip_seconds=None`` takes :data:`DEFAULT_CLIP_SECONDS`. Every corpus task also accepts
+    ``resample=False``, which refuses files not already at ``sample_rate``.
+    Class names are sorted label names found in the manifest; index = class id.
+    """
+    from helix.data.recipes import get_recipe  # recipes pull in the download code: imported late
+
+    if name not in TASKS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(TASKS)}")
+    if name in SYNTHETIC_TASKS:
+        return _synthetic(name, root, clip_seconds, sample_rate, fold, task_kwargs)
+    seconds = DEFAULT_CLIP_SECONDS[name] if clip_seconds is None else float(clip_seconds)
+    if not seconds > 0:
+        raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
+    if name in ("esc50", "urbansound8k"):
+        opts = _options(name, task_kwargs, {"resample": True})
+        rows = get_recipe(name).read_manifest(root)
+        return _kfold(rows, fold, seconds, sample_rate, opts["resample"])
+    if fold is not None:
+        raise ValueError(f"{name} has one predefined split, not folds (got fold={fold})")
+    if name in ("speechcommands", "concat_speechcommands"):
+        defaults = {"resample": True} if name == "speechcommands" else {"resample": True, "n_clips": 10, "seed": 0}
+        opts = _options(name, task_kwargs, defaults)
+        rows = [r for r in get_recipe("speechcommands").read_manifest(root) if r["label"]]
+        names = manifest_classes(rows)
+        splits = ("train", "validation", "test")
+        _refuse_empty(name, root, {s: sum(r["split"] == s for r in rows) for s in splits})
+        if name == "speechcommands":
+            parts = [ClipDataset([r for r in rows if r["split"] == s], names, seconds, sample_rate,
+                                 train=(s == "train"), resample=opts["resample"]) for s in splits]
+            return (*parts, names)
+        parts = [derived.concat_clips([r for r in rows if r["split"] == s], names, seconds, sample_rate,
+                                      n_clips=opts["n_clips"], train=(s == "train"), seed=opts["seed"],
+                                      resample=opts["resample"]) for s in splits]
+        return (*parts, names)
+    recipe = get_recipe(name)
+    opts = _options(name, task_kwargs, {"subset": recipe.default_subset, "resample": True, "val_fraction": 0.1,
+                                           "test_fraction": 0.2, "min_utterances": 3, "seed": 0})
+    rows = recipe.read_manifest(root, opts.pop("subset"))
+    train, val, test, names = derived.speaker_identification(rows, seconds, sample_rate, **opts)
+    # val_fraction=0 asks for no validation part; otherwise every part must hold clips
+    sizes = {"train": len(train), "validation": len(val), "test": len(test)}
+    _refuse_empty(name, root, sizes, may_be_empty=() if opts["val_fraction"] > 0 else ("validation",))
+    return train, val, test, names
+
+
+def _options(name: str, kwargs: dict[str, Any], allowed: dict[str, Any]) -> dict[str, Any]:
+    """``allowed`` (the defaults) updated with ``kwargs``; a name not in ``allowed`` is an error."""
+    unknown = set(kwargs) - set(allowed)
+    if unknown:
+        raise ValueError(f"{name} does not take {sorted(unknown)}; it takes {sorted(allowed) or 'no options'}")
+    return {**allowed, **kwargs}
+
+
+def _refuse_empty(name: str, root, sizes: dict[str, int], may_be_empty: Sequence[str] = ()) -> None:
+    """An empty split trains without validation (NaN accuracy, no best checkpoint): refuse it."""
+    empty = [s for s, n in sizes.items() if n == 0 and s not in may_be_empty]
+    if empty:
+        counts = ", ".join(f"{s} {n}" for s, n in sizes.items())
+        raise ValueError(f"{name} at {root}: the {' and '.join(empty)} split is empty ({counts} items); "
+                         "check the corpus's split lists and run `helix data prepare` again")
+
+
+def _kfold(rows, fold, seconds, sample_rate, resample):
+    folds = sorted({r["fold"] for r in rows})
+    if fold is None:
+        fold = folds[0]
+    if fold not in folds:
+        raise ValueError(f"fold {fold} is not one of the folds found in the manifest: {folds}")
+    if len(folds) < 3:
+        raise ValueError(f"need at least 3 folds for train/validation/test, the manifest has {folds}")
+    val_fold = folds[(folds.index(fold) + 1) % len(folds)]
+    names = manifest_classes(rows)
+    split = {"test": [r for r in rows if r["fold"] == fold], "val": [r for r in rows if r["fold"] == val_fold],
+             "train": [r for r in rows if r["fold"] not in (fold, val_fold)]}
+    return (
+        ClipDataset(split["train"], names, seconds, sample_rate, train=True, resample=resample),
+        ClipDataset(split["val"], names, seconds, sample_rate, resample=resample),
+        ClipDataset(split["test"], names, seconds, sample_rate, resample=resample),
+        names,
+    )
+
+
+def _synthetic(name, root, clip_seconds, sample_rate, fold, task_kwargs):
+    import inspect
+
+    own = set(inspect.signature(build_synthetic_datasets).parameters) - {"name", "root", "clip_seconds",
+                                                                        "sample_rate", "fold"}
+    unknown = sorted(set(task_kwargs) - own)
+    if unknown:
+        raise ValueError(f"{name} does not take {unknown}; it takes {sorted(own)}")
+    seconds = 1.0 if clip_seconds is None else clip_seconds
+    return build_synthetic_datasets(name, root, clip_seconds=seconds, sample_rate=sample_rate, fold=fold,
+                                    **task_kwargs)
