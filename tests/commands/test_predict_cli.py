@@ -129,3 +129,133 @@ def test_verify_cli(ckpt, folder, tmp_path, capsys):
     assert main(["verify", ckpt, str(folder / "trials2.txt")]) == 1
     out, err = capsys.readouterr()
     assert "EER" in out and "minDCF" in out and "notes.wav" in err and "1 of 3 trial(s) skipped" in err
+
+
+# ---------------------------------------------------------------- no command destroys its inputs
+def _snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_line(err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, err)
+
+
+def test_outputs_that_are_inputs_are_refused_before_anything_is_opened(ckpt, tmp_path, capsys):
+    import shutil
+
+    d = tmp_path / "w"
+    d.mkdir()
+    model = d / "model.pt"
+    shutil.copy(ckpt, model)
+    sf.write(d / "a.wav", 0.1 * np.random.default_rng(0).standard_normal(8000).astype(np.float32), SR)
+    (d / "alias.wav").symlink_to(d / "a.wav")
+    (d / "trials.txt").write_text("1 a.wav a.wav\n0 a.wav a.wav\n")
+    (d / "out").mkdir()
+    before = _snapshot(d)
+    cases = [
+        (["predict", model, d / "a.wav", "-o", d / "a.wav"], "it is the input"),
+        (["predict", model, d / "a.wav", "-o", model], "it is the input"),
+        (["predict", model, d, "-o", d / "alias.wav"], "it is the input"),  # via a symlink, found in a folder
+        (["predict", model, d / "a.wav", "-o", d / "out"], "is an existing folder"),
+        (["embed", model, d / "a.wav", "-o", d / "a.wav"], "it is the input"),
+        (["embed", model, d / "a.wav", "-o", model, "--format", "json"], "it is the input"),
+        (["verify", model, d / "trials.txt", "--scores", d / "trials.txt"], "it is the input"),
+        (["export", model, "--format", "torchscript", "-o", model], "it is the input"),
+        (["export", model, "--format", "onnx", "-o", d / "x.pt"], "--format onnx writes .onnx files"),
+        (["export", model, "--format", "safetensors", "-o", d / "x.onnx"], "writes .safetensors files"),
+        (["export", model, "--format", "torchscript", "-o", d / "out"], "is an existing folder"),
+        (["export", model, "--format", "pretrained", "-o", d / "m.safetensors"], "writes a folder"),
+    ]
+    for argv, message in cases:
+        assert main([str(a) for a in argv]) == 1, argv
+        _one_line(capsys.readouterr().err, message)
+        assert _snapshot(d) == before, argv  # byte-identical, and nothing new written
+    assert sorted(p.name for p in d.iterdir()) == ["a.wav", "alias.wav", "model.pt", "out", "trials.txt"]
+
+
+def test_export_default_name_sits_beside_the_checkpoint(ckpt, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "best.pt"
+    shutil.copy(ckpt, model)
+    before = model.read_bytes()
+    assert main(["export", str(model), "--format", "safetensors"]) == 0
+    assert (tmp_path / "best.safetensors").is_file() and model.read_bytes() == before
+    assert "wrote" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- per-file failures
+@pytest.fixture()
+def hostile(tmp_path):
+    """Two good files around a file with one sample at 48 kHz (nothing left at 16 kHz) and a float
+    WAV with samples of +-3e38 (finite, but far beyond full scale)."""
+    d = tmp_path / "hostile"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    sf.write(d / "a_good.wav", 0.1 * rng.standard_normal(12000).astype(np.float32), SR)
+    sf.write(d / "b_one_sample.wav", np.array([0.5], np.float32), 48000)
+    sf.write(d / "c_huge.wav", np.tile(np.array([3e38, -3e38], np.float32), 6000), SR, subtype="FLOAT")
+    sf.write(d / "d_good.flac", 0.1 * rng.standard_normal(9000).astype(np.float32), SR)
+    return d
+
+
+def test_empty_after_resampling_and_huge_samples_fail_per_file(ckpt, hostile, tmp_path, capsys):
+    assert main(["predict", ckpt, str(hostile), "--format", "json", "-o", str(tmp_path / "p.json"), "-q"]) == 1
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert [p["file"].rsplit("/", 1)[1] for p in doc["predictions"]] == ["a_good.wav", "d_good.flac"]
+    errors = {f["file"].rsplit("/", 1)[1]: f["error"] for f in doc["failures"]}
+    assert "no audio samples" in errors["b_one_sample.wav"]
+    assert "far outside [-1, 1]" in errors["c_huge.wav"] and "checkpoint" not in errors["c_huge.wav"]
+    err = capsys.readouterr().err
+    assert "2 of 4 input(s) failed" in err and "Traceback" not in err
+    for name in ("b_one_sample.wav", "c_huge.wav"):
+        assert sum(name in line for line in err.splitlines()) == 1  # one line, naming the file
+    assert main(["embed", ckpt, str(hostile), "-o", str(tmp_path / "emb"), "-q"]) == 1
+    index = json.loads((tmp_path / "emb" / "index.json").read_text())
+    assert len(index["files"]) == 2 and len(index["failures"]) == 2
+
+
+def test_a_fifo_input_fails_by_name_and_the_rest_complete(ckpt, hostile, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "pipe.wav")
+    proc = subprocess.run([sys.executable, "-m", "helix.cli", "predict", ckpt, str(tmp_path / "pipe.wav"),
+                           str(hostile / "a_good.wav"), "--format", "csv", "-q"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "a_good.wav" in proc.stdout
+    assert "pipe.wav" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--hop", "inf"], "hop must be a positive number of seconds, got inf"),
+    (["--hop", "nan"], "hop must be a positive number of seconds, got nan"),
+    (["--hop", "-1"], "hop must be a positive number"),
+    (["--window", "1e9"], "longer than the 600 s limit"),
+    (["--window", "inf"], "window must be a positive number"),
+    (["--window", "0"], "window must be a positive number"),
+    (["--window", "-2"], "window must be a positive number"),
+])
+def test_bad_window_and_hop_values_are_one_line(ckpt, hostile, capsys, flags, message):
+    for command in ("predict", "embed"):
+        extra = ["-o", str(hostile / "e.json")] if command == "embed" else []
+        assert main([command, ckpt, str(hostile / "a_good.wav"), *flags, *extra]) == 1
+        _one_line(capsys.readouterr().err, message)
+
+
+def test_predict_into_head_ends_quietly(ckpt, hostile):
+    import subprocess
+    import sys
+
+    # 400 predictions x 3 rows of ~90 bytes: well past the pipe buffer once `head` has exited
+    files = [str(hostile / "a_good.wav")] * 400
+    cmd = [sys.executable, "-m", "helix.cli", "predict", ckpt, *files, "--top-k", "3", "--batch-size", "64", "-q"]
+    proc = subprocess.run(f"{subprocess.list2cmdline(cmd)} | head -1", shell=True, capture_output=True,
+                          text=True, timeout=300, executable="/bin/bash")
+    assert proc.stdout.split() == ["file", "seconds", "rank", "label", "prob"]
+    assert "BrokenPipeError" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr == ""

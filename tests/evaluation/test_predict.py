@@ -224,3 +224,32 @@ def test_ogg_and_mp3_files_decode(ckpt, tmp_path, ext, fmt):
     ref = load_audio(tmp_path / f"c{ext}", SR)
     assert pred.duration == pytest.approx(len(ref) / SR)
     np.testing.assert_allclose(pred.probs, manual_probs(ckpt[1], ref, 8000, 4000)[0], atol=1e-5)
+
+
+def test_non_finite_output_fails_only_its_own_file(ckpt, tmp_path):
+    """A window whose output is NaN/inf fails its source, named, and the batch it shared goes on."""
+    sf.write(tmp_path / "ok.wav", noise(1.0), SR)
+    sf.write(tmp_path / "huge.wav", np.tile(np.float32([3e38, -3e38]), 8000), SR, subtype="FLOAT")
+    sf.write(tmp_path / "one.wav", np.float32([0.5]), 48000)  # no sample left at 16 kHz
+    predictor = load_predictor(ckpt[0], batch_size=4)
+    names = ["ok.wav", "huge.wav", "one.wav", "ok.wav"]
+    results = list(predictor.predict_many([tmp_path / n for n in names]))
+    assert [type(r).__name__ for r in results] == ["Prediction", "Failure", "Failure", "Prediction"]
+    assert "huge.wav: the model's output is NaN/inf" in str(results[1].error)
+    assert "far outside [-1, 1]" in str(results[1].error)
+    assert "one.wav: no audio samples" in str(results[2].error)
+    np.testing.assert_allclose(results[0].probs, results[3].probs, atol=1e-6)
+    with pytest.raises(AudioError, match="<waveform>: the model's output is NaN/inf"):
+        predictor.predict(np.full(16000, 3e38, np.float32))
+
+
+def test_corrupted_weights_are_blamed_per_file_not_on_the_batch(tmp_path):
+    path, model = make_checkpoint(tmp_path / "nan.pt")
+    state = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+             for k, v in model.state_dict().items()}
+    save_checkpoint(path, {"model": {"name": "helix_raw", "kwargs": dict(KWARGS), "num_classes": 3},
+                           "class_names": CLASSES, "sample_rate": SR, "clip_seconds": 0.5, "model_state": state})
+    sf.write(tmp_path / "a.wav", noise(1.0), SR)
+    (result,) = load_predictor(path).predict_many([tmp_path / "a.wav"])
+    assert isinstance(result, Failure)
+    assert "a.wav" in str(result.error) and "weights may be corrupted" in str(result.error)

@@ -227,10 +227,10 @@ def check_export_output(out: Path, fmt: str, inputs: tuple) -> None:
                              f"has a file suffix; give a folder name")
         check_output(out, inputs, what="model folder", folder=True)
         return
+    check_output(out, inputs, what=f"{fmt} export")
     if not name.endswith(ALLOWED_SUFFIXES[fmt]):
         raise ValueError(f"--format {fmt} writes {' / '.join(ALLOWED_SUFFIXES[fmt])} files, but the output is {out}; "
                          f"name it e.g. {out.with_name(out.name.rsplit('.', 1)[0] + SUFFIXES[fmt])}")
-    check_output(out, inputs, what=f"{fmt} export")
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str = "torchscript",
