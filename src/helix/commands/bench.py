@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 
@@ -13,7 +14,8 @@ from helix.evaluation.bench import BenchSetup, environment, resolve_variants, ru
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="time a training step of each backbone at several sequence lengths")
+    p = sub.add_parser("bench", help="time a training step of each backbone at several sequence lengths",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--tokens", type=int, nargs="+", default=None,
                    help="token counts, 100 per second of audio (default: 500 3000 30000 on GPU, 50 100 200 on CPU)")
@@ -23,9 +25,10 @@ def register(sub) -> None:
     p.add_argument("--variants", nargs="+", default=None, help="subset of variant labels (default: all)")
     p.add_argument("--recompute", action="store_true", help="also run every variant with activation recomputation")
     p.add_argument("--steps", type=int, default=3, help="timed steps (default 3, after --warmup)")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--num-classes", type=int, default=1313)
-    p.add_argument("--scan-backend", default="auto", choices=["auto", "reference", "triton"])
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones (default 1)")
+    p.add_argument("--num-classes", type=int, default=1313, help="classifier size (default 1313, VoxPopuli)")
+    p.add_argument("--scan-backend", default="auto", choices=["auto", "reference", "triton"],
+                   help="selective-scan implementation (default auto: Triton on CUDA, the reference elsewhere)")
     p.add_argument("--out", default="runs/bench", help="folder for bench.md, bench.csv, bench.png")
     p.set_defaults(func=run)
 
@@ -67,8 +70,6 @@ def run(args) -> int:
 if __name__ == "__main__":
     # ``python -m helix.commands.bench``: the same command without importing the other subcommands
     # (and their optional dependencies), e.g. on a GPU machine with only torch installed
-    import argparse
-
     _parser = argparse.ArgumentParser(prog="helix")
     register(_parser.add_subparsers())
     _args = _parser.parse_args(["bench", *sys.argv[1:]])

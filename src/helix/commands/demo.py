@@ -6,8 +6,8 @@ the plots, and what to run next.
     helix demo --tasks order --epochs 3 --out runs/demo-quick
 
 On CPU the six trainings run side by side in worker processes, one per core with one thread
-each: these models are too small for several threads to pay off, and PyTorch's thread pools
-collapse when two of them compete for the same cores.
+each (``--threads`` changes that): these models are too small for several threads to pay off,
+and PyTorch's thread pools collapse when two of them compete for the same cores.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--tasks", default="order,concat", help="comma-separated subset of: order, concat")
     p.add_argument("--epochs", type=int, help="override the presets' epoch count")
     p.add_argument("--workers", type=int, help="parallel trainings on CPU (default: one per core, at most 6)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="PyTorch threads per training on CPU (default: the cores shared among the workers)")
     p.add_argument("--device", default=None, help="cpu (the presets' default) or cuda (runs one at a time)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     p.set_defaults(func=run)
@@ -50,6 +52,9 @@ def describe(task: str, cfg: TrainConfig) -> str:
 
 def _prepare_out(out: Path) -> None:
     """Replace a previous demo, never a folder the demo did not create."""
+    from helix.training.rundir import check_run_folder
+
+    check_run_folder(out)
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).exists():
             raise ValueError(f"{out} exists and is not a helix demo folder; choose another --out")
@@ -58,15 +63,11 @@ def _prepare_out(out: Path) -> None:
     (out / MARKER).write_text("written by `helix demo`; the next demo run replaces this folder\n")
 
 
-def _train(cfg_dict: dict, threads: int | None) -> dict:
-    """One training (in a worker process on CPU) -> its summary."""
-    import torch
-
+def _train(cfg_dict: dict, quiet: bool) -> dict:
+    """One training (in a worker process on CPU, ``quiet``) -> its summary."""
     from helix.training.loop import Trainer
 
-    if threads:
-        torch.set_num_threads(threads)
-    return Trainer(TrainConfig.from_dict(cfg_dict), verbose=threads is None, print_summary=False).fit()
+    return Trainer(TrainConfig.from_dict(cfg_dict), verbose=not quiet, print_summary=False).fit()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     from helix.evaluation.report import build_report, format_table
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if not tasks or any(t not in TASKS for t in tasks):
         raise ValueError(f"--tasks takes a comma-separated subset of {', '.join(TASKS)}; got {args.tasks!r}")
     extra = [f"optim.epochs={args.epochs}"] * (args.epochs is not None) + \
@@ -98,14 +103,14 @@ def run(args: argparse.Namespace) -> int:
     if workers == 1:
         for key, cfg in jobs.items():
             print(f"-- {labels[key[1]]} on task {key[0]}", flush=True)
-            results[key] = _train(cfg.to_dict(), None)
+            results[key] = _train({**cfg.to_dict(), "cpu_threads": args.threads}, quiet=False)
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = args.threads or max(1, (os.cpu_count() or 1) // workers)
         # spawn, not fork: a forked child inherits the parent's thread-pool state
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             # slowest first (long clips, Mamba layers) so the pool finishes together
             order = sorted(jobs, key=lambda k: (-jobs[k].data.clip_seconds, k[1] == "pure_attention"))
-            futures = {pool.submit(_train, jobs[k].to_dict(), threads): k for k in order}
+            futures = {pool.submit(_train, {**jobs[k].to_dict(), "cpu_threads": threads}, True): k for k in order}
             for done, future in enumerate(as_completed(futures), 1):
                 key = futures[future]
                 results[key] = s = future.result()

@@ -1,16 +1,23 @@
-"""``helix params``: per-layer and total parameter counts of every variant (eq. 10 matching)."""
+"""``helix params``: per-layer and total parameter counts of every variant (eq. 10 matching).
+
+    helix params --num-classes 1313                 # VoxPopuli's 1313 speakers (the default)
+    helix params --num-classes 50 --d-model 128
+"""
 
 from __future__ import annotations
+
+import argparse
 
 from helix.models import BACKBONES, create_model, parameter_report
 from helix.models.params import bimamba_parameters
 
 
 def register(sub) -> None:
-    p = sub.add_parser("params", help="print parameter counts per layer and per variant")
+    p = sub.add_parser("params", help="print parameter counts per layer and per variant",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num-classes", type=int, default=1313, help="classifier size (default 1313, VoxPopuli)")
-    p.add_argument("--d-model", type=int, default=256)
-    p.add_argument("--d-state", type=int, default=32)
+    p.add_argument("--d-model", type=int, default=256, help="layer width D (default 256, the paper's)")
+    p.add_argument("--d-state", type=int, default=32, help="SSM state size N (default 32, the paper's)")
     p.set_defaults(func=run)
 
 

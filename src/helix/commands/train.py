@@ -3,6 +3,8 @@
     helix train --config esc50 --model helix_raw --fold 1
     helix train --config speechcommands --epochs 20 optim.lr=1e-3 model.overrides.d_model=128
     helix train --out runs/esc50/helix_raw --resume            # continue a killed run
+    helix train --out runs/esc50/helix_raw --resume --allow-changes optim.lr optim.lr=3e-5   # after a NaN stop
+    HELIX_OVERRIDES="optim.epochs=1 model.num_layers=2" helix train --config esc50 --fold 1  # a quick try
     torchrun --standalone --nproc_per_node 2 -m helix.cli train --config speechcommands
 """
 
@@ -24,6 +26,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="device: auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, help="seed")
     p.add_argument("--folds", metavar="K[,K...]", help="run only these folds of a fold dataset")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="cpu_threads: PyTorch threads on CPU (default: picked from the model size and free cores)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="any config field, e.g. optim.lr=1e-3 augment.mixup_alpha=0 model.overrides.d_model=128")
 
@@ -31,7 +35,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 def flag_overrides(args: argparse.Namespace) -> list[str]:
     """Named flags as ``key=value`` strings (applied before the generic ones, which win)."""
     pairs = [("optim.epochs", args.epochs), ("optim.batch_size", args.batch_size), ("data.root", args.data_root),
-             ("device", args.device), ("seed", args.seed), ("model.name", getattr(args, "model", None)),
+             ("device", args.device), ("seed", args.seed), ("cpu_threads", args.threads),
+             ("model.name", getattr(args, "model", None)),
              ("out_dir", getattr(args, "out", None)), ("data.fold", getattr(args, "fold", None))]
     return [f"{k}={v}" for k, v in pairs if v is not None]
 
@@ -70,20 +75,28 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="RUN_DIR", help="out_dir (default runs/<preset>/<model>)")
     p.add_argument("--fold", type=int, help="data.fold: train one fold of a fold dataset")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--allow-changes", metavar="KEY[,KEY...]", default="",
+                   help="with --resume: optimiser settings that may differ from the run's config "
+                        "(optim.lr, optim.min_lr, optim.weight_decay, optim.betas, optim.grad_clip)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    allow = tuple(k.strip() for k in args.allow_changes.split(",") if k.strip())
+    if allow and not args.resume:
+        raise ValueError("--allow-changes applies to --resume (a new run takes any settings)")
     cfg = resolve_train_config(args)
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
     from helix.training.distributed import cleanup_distributed
     from helix.training.kfold import run_experiment
+    from helix.training.loop import check_allowed_changes
 
+    check_allowed_changes(allow)
     try:
-        run_experiment(cfg, folds=parse_folds(args.folds), resume=args.resume)
+        run_experiment(cfg, folds=parse_folds(args.folds), resume=args.resume, allow_changes=allow)
     finally:
         cleanup_distributed()
     return 0

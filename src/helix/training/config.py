@@ -3,14 +3,21 @@
 A run is fully described by one :class:`TrainConfig`. YAML presets (``helix/configs/``) are serialised
 configs (only the fields that differ from the defaults need to appear); the command line applies
 ``key=value`` overrides on top, with dotted keys (``optim.lr=1e-3``) or, when the name is unique,
-bare ones (``lr=1e-3``). The defaults are the paper's protocol (section 3.4).
+bare ones (``lr=1e-3``). The environment variable ``HELIX_OVERRIDES`` (whitespace-separated
+``key=value`` items, shell quoting allowed) is applied last, so a documented command can be run
+verbatim on a tiny schedule. The defaults are the paper's protocol (section 3.4).
 
     cfg = load_config("esc50", overrides=["epochs=10", "model.name=helix_mel"])
+    HELIX_OVERRIDES="optim.epochs=1 model.num_layers=2" helix train --config esc50 --fold 1
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import os
+import shlex
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +26,11 @@ from typing import Any
 
 import yaml
 
+
+ENV_OVERRIDES = "HELIX_OVERRIDES"
+"""Environment variable whose ``key=value`` items :func:`load_config` applies after the command line's."""
+MODEL_SAMPLE_RATE = 16000
+"""The rate the models are built for by default; ``data.sample_rate`` is passed to the model."""
 
 PACKAGE_PRESETS = Path(__file__).resolve().parents[1] / "configs"
 """The presets shipped inside the package (``helix/configs/*.yaml``, package data of the wheel)."""
@@ -30,17 +42,29 @@ def preset_dirs() -> tuple[Path, ...]:
     return Path.cwd() / "configs", PACKAGE_PRESETS
 
 
+def check_finite(section) -> None:
+    """Refuse NaN/inf in any float field of a config dataclass (``x <= 0`` is False for NaN, so the
+    range checks alone would let it through)."""
+    prefix = {DataConfig: "data.", ModelSpec: "model.", OptimConfig: "optim.", AugmentConfig: "augment."}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ValueError(f"{prefix.get(type(section), '')}{f.name} must be a finite number, got {value!r}")
+
+
 @dataclass
 class DataConfig:
     name: str = "esc50"
-    """Dataset name given to ``helix.data.dataset.build_datasets``, or a synthetic task
+    """Dataset name given to ``helix.data.tasks.build_task``, or a synthetic task
     (``synthetic_order``, ``synthetic_concat_order``, see ``helix.data.synthetic``)."""
     root: str = "data"
     """Folder holding the prepared dataset (ignored by synthetic tasks)."""
     clip_seconds: float = 5.0
     """Length every waveform is cropped or padded to, in seconds."""
     sample_rate: int = 16000
-    """Waveform sample rate in Hz; the frontends assume 16 kHz."""
+    """Waveform sample rate in Hz: audio is resampled to it, and the model is built for it (its
+    ``sample_rate``, stored in the checkpoint), so training and inference agree."""
     num_folds: int | None = None
     """Number of predefined folds (ESC-50: 5, UrbanSound8K: 10); None for single-split datasets."""
     fold: int | None = None
@@ -54,6 +78,7 @@ class DataConfig:
     """Extra keyword arguments for the dataset builder (e.g. ``num_segments`` for concatenated tasks)."""
 
     def __post_init__(self):
+        check_finite(self)
         if self.clip_seconds <= 0:
             raise ValueError(f"data.clip_seconds must be positive, got {self.clip_seconds}")
         if self.sample_rate <= 0:
@@ -86,6 +111,7 @@ class ModelSpec:
     """Further ``ModelConfig`` fields (d_model, pattern, d_state, scan_backend, ...)."""
 
     def __post_init__(self):
+        check_finite(self)
         if self.pool_first_k is not None and self.pool_first_k < 1:
             raise ValueError(f"model.pool_first_k must be >= 1 or null, got {self.pool_first_k}")
         if self.num_layers is not None and self.num_layers < 1:
@@ -142,6 +168,7 @@ class OptimConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
+        check_finite(self)
         if self.epochs < 1:
             raise ValueError(f"optim.epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1 or self.grad_accum_steps < 1:
@@ -172,6 +199,7 @@ class AugmentConfig:
     """Beta(alpha, alpha) parameter of mixup; 0 disables mixup."""
 
     def __post_init__(self):
+        check_finite(self)
         if self.time_shift_s < 0 or self.noise_std < 0 or self.mixup_alpha < 0:
             raise ValueError("augment.time_shift_s, noise_std and mixup_alpha must be >= 0")
         if not 0 < self.gain_min <= self.gain_max:
@@ -205,6 +233,11 @@ class TrainConfig:
     """Per-rank evaluation batch size (None: the per-rank training micro-batch)."""
     compile: bool = False
     """Wrap the model in ``torch.compile`` (GPU runs; adds start-up time)."""
+    cpu_threads: int | None = None
+    """PyTorch intra-op threads for a CPU run (``--threads``). None picks them: the
+    ``OMP_NUM_THREADS`` environment variable if set, else 1 for small models (tiny ops lose more to
+    thread synchronisation than they gain), else the cores this process may use, less the
+    DataLoader workers and the cores other processes keep busy. GPU runs keep PyTorch's default."""
 
     def __post_init__(self):
         for name, cls in (("data", DataConfig), ("model", ModelSpec), ("optim", OptimConfig),
@@ -218,6 +251,16 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.checkpoint_every_steps < 0 or self.log_every_steps < 1:
             raise ValueError("checkpoint_every_steps must be >= 0 and log_every_steps >= 1")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f"cpu_threads must be >= 1 or null, got {self.cpu_threads}")
+        rate = self.model.overrides.get("sample_rate", self.data.sample_rate)
+        if rate != self.data.sample_rate:
+            raise ValueError(f"model.overrides.sample_rate={rate} differs from data.sample_rate="
+                             f"{self.data.sample_rate}; the sample rate is one setting: set data.sample_rate only")
+
+    def model_kwargs(self) -> dict:
+        """``create_model`` keyword overrides: the model spec's, with the data's sample rate."""
+        return {**self.model.create_kwargs(), "sample_rate": self.data.sample_rate}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -234,12 +277,14 @@ class TrainConfig:
 
 def _from_dict(cls, data: dict, prefix: str = ""):
     if not isinstance(data, dict):
-        raise ValueError(f"config section {prefix or '<root>'} must be a mapping, got {type(data).__name__}")
+        raise ValueError(f"config section {prefix.rstrip('.') or '<root>'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown config field(s) {[prefix + k for k in unknown]}; known: {sorted(known)}")
+        close = [c for k in unknown for c in difflib.get_close_matches(k, known, n=1, cutoff=0.6)]
+        hint = f"did you mean {', '.join(prefix + c for c in close)}? " if close else ""
+        raise ValueError(f"unknown config field(s) {[prefix + k for k in unknown]}; {hint}known: {sorted(known)}")
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]
@@ -279,7 +324,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                     raise ValueError
                 return int(float(number))
             return float(number)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # int("inf") overflows
             raise ValueError(f"{key}: expected {hint.__name__}, got {value!r}") from None
     if hint is str:
         if isinstance(value, (dict, list)) or value is None:
@@ -332,7 +377,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise ValueError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         path = _resolve_key(key.strip())
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"override {item!r}: the value is not valid YAML ({problem})") from None
         node = data
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -359,7 +408,9 @@ def _resolve_key(key: str) -> list[str]:
         head = ".".join(parts[:i])
         if head in fields and (fields[head] is dict or typing.get_origin(fields[head]) is dict):
             return parts
-    raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(sorted(fields))}")
+    close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise ValueError(f"unknown config key {key!r}; {hint}known keys: {', '.join(sorted(fields))}")
 
 
 def _field_paths(cls, prefix: str = "") -> dict[str, Any]:
@@ -372,18 +423,52 @@ def _field_paths(cls, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def env_overrides() -> list[str]:
+    """The ``key=value`` items of ``$HELIX_OVERRIDES`` (split like a shell command line)."""
+    text = os.environ.get(ENV_OVERRIDES, "")
+    try:
+        return shlex.split(text)
+    except ValueError as err:
+        raise ValueError(f"{ENV_OVERRIDES}={text!r} cannot be split into key=value items: {err}") from None
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """Parse a YAML file; malformed YAML is a ValueError naming the file and line."""
+    with open(path) as f:
+        try:
+            return yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"{where}: malformed YAML: {problem}") from None
+
+
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the preset/YAML file (if any), then ``key=value`` overrides."""
+    """Defaults, then the preset/YAML file (if any), then ``key=value`` overrides, then those of
+    ``$HELIX_OVERRIDES``."""
     data: dict = {}
+    source = "config"
     if name_or_path:
         path = resolve_preset(name_or_path)
-        with open(path) as f:
-            loaded = yaml.safe_load(f) or {}
+        source = str(path)
+        loaded = read_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config file must hold a mapping, got {type(loaded).__name__}")
         data = loaded
     data = apply_overrides(data, overrides or [])
+    env = env_overrides()
+    if env:
+        try:
+            data = apply_overrides(data, env)
+        except ValueError as err:
+            raise ValueError(f"{ENV_OVERRIDES}: {err}") from None
     try:
         return TrainConfig.from_dict(data)
-    except TypeError as err:  # a section given as a scalar, etc.
-        raise ValueError(f"invalid config {name_or_path or ''}: {err}") from err
+    except TypeError as err:  # a list where a number belongs, etc.
+        raise ValueError(f"invalid {source}: {err}") from None
+    except ValueError as err:
+        if name_or_path and str(err).startswith(("unknown config field", "config section")):
+            # overrides never bring unknown fields (their keys are checked first): the file did
+            raise ValueError(f"{source}: {err}") from None
+        raise

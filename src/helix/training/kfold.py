@@ -30,11 +30,12 @@ def fold_configs(cfg: TrainConfig, folds: list[int] | None = None) -> list[Train
 
 
 def run_experiment(cfg: TrainConfig, folds: list[int] | None = None, resume: bool = False,
-                   verbose: bool = True, skip_finished: bool = False) -> dict:
+                   verbose: bool = True, skip_finished: bool = False, allow_changes: tuple[str, ...] = ()) -> dict:
     """Train every fold config in turn -> ``{"runs": [summary, ...], "<acc>_mean"/"_std": ...}``.
 
     ``skip_finished`` reuses a run folder whose ``summary.json`` shows all planned epochs done
-    (how ``helix grid`` is re-run after an interruption).
+    (how ``helix grid`` is re-run after an interruption); ``allow_changes`` goes to each
+    :class:`~helix.training.loop.Trainer`.
     """
     from helix.training.loop import Trainer
 
@@ -51,7 +52,7 @@ def run_experiment(cfg: TrainConfig, folds: list[int] | None = None, resume: boo
         if verbose and len(configs) > 1:
             print(f"== {fold_cfg.model.name} on {fold_cfg.data.name}, fold {fold_cfg.data.fold}"
                   f"/{fold_cfg.data.num_folds} -> {fold_cfg.out_dir}", flush=True)
-        summaries.append(Trainer(fold_cfg, resume=resume, verbose=verbose).fit())
+        summaries.append(Trainer(fold_cfg, resume=resume, verbose=verbose, allow_changes=allow_changes).fit())
     result = {"runs": summaries}
     for key in ("final_test_acc", "test_acc_at_best_val", "best_test_acc"):
         result[key + "_mean"], result[key + "_std"] = mean_std(s.get(key) for s in summaries)

@@ -9,13 +9,17 @@ backward (loss-scaled for fp16), unscale, clip the global norm, check the loss i
 AdamW and the cosine schedule. After every epoch: validation and test evaluation, one JSONL record,
 ``best.pt`` when validation accuracy improves, ``last.pt`` always (and every
 ``checkpoint_every_steps``). ``resume=True`` continues from ``last.pt`` exactly: data order comes
-from (seed, epoch), augmentation from (seed, step, rank), so nothing else needs replaying.
+from (seed, epoch), augmentation from (seed, step, rank), so nothing else needs replaying;
+``allow_changes`` names optimiser settings a resumed run may change (e.g. a lower ``optim.lr``
+after a NaN stop). The run holds a lock on its folder from set-up to the end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,30 +33,47 @@ from helix.evaluation.evaluate import evaluate
 from helix.evaluation.metrics import PAPER_PROTOCOL_LABEL, best_val_index, summarize_history
 from helix.training.augment import augment_waveforms, step_generators
 from helix.training.checkpoint import load_checkpoint, save_checkpoint
-from helix.training.config import TrainConfig
+from helix.training.config import ENV_OVERRIDES, TrainConfig, env_overrides
 from helix.training.distributed import all_reduce_sum, setup_distributed
 from helix.training.loaders import (RunData, build_run_data, eval_loader, micro_batch_size, start_epoch,
                                    train_loader)
 from helix.training.mixup import mixup_batch, mixup_cross_entropy
-from helix.training.rundir import RunLogger, environment
+from helix.training.rundir import RunFolderLock, RunLogger, environment
 from helix.training.schedule import build_optimizer, build_scheduler
+from helix.training.threads import choose_cpu_threads, set_cpu_threads
 
 
 # settings that do not change the optimisation, so a resumed run may use other values
 RESUME_MAY_CHANGE = ("out_dir", "device", "precision", "compile", "log_every_steps", "checkpoint_every_steps",
-                     "eval_batch_size", "data.root", "data.num_workers")
+                     "eval_batch_size", "data.root", "data.num_workers", "cpu_threads")
+# optimiser settings a resumed run may change when asked to (``--allow-changes``): the model, the
+# data and the schedule's length stay those of the run, so the steps already taken keep their meaning
+RESUME_MAY_CHANGE_ON_REQUEST = ("optim.lr", "optim.min_lr", "optim.weight_decay", "optim.betas", "optim.grad_clip")
 
 
-def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts, minus :data:`RESUME_MAY_CHANGE`."""
+def config_changes(old: dict, new: dict, prefix: str = "", allowed: tuple[str, ...] = ()) -> list[str]:
+    """``"key: old -> new"`` for dotted keys whose values differ between two config dicts, minus
+    :data:`RESUME_MAY_CHANGE` and ``allowed``."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b, name = old.get(key), new.get(key), prefix + key
         if isinstance(a, dict) and isinstance(b, dict) and key not in ("task_kwargs", "overrides"):
-            out += config_changes(a, b, name + ".")
-        elif name not in RESUME_MAY_CHANGE and _plain(a) != _plain(b):
+            out += config_changes(a, b, name + ".", allowed)
+        elif name not in RESUME_MAY_CHANGE and name not in allowed and _plain(a) != _plain(b):
             out.append(f"{name}: {a!r} -> {b!r}")
     return out
+
+
+def check_allowed_changes(keys) -> tuple[str, ...]:
+    """Validate ``--allow-changes`` keys (bare ``lr`` means ``optim.lr``)."""
+    out = []
+    for key in keys:
+        full = key if key.startswith("optim.") else f"optim.{key}"
+        if full not in RESUME_MAY_CHANGE_ON_REQUEST:
+            raise ValueError(f"--allow-changes takes {', '.join(RESUME_MAY_CHANGE_ON_REQUEST)}; got {key!r} "
+                             f"(the model, data and schedule length of a run cannot change on resume)")
+        out.append(full)
+    return tuple(out)
 
 
 def _plain(value):
@@ -110,12 +131,18 @@ class TrainState:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, data: RunData | None = None, resume: bool = False,
-                 verbose: bool = True, print_summary: bool = True):
+                 verbose: bool = True, print_summary: bool = True, allow_changes: tuple[str, ...] = ()):
         """``data`` replaces the datasets named in ``cfg.data`` (tests, notebooks); ``verbose``
-        prints progress on rank 0, ``print_summary`` the end-of-run table."""
+        prints progress on rank 0, ``print_summary`` the end-of-run table; ``allow_changes``
+        (with ``resume``) lists optimiser settings that may differ from the checkpoint's config."""
         self.cfg, self.data, self.resume, self.verbose = cfg, data, resume, verbose
         self.print_summary = print_summary
+        self.allow_changes = check_allowed_changes(allow_changes)
         self.state = TrainState()
+        self.logger: RunLogger | None = None
+        self._lock: RunFolderLock | None = None
+        self._threads_before: int | None = None
+        self._resume_changes: list[str] = []
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -126,6 +153,9 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.out = Path(cfg.out_dir)
         self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
+        if self.env.is_main:
+            # before anything is read or written: a second run into this folder stops here
+            self._lock = RunFolderLock(self.out).acquire()
         ckpt = self._resume_checkpoint()
 
         torch.manual_seed(cfg.seed)  # identical init on every rank
@@ -136,7 +166,7 @@ class Trainer:
 
         from helix.models import create_model
 
-        self.raw_model = create_model(cfg.model.name, self.num_classes, **cfg.model.create_kwargs()).to(self.device)
+        self.raw_model = create_model(cfg.model.name, self.num_classes, **cfg.model_kwargs()).to(self.device)
         self.num_params = sum(p.numel() for p in self.raw_model.parameters())
         self.num_samples = int(round(cfg.data.clip_seconds * cfg.data.sample_rate))
         self.tokens = tokens_per_clip(self.raw_model, self.num_samples, self.device)
@@ -160,6 +190,7 @@ class Trainer:
         self.steps_per_epoch = per_rank // self.micro // o.grad_accum_steps
         if self.steps_per_epoch < 1:
             raise ValueError(f"training set too small for one step of global batch {o.batch_size}")
+        self._setup_threads()
 
         self.optimizer = build_optimizer(self.raw_model, o.lr, o.weight_decay, o.betas)
         total = self.steps_per_epoch * o.epochs
@@ -175,6 +206,11 @@ class Trainer:
                                 self.state.epoch if resumed else None)
         self.logger.write_config(cfg)
         self.logger.write_env(environment(self.device, self.env.world_size, self.precision))
+        if env_overrides():
+            self._say(f"{ENV_OVERRIDES}: {' '.join(env_overrides())} (applied after the command line)")
+        if self._resume_changes:
+            self.logger.log_event({"event": "resumed_with_changes", "step": self.state.step,
+                                   "changes": self._resume_changes})
         self.show_bar = self.verbose and self.env.is_main and sys.stderr.isatty()
 
     def _resume_checkpoint(self) -> dict | None:
@@ -187,16 +223,35 @@ class Trainer:
             self._say(f"no checkpoint in {self.out}; starting a new run there")
             return None
         ckpt = load_checkpoint(self.last_path, map_location="cpu")
-        changed = config_changes(ckpt.get("config", {}), self.cfg.to_dict())
+        old = ckpt.get("config", {})
+        changed = config_changes(old, self.cfg.to_dict(), allowed=self.allow_changes)
         if changed:
+            hint = [c.split(":")[0] for c in changed if c.split(":")[0] in RESUME_MAY_CHANGE_ON_REQUEST]
+            hint = f"; to change them on purpose add --allow-changes {','.join(hint)}" if len(hint) == len(changed) else ""
             raise ValueError(f"--resume with a different config would not continue the same run; changed: "
-                             f"{', '.join(changed)} (only {', '.join(RESUME_MAY_CHANGE)} may change)")
+                             f"{', '.join(changed)} (only {', '.join(RESUME_MAY_CHANGE)} may change{hint})")
+        self._resume_changes = [c for c in config_changes(old, self.cfg.to_dict())
+                                if c.split(":")[0] in self.allow_changes]
         return ckpt
+
+    def _setup_threads(self) -> None:
+        """Pick the intra-op thread count of a CPU run (restored when ``fit`` ends)."""
+        if self.device.type != "cpu" and self.cfg.cpu_threads is None:
+            return
+        width = getattr(getattr(self.raw_model, "config", None), "d_model", 256)
+        activation = self.micro * (self.tokens or self.num_samples // 160) * width
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        threads, why = choose_cpu_threads(self.cfg.cpu_threads, activation, self.cfg.data.num_workers, local_world)
+        self._threads_before = set_cpu_threads(threads)
+        self._say(f"CPU threads: {torch.get_num_threads()} ({why})")
 
     def _load_training_state(self, ckpt: dict) -> None:
         self.raw_model.load_state_dict(ckpt["model_state"])
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
         self.scheduler.load_state_dict(ckpt["scheduler_state"])
+        if self._resume_changes:
+            self._apply_optimizer_changes(fresh)
         if ckpt.get("scaler_state") and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler_state"])
         rng = ckpt.get("rng_state") or {}
@@ -209,11 +264,25 @@ class Trainer:
                                 epoch_sums=dict(t["epoch_sums"]), history=list(t["history"]))
         self._say(f"resumed {self.out} at epoch {self.state.epoch + 1}, step {self.state.step}")
 
+    def _apply_optimizer_changes(self, fresh: list[dict]) -> None:
+        """After loading the checkpoint's optimizer and schedule, put back the settings that
+        ``--allow-changes`` let change: betas and weight decay from the new config, and the
+        schedule's peak (``base_lrs``) with the learning rate at the current step recomputed
+        along the new cosine (``min_lr`` lives in the new schedule's function)."""
+        for group, new in zip(self.optimizer.param_groups, fresh):
+            group.update({k: new[k] for k in ("betas", "weight_decay", "initial_lr") if k in new})
+        sched = self.scheduler
+        sched.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
+        for group, base, fn in zip(self.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * fn(sched.last_epoch)
+        sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        self._say(f"resumed with changed settings: {', '.join(self._resume_changes)}")
+
     # ------------------------------------------------------------------ checkpoints
     def _payload(self, training_state: bool) -> dict:
         cfg, st = self.cfg, self.state
         payload = {
-            "model": {"name": cfg.model.name, "kwargs": cfg.model.create_kwargs(), "num_classes": self.num_classes},
+            "model": {"name": cfg.model.name, "kwargs": cfg.model_kwargs(), "num_classes": self.num_classes},
             "class_names": self.data.class_names,
             "sample_rate": cfg.data.sample_rate,
             "clip_seconds": cfg.data.clip_seconds,
@@ -242,9 +311,9 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def fit(self) -> dict:
         """Train to ``optim.epochs`` (or continue a resumed run) and return the run summary."""
-        self.setup()
-        cfg, st = self.cfg, self.state
         try:
+            self.setup()
+            cfg, st = self.cfg, self.state
             for epoch in range(st.epoch, cfg.optim.epochs):
                 train = self._train_epoch(epoch)
                 val = evaluate(self.eval_model, self.val_loader, self.device, self.autocast)
@@ -267,7 +336,12 @@ class Trainer:
                 print(run_summary_table(summary))
             return summary
         finally:
-            self.logger.close()
+            if self.logger is not None:
+                self.logger.close()
+            if self._lock is not None:
+                self._lock.release()
+            if self._threads_before is not None:
+                set_cpu_threads(self._threads_before)
 
     def _train_epoch(self, epoch: int) -> dict:
         cfg, st, sums = self.cfg, self.state, self.state.epoch_sums
@@ -381,11 +455,22 @@ class Trainer:
         msg = (f"non-finite training {'loss' if not math.isfinite(loss) else 'gradient norm'} "
                f"(loss={loss}, grad norm={norm}) at optimizer step {step} (epoch {epoch + 1}, batch "
                f"{batch + 1}/{self.steps_per_epoch}); that update was skipped so the model is not trained "
-               f"on garbage; {keep}. Try a lower optim.lr, optim.grad_clip > 0 or precision=bf16/fp32, "
-               f"then continue with --resume.")
+               f"on garbage; {keep}. To continue with a 10x lower learning rate: {self.resume_command()} "
+               f"(optim.grad_clip, optim.betas, optim.weight_decay and precision change the same way)")
         self.logger.log_event({"event": "non_finite_loss", "step": step, "epoch": epoch + 1, "loss": loss,
                                "grad_norm": norm})
         raise NonFiniteLossError(msg)
+
+    def resume_command(self, lr_factor: float = 0.1) -> str:
+        """The command that continues this run from ``last.pt`` with the peak learning rate scaled."""
+        o = self.cfg.optim
+        lr = float(f"{o.lr * lr_factor:.3g}")
+        keys, sets = ["optim.lr"], [f"optim.lr={lr:g}"]
+        if o.min_lr > lr:  # the schedule's floor must stay below its peak
+            keys.append("optim.min_lr")
+            sets.append(f"optim.min_lr={lr:g}")
+        return " ".join(["helix train --out", shlex.quote(str(self.out)), "--resume --allow-changes",
+                         ",".join(keys), *sets])
 
     # ------------------------------------------------------------------ reporting
     def _summary(self) -> dict:

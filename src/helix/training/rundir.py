@@ -8,9 +8,12 @@
       summary.json    final / best-validation / best-test (paper protocol) accuracies
       tb/             TensorBoard events
       last.pt         latest checkpoint (resumable), best.pt  best validation accuracy
+      .helix-run.lock held (flock) by the run writing the folder
 
 Only rank 0 writes. On resume, records past the checkpoint are dropped so the files read as one
-uninterrupted run.
+uninterrupted run. A run holds an exclusive lock on the folder for its whole life, so a second run
+into the same folder stops at once instead of interleaving its logs; the kernel drops the lock when
+the process ends, however it ends, so a killed run never leaves a stale lock behind.
 """
 
 from __future__ import annotations
@@ -26,7 +29,14 @@ from pathlib import Path
 
 import torch
 
-from helix.training.config import TrainConfig
+from helix.training.config import TrainConfig, env_overrides
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs are then not protected from each other
+    fcntl = None
+
+LOCK_NAME = ".helix-run.lock"
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -88,12 +98,81 @@ def environment(device: torch.device, world_size: int, precision: str) -> dict:
         "world_size": world_size,
         "cpu_threads": torch.get_num_threads(),
         "command": sys.argv,
+        # the HELIX_OVERRIDES items applied on top of the command line (their values are in config.yaml)
+        "helix_overrides": env_overrides(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if device.type == "cuda":
         env.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(device),
                    gpu_count=torch.cuda.device_count())
     return env
+
+
+class RunFolderBusyError(ValueError):
+    """Another live process holds the run folder's lock."""
+
+
+class RunFolderLock:
+    """Exclusive ``flock`` on ``RUN_DIR/.helix-run.lock`` while a run writes the folder.
+
+    ``acquire`` creates the folder if needed, takes the lock without waiting (a busy folder raises
+    :class:`RunFolderBusyError` naming the holder's pid), and then removes temporary files (``*.tmp``)
+    that a killed run left behind: with the lock held, no live writer can own them. The lock file
+    itself stays (removing it would let a third process lock a fresh file while the second still
+    holds the old one)."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.fd: int | None = None
+
+    def acquire(self) -> "RunFolderLock":
+        check_run_folder(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise RunFolderBusyError(
+                    f"{self.folder} is in use by another helix run ({holder}); wait for it to finish or "
+                    f"choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self.fd = fd
+        remove_stale_temp_files(self.folder)
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+    def __enter__(self) -> "RunFolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def check_run_folder(folder: str | os.PathLike, flag: str = "--out") -> Path:
+    """Refuse a run or output folder that is an existing file (one line naming it)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{flag} {folder} is an existing file, not a folder; give a folder path")
+    return folder
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete ``*.tmp`` files directly in ``folder`` (left by a killed write); call with the lock held."""
+    removed = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".tmp") and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 class RunLogger:
