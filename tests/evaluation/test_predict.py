@@ -83,6 +83,20 @@ def test_resolve_window_defaults_and_errors():
         resolve_window(0.001, None, 5.0, SR, min_samples=160)
 
 
+@pytest.mark.parametrize("window, hop, message", [
+    (None, float("inf"), "hop must be a positive number of seconds, got inf"),
+    (None, float("nan"), "hop must be a positive number of seconds, got nan"),
+    (None, "x", "hop must be a number of seconds"),
+    (1e9, None, "longer than the 600 s limit"),
+    (float("nan"), None, "window must be a positive number"),
+    (-1.0, None, "window must be a positive number"),
+])
+def test_resolve_window_refuses_non_finite_and_huge_values(window, hop, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_window(window, hop, 5.0, SR)
+    assert resolve_window(None, None, 900.0, SR) == (900 * SR, 450 * SR)  # a model trained on long clips
+
+
 def test_run_windows_batches_across_sources_and_isolates_failures():
     seen = []
 

@@ -24,8 +24,8 @@ from helix.data.audio import AudioError
 LOUD_PEAK = 1e3
 """Sample magnitude beyond which a non-finite model output is blamed on the audio (full scale is 1)."""
 MAX_WINDOW_SECONDS = 600.0
-"""Longest window accepted: one forward pass holds ``batch_size`` windows, and longer audio is
-covered by sliding windows anyway (a window near the training clip length is what the model knows)."""
+"""Longest window accepted (or the training clip, if longer): one forward pass holds ``batch_size``
+windows, and longer audio is covered by sliding windows anyway."""
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,11 @@ def resolve_window(window_seconds: float | None, hop_seconds: float | None, clip
     seconds = clip_seconds if window_seconds is None else _seconds(window_seconds, "window")
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"window must be a positive number of seconds, got {window_seconds!r}")
-    if seconds > MAX_WINDOW_SECONDS:
-        raise ValueError(f"window of {seconds:g} s is longer than the {MAX_WINDOW_SECONDS:g} s limit; long files "
-                         f"are scored in sliding windows, so use a window near the training clip length "
-                         f"({clip_seconds:g} s)")
+    limit = max(MAX_WINDOW_SECONDS, clip_seconds or 0.0)  # a model trained on longer clips keeps its length
+    if seconds > limit:
+        near = f" ({clip_seconds:g} s)" if clip_seconds else ""
+        raise ValueError(f"window of {seconds:g} s is longer than the {limit:g} s limit; long files are scored in "
+                         f"sliding windows, so use a window near the training clip length{near}")
     window = int(round(seconds * sample_rate))
     if window < min_samples:
         raise ValueError(f"window of {seconds} s is {window} samples; the model needs at least {min_samples}")
