@@ -17,3 +17,30 @@ def check_waveform(wave: torch.Tensor, min_samples: int, what: str) -> None:
             f"audio too short for the {what}: {wave.shape[1]} samples, need at least {min_samples} "
             f"for one token"
         )
+
+
+def check_lengths(lengths, wave: torch.Tensor, min_samples: int, what: str) -> torch.Tensor | None:
+    """Per-clip sample counts for a padded batch ``wave`` (B, T), checked.
+
+    Returns None when ``lengths`` is None or every clip is full (the exact unmasked path), else
+    ``lengths`` as int64 on the waveform's device. ValueError naming ``lengths`` when it is not a
+    (B,) integer tensor or a value is not in [min_samples, T] (shorter than one token, zero,
+    negative, or longer than the padded batch).
+    """
+    if lengths is None:
+        return None
+    B, T = wave.shape
+    if not isinstance(lengths, torch.Tensor):
+        raise ValueError(f"lengths must be a (B,) = ({B},) int64 tensor of samples per clip, "
+                         f"got {type(lengths).__name__}")
+    if lengths.dim() != 1 or lengths.shape[0] != B:
+        raise ValueError(f"lengths must have shape (B,) = ({B},) (samples per clip), got {tuple(lengths.shape)}")
+    if lengths.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+        raise ValueError(f"lengths must be an integer tensor (int64 samples per clip), got dtype {lengths.dtype}")
+    lengths = lengths.to(device=wave.device, dtype=torch.int64)
+    lo, hi = (int(v) for v in torch.aminmax(lengths))  # one sync per batch
+    if hi > T:
+        raise ValueError(f"lengths must be at most the padded length T={T}, got {hi}")
+    if lo < min_samples:
+        raise ValueError(f"lengths must be at least {min_samples} samples (one token of the {what}), got {lo}")
+    return None if lo == T else lengths

@@ -4,6 +4,12 @@ The spectrogram is computed inside the model, in batch on the model's device: on
 variant. Frames are padded up to a multiple of the patch size, so L' = (n_mels/16) * ceil(F/16)
 (5 s at 16 kHz: F = 157 frames -> 8 * 10 = 80 tokens). Tokens are ordered time-major (all frequency
 patches of the first 16 frames, then the next), so "the first K tokens" means the start of the clip.
+
+A padded batch with ``lengths`` (B,) samples: samples past a clip's end are zeroed before the STFT
+(as the STFT's own constant padding does for the clip alone), the standardisation uses the clip's
+F_b = lengths[b] // hop + 1 valid frames only, frames past them are zero (the clip mean, as the
+patch padding), and tokens past (n_mels/16) * ceil(F_b/16) are zeroed: each clip's tokens equal
+those of the clip run alone.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import math
 import torch
 import torch.nn as nn
 
-from helix.frontends.checks import check_waveform
+from helix.frontends.checks import check_lengths, check_waveform
+from helix.ops.lengths import valid_mask
 
 
 def hz_to_mel(f):
@@ -43,18 +50,29 @@ class LogMel(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         self.register_buffer("fbank", mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate), persistent=False)
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``lengths`` (B,) samples (checked by the caller) or None; frames past a clip's end are 0."""
         # the spectrogram is fp32 even under autocast: log of tiny bf16 powers is noise
         with torch.autocast(device_type=wave.device.type, enabled=False):
-            spec = torch.stft(wave.float(), self.n_fft, self.hop, window=self.window, center=True,
+            wave = wave.float()
+            if lengths is not None:
+                wave = wave * valid_mask(lengths, wave.shape[1]).to(wave.dtype)
+            spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True,
                               pad_mode="constant", return_complex=True)
             power = spec.real.square() + spec.imag.square()  # (B, n_freqs, F)
             mel = torch.matmul(self.fbank.t(), power)  # (B, n_mels, F)
             logmel = torch.log(mel + 1e-6)
             # per-clip standardisation: dataset-independent, so one checkpoint works on any audio
-            mean = logmel.mean(dim=(1, 2), keepdim=True)
-            std = logmel.std(dim=(1, 2), keepdim=True)
-            return (logmel - mean) / (std + 1e-5)
+            if lengths is None:
+                mean = logmel.mean(dim=(1, 2), keepdim=True)
+                std = logmel.std(dim=(1, 2), keepdim=True)
+                return (logmel - mean) / (std + 1e-5)
+            frames = torch.div(lengths, self.hop, rounding_mode="floor") + 1  # (B,)
+            keep = valid_mask(frames, logmel.shape[-1]).unsqueeze(1).to(logmel.dtype)  # (B, 1, F)
+            count = (frames * logmel.shape[1]).to(logmel.dtype).view(-1, 1, 1)
+            mean = (logmel * keep).sum(dim=(1, 2), keepdim=True) / count
+            var = ((logmel - mean).square() * keep).sum(dim=(1, 2), keepdim=True) / (count - 1)
+            return (logmel - mean) / (var.sqrt() + 1e-5) * keep
 
 
 class MelFrontend(nn.Module):
@@ -80,15 +98,28 @@ class MelFrontend(nn.Module):
             return 0
         return (self.n_mels // self.patch) * math.ceil(self.num_frames(num_samples) / self.patch)
 
-    def patch_grid(self, wave: torch.Tensor) -> torch.Tensor:
+    def token_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """(B,) samples -> (B,) tokens, the tensor form of :meth:`num_tokens`."""
+        return (self.n_mels // self.patch) * self.time_patches(lengths)
+
+    def time_patches(self, lengths: torch.Tensor) -> torch.Tensor:
+        """(B,) samples -> (B,) valid patch columns, ceil(frames / patch)."""
+        frames = torch.div(lengths, self.hop, rounding_mode="floor") + 1
+        return torch.div(frames + self.patch - 1, self.patch, rounding_mode="floor")
+
+    def patch_grid(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) -> (B, D, n_mels/16, ceil(F/16)) patch embeddings before flattening."""
-        m = self.logmel(wave)
+        m = self.logmel(wave, lengths)
         pad = (-m.shape[-1]) % self.patch
         m = nn.functional.pad(m, (0, pad))  # zero = the clip mean after standardisation
         return self.conv(m.unsqueeze(1).to(self.conv.weight.dtype))
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) [+ lengths (B,) samples] -> tokens (B, L', D), zero past each clip's tokens."""
         check_waveform(wave, self.min_samples, "mel frontend")
-        grid = self.patch_grid(wave)  # (B, D, Fm, Ft)
-        tokens = grid.permute(0, 3, 2, 1).flatten(1, 2)  # time-major: (B, Ft * Fm, D)
-        return self.norm(tokens)
+        lengths = check_lengths(lengths, wave, self.min_samples, "mel frontend")
+        grid = self.patch_grid(wave, lengths)  # (B, D, Fm, Ft)
+        tokens = self.norm(grid.permute(0, 3, 2, 1).flatten(1, 2))  # time-major: (B, Ft * Fm, D)
+        if lengths is None:
+            return tokens
+        return tokens * valid_mask(self.token_lengths(lengths), tokens.shape[1]).unsqueeze(-1).to(tokens.dtype)

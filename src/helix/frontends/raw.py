@@ -1,11 +1,17 @@
-"""Raw-waveform frontend, eq. (1): LayerNorm(Conv1d(s; k=160, s=160)). (B, T) -> (B, L, D), L = T // 160."""
+"""Raw-waveform frontend, eq. (1): LayerNorm(Conv1d(s; k=160, s=160)). (B, T) -> (B, L, D), L = T // 160.
+
+A padded batch with ``lengths`` (B,) samples: clip b has floor(lengths[b] / 160) tokens, none of which
+reads a padded sample; the tokens past them are zeroed, so the conv and norm biases leave nothing there.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from helix.frontends.checks import check_waveform
+from helix.ops.lengths import valid_mask
+
+from helix.frontends.checks import check_lengths, check_waveform
 
 
 class RawFrontend(nn.Module):
@@ -22,7 +28,16 @@ class RawFrontend(nn.Module):
     def num_tokens(self, num_samples: int) -> int:
         return (num_samples - self.kernel) // self.stride + 1 if num_samples >= self.kernel else 0
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        check_waveform(wave, self.min_samples, "raw frontend (Conv1d k=160)")
-        x = self.conv(wave.unsqueeze(1))  # (B, D, L)
-        return self.norm(x.transpose(1, 2))  # (B, L, D)
+    def token_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """(B,) samples -> (B,) tokens, the tensor form of :meth:`num_tokens`."""
+        return torch.div(lengths - self.kernel, self.stride, rounding_mode="floor") + 1
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) [+ lengths (B,) samples] -> tokens (B, L, D), zero past each clip's tokens."""
+        what = "raw frontend (Conv1d k=160)"
+        check_waveform(wave, self.min_samples, what)
+        lengths = check_lengths(lengths, wave, self.min_samples, what)
+        x = self.norm(self.conv(wave.unsqueeze(1)).transpose(1, 2))  # (B, D, L) -> (B, L, D)
+        if lengths is None:
+            return x
+        return x * valid_mask(self.token_lengths(lengths), x.shape[1]).unsqueeze(-1).to(x.dtype)

@@ -24,10 +24,11 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """h (B, L, D) -> (B, L, D); keys past ``lengths[b]`` are masked (None: no mask at all)."""
         Bsz, L, Dm = h.shape
         qkv = self.qkv(h).view(Bsz, L, 3, self.n_heads, Dm // self.n_heads).permute(2, 0, 3, 1, 4)
-        y = attention(qkv[0], qkv[1], qkv[2], self.impl)  # (B, H, L, Dh)
+        y = attention(qkv[0], qkv[1], qkv[2], self.impl, lengths)  # (B, H, L, Dh)
         return self.out(y.transpose(1, 2).reshape(Bsz, L, Dm))
 
 
@@ -43,6 +44,6 @@ class AttentionBlock(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.ffn = nn.Sequential(nn.Linear(d_model, d_ffn), nn.GELU(), nn.Linear(d_ffn, d_model))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        a = x + self.attn(self.norm1(x), lengths)
         return a + self.ffn(self.norm2(a))

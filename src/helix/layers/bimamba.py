@@ -9,6 +9,9 @@ Two paths compute the same function with the same parameters:
   x_proj/dt_proj matmuls, one bidirectional scan launch whose backward half reads time backwards,
   and out_proj folded into the block projection. No flipped copies and no (B, L, C) transposes of
   the inner width are made.
+
+With ``lengths`` (B,) the backward direction reverses within each clip (it starts at the clip's own
+last valid token) and no valid token reads a padded one.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch.nn as nn
 from helix.layers.mamba import MambaMixer
 from helix.ops.backend import resolve_backend
 from helix.ops.bimamba import bimamba_inner
+from helix.ops.lengths import reverse_within
 
 
 def _block_diag(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -44,22 +48,24 @@ class BiMambaBlock(nn.Module):
         """Whether ``forward`` takes the stacked-direction path (the Triton kernels)."""
         return resolve_backend(self.fwd.ssm.scan_backend, x) == "triton"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L, D) -> (B, L, D); ``lengths`` (B,) valid tokens per clip, None = all full."""
         if self.use_fused(x):
-            return self.forward_fused(x)
+            return self.forward_fused(x, lengths)
         h = self.norm(x)
-        y_fwd = self.fwd(h)
-        y_bwd = self.bwd(h.flip(1)).flip(1)
+        y_fwd = self.fwd(h, lengths)
+        y_bwd = reverse_within(self.bwd(reverse_within(h, lengths, 1), lengths), lengths, 1)
         return x + self.proj(torch.cat([y_fwd, y_bwd], dim=-1))
 
-    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_fused(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Both directions stacked along channels (:mod:`helix.ops.bimamba`); same result as the
         two-mixer path. ``lean`` saves only h, x_dbl and y and recomputes the rest in backward;
         otherwise autograd composes the ops and keeps everything."""
         dtype = _compute_dtype(x)
         h = self.norm(x).to(dtype)  # (B, L, Dm), one cast here instead of one per product
         w = _composed_weights(self, dtype)
-        out = bimamba_inner(h, **w, R=self.fwd.ssm.dt_rank, backend=self.fwd.ssm.scan_backend, lean=self.lean)
+        out = bimamba_inner(h, **w, R=self.fwd.ssm.dt_rank, backend=self.fwd.ssm.scan_backend, lean=self.lean,
+                            lengths=lengths)
         return x + (out.transpose(1, 2) + self.proj.bias)
 
 

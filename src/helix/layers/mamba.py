@@ -45,8 +45,12 @@ class SelectiveSSM(nn.Module):
         self.D = nn.Parameter(torch.ones(d_inner))
         self.D._no_weight_decay = True
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """x, z: (B, L, E) -> (B, L, E)."""
+    def forward(self, x: torch.Tensor, z: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x, z: (B, L, E) -> (B, L, E); ``lengths`` (B,) valid tokens per clip (None = all).
+
+        The conv is causal, so a valid token never reads past its clip's end; the scan leaves the
+        state untouched and outputs zero past it.
+        """
         L = x.shape[1]
         x = x.transpose(1, 2)  # (B, E, L)
         x = F.silu(self.conv1d(x)[..., :L])  # causal: drop the right padding
@@ -57,7 +61,7 @@ class SelectiveSSM(nn.Module):
         y = selective_scan(
             x, delta, A, Bm.transpose(1, 2), Cm.transpose(1, 2), self.D.float(),
             z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-            backend=self.scan_backend,
+            backend=self.scan_backend, lengths=lengths,
         )
         return y.transpose(1, 2)  # (B, L, E)
 
@@ -79,6 +83,6 @@ class MambaMixer(nn.Module):
         self.ssm = SelectiveSSM(d_inner, d_state, d_conv, dt_rank, scan_backend=scan_backend)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x, z = self.in_proj(h).chunk(2, dim=-1)  # (B, L, E) each
-        return self.out_proj(self.ssm(x, z))
+        return self.out_proj(self.ssm(x, z, lengths))

@@ -4,6 +4,10 @@ Patch embedding -> learned positional embeddings with a class token inserted in 
 sequence -> a stack of bidirectional Mamba blocks (Vim style: one in_proj/out_proj shared by a
 forward and a backward scan, the two directions averaged) -> LayerNorm of the class token -> linear.
 Sizes follow ViM/AuM: tiny D=192, small D=384, base D=768, each 24 blocks, N=16.
+
+Variable-length batches (``lengths`` (B,) samples): each clip gets the positional table sized for
+its own patch count, its class token in the middle of its own valid tokens, and a backward scan that
+starts at its own last token, so its logits equal those of the clip run alone.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from helix.frontends.checks import check_waveform
+from helix.frontends.checks import check_lengths, check_waveform
 from helix.frontends.mel import MelFrontend
 from helix.layers.mamba import SelectiveSSM
+from helix.ops.lengths import reverse_within, valid_mask
 
 AUM_SIZES = {"tiny": (192, 24), "small": (384, 24), "base": (768, 24)}
 
@@ -68,10 +73,12 @@ class AuMBlock(nn.Module):
         self.ssm_bwd = SelectiveSSM(e, d_state, 4, dt_rank, scan_backend=scan_backend)
         self.out_proj = nn.Linear(e, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L, D) -> (B, L, D); the backward scan reverses within each clip's ``lengths``."""
         xi, z = self.in_proj(self.norm(x)).chunk(2, dim=-1)
-        y_f = self.ssm_fwd(xi, z)
-        y_b = self.ssm_bwd(xi.flip(1), z.flip(1)).flip(1)
+        y_f = self.ssm_fwd(xi, z, lengths)
+        y_b = reverse_within(self.ssm_bwd(reverse_within(xi, lengths, 1), reverse_within(z, lengths, 1), lengths),
+                             lengths, 1)
         # averaging keeps the output scale of one direction (summing doubles it, as Vim found)
         return x + self.out_proj(0.5 * (y_f + y_b))
 
@@ -104,21 +111,48 @@ class AudioMamba(nn.Module):
     def num_tokens(self, num_samples: int) -> int:
         return self.frontend.num_tokens(num_samples) + 1
 
-    def forward_features(self, wave: torch.Tensor) -> torch.Tensor:
-        check_waveform(wave, self.min_samples, "Audio Mamba mel frontend")
-        grid = self.frontend.patch_grid(wave)  # (B, D, Fm, Ft)
+    def _positions(self, time_patches: int) -> torch.Tensor:
+        """The positional table (1, D, Fm, time_patches) for a clip of that many patch columns."""
         pos = self.pos_embed
-        if grid.shape[-1] != pos.shape[-1]:
+        if time_patches != pos.shape[-1]:
             # other clip lengths: stretch the learned table along time (as AST/AuM do for new lengths)
-            pos = F.interpolate(pos, size=grid.shape[-2:], mode="bilinear", align_corners=False)
-        tokens = (grid + pos).permute(0, 3, 2, 1).flatten(1, 2)  # time-major (B, L, D)
-        tokens = self.frontend.norm(tokens)
-        mid = tokens.shape[1] // 2
-        cls = (self.cls_token + self.cls_pos).expand(tokens.shape[0], -1, -1)
-        x = torch.cat([tokens[:, :mid], cls, tokens[:, mid:]], dim=1)
-        for layer in self.layers:
-            x = layer(x)
-        return self.norm(x[:, mid])
+            pos = F.interpolate(pos, size=(pos.shape[2], time_patches), mode="bilinear", align_corners=False)
+        return pos
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(wave))
+    def forward_features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) [+ lengths (B,) samples] -> the class token's features (B, D)."""
+        what = "Audio Mamba mel frontend"
+        check_waveform(wave, self.min_samples, what)
+        lengths = check_lengths(lengths, wave, self.min_samples, what)
+        grid = self.frontend.patch_grid(wave, lengths)  # (B, D, Fm, Ft)
+        Ft = grid.shape[-1]
+        if lengths is None:
+            pos = self._positions(Ft)
+        else:
+            # each clip's own table (sized for its patch columns), zero-padded to the batch's columns
+            cols = self.frontend.time_patches(lengths)  # (B,)
+            sizes, which = torch.unique(cols, return_inverse=True)
+            tables = torch.cat([F.pad(self._positions(n), (0, Ft - n)) for n in sizes.tolist()])
+            pos = tables[which]  # (B, D, Fm, Ft)
+        tokens = self.frontend.norm((grid + pos).permute(0, 3, 2, 1).flatten(1, 2))  # time-major (B, L, D)
+        cls = (self.cls_token + self.cls_pos).expand(tokens.shape[0], -1, -1)
+        if lengths is None:
+            mid = tokens.shape[1] // 2
+            x = torch.cat([tokens[:, :mid], cls, tokens[:, mid:]], dim=1)
+            for layer in self.layers:
+                x = layer(x)
+            return self.norm(x[:, mid])
+        tok = self.frontend.token_lengths(lengths)  # (B,) valid patch tokens
+        mid = torch.div(tok, 2, rounding_mode="floor")  # (B,) class token index, mid-clip
+        j = torch.arange(tokens.shape[1] + 1, device=tokens.device)[None, :]  # (1, L + 1)
+        src = (j - (j > mid[:, None]).long()).clamp(max=tokens.shape[1] - 1)  # token at each new slot
+        x = torch.gather(tokens, 1, src.unsqueeze(-1).expand(-1, -1, tokens.shape[2]))
+        x = torch.where((j == mid[:, None]).unsqueeze(-1), cls, x)
+        x = x * valid_mask(tok + 1, x.shape[1]).unsqueeze(-1).to(x.dtype)  # padded tokens carry nothing
+        for layer in self.layers:
+            x = layer(x, tok + 1)
+        return self.norm(x[torch.arange(x.shape[0], device=x.device), mid])
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) [+ lengths (B,) samples] -> logits (B, num_classes)."""
+        return self.head(self.forward_features(wave, lengths))

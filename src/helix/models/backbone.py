@@ -1,4 +1,9 @@
-"""HelixClassifier: frontend -> layer pattern (BiMamba / attention) -> LayerNorm -> pool -> linear."""
+"""HelixClassifier: frontend -> layer pattern (BiMamba / attention) -> LayerNorm -> pool -> linear.
+
+Variable-length batches: ``model(wave, lengths)`` with ``lengths`` (B,) int64 samples per clip
+(None = all full). Token lengths come from the frontend and reach every layer; pooling counts valid
+tokens only. Clip b's logits equal those of ``model(wave[b:b+1, :lengths[b]])`` run alone.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,12 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from helix.frontends import build_frontend
+from helix.frontends.checks import check_lengths, check_waveform
 from helix.layers.attention import AttentionBlock
 from helix.layers.bimamba import BiMambaBlock
 from helix.models.config import ModelConfig
 from helix.models.params import solve_ffn_width
+from helix.ops.lengths import valid_mask
 
 
 def build_layer(kind: str, cfg: ModelConfig, d_ffn: int) -> nn.Module:
@@ -58,23 +65,48 @@ class HelixClassifier(nn.Module):
     def num_tokens(self, num_samples: int) -> int:
         return self.frontend.num_tokens(num_samples)
 
-    def encode(self, wave: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> per-token features after the final LayerNorm, (B, L, D)."""
-        x = self.frontend(wave)
+    def token_lengths(self, wave: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | None:
+        """Checked (B,) token counts for ``lengths`` (B,) samples; None when every clip is full."""
+        lengths = check_lengths(lengths, wave, self.min_samples, f"{self.config.frontend} frontend")
+        return None if lengths is None else self.frontend.token_lengths(lengths)
+
+    def encode(self, wave: torch.Tensor, lengths: torch.Tensor | None = None, return_lengths: bool = False):
+        """(B, T) [+ lengths (B,) samples] -> per-token features after the final LayerNorm, (B, L, D),
+        zero past each clip's tokens; with ``return_lengths`` also the (B,) token lengths (None when
+        every clip is full)."""
+        check_waveform(wave, self.min_samples, f"{self.config.frontend} frontend")
+        tok = self.token_lengths(wave, lengths)
+        x = self.frontend(wave, None if tok is None else lengths)
         if self.config.pos_encoding == "sinusoidal":
             x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype)
         for layer in self.layers:
             if self.config.recompute and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, use_reentrant=False)
+                x = checkpoint(layer, x, tok, use_reentrant=False)
             else:
-                x = layer(x)
-        return self.norm(x)
+                x = layer(x, tok)
+        x = self.norm(x)
+        if tok is not None:
+            x = x * valid_mask(tok, x.shape[1]).unsqueeze(-1).to(x.dtype)
+        return (x, tok) if return_lengths else x
 
-    def forward_features(self, wave: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> pooled embedding (B, D): mean over all tokens or the first K (eq. 11)."""
-        x = self.encode(wave)
-        k = self.config.pool_first_k
-        return (x[:, :k] if k else x).mean(dim=1)
+    def forward_features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) [+ lengths] -> pooled embedding (B, D): mean over each clip's valid tokens, or over
+        its first K (eq. 11; fewer when the clip is shorter)."""
+        x, tok = self.encode(wave, lengths, return_lengths=True)
+        return masked_mean(x, tok, self.config.pool_first_k)
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(wave))
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) [+ lengths (B,) samples] -> logits (B, num_classes)."""
+        return self.head(self.forward_features(wave, lengths))
+
+
+def masked_mean(x: torch.Tensor, lengths: torch.Tensor | None, first_k: int | None = None) -> torch.Tensor:
+    """Mean of x (B, L, D) over each row's first ``lengths[b]`` tokens (all when None), capped at
+    ``first_k``: padded tokens never count."""
+    if first_k:
+        x = x[:, :first_k]
+    if lengths is None:
+        return x.mean(dim=1)
+    keep = valid_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, L, 1)
+    count = lengths.clamp(max=x.shape[1]).to(x.dtype).unsqueeze(-1)  # (B, 1)
+    return (x * keep).sum(dim=1) / count

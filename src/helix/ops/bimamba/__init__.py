@@ -12,17 +12,20 @@ from helix.ops.bimamba.reference import bimamba_inner_reference
 
 
 def bimamba_inner(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R: int,
-                  backend: str = "auto", lean: bool = True):
+                  backend: str = "auto", lean: bool = True, lengths=None):
     """h (B, L, Dm) -> (B, Dm, L); see :func:`bimamba_inner_reference` for the maths and shapes.
 
     ``lean`` (Triton only): the memory-saving autograd function of :mod:`helix.ops.bimamba.fused`.
+    ``lengths`` (B,): per-clip valid tokens, or None (all full).
     """
     resolved = resolve_backend(backend, h)
-    if resolved == "triton" and lean:
+    if resolved == "triton" and lean and lengths is None:
         from helix.ops.bimamba.fused import bimamba_inner_fused
 
-        return bimamba_inner_fused(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R)
-    return bimamba_inner_reference(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R, backend=resolved)
+        return bimamba_inner_fused(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
+                                   lengths=lengths)
+    return bimamba_inner_reference(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
+                                   backend=resolved, lengths=lengths)
 
 
 __all__ = ["bimamba_inner", "bimamba_inner_reference"]

@@ -11,6 +11,9 @@ activation); :mod:`helix.ops.bimamba.fused` computes the same function with less
 tested against this one. With ``backend="triton"`` this is also the fast path when memory is not
 the constraint (``lean_blocks: false``).
 
+With ``lengths`` (B,) the conv and the scan stop at each clip's end (the backward half starts at the
+clip's last valid token); outputs past the end are W_out 0 = 0.
+
 Shapes: h (B, L, Dm); w_x, w_z (2E, Dm); conv_w (2E, K), conv_b (2E,); w_xp (2R + 4N, 2E);
 w_dt (2E, 2R); A (2E, N); D, dt_bias (2E,); w_out (Dm, 2E); result (B, Dm, L).
 """
@@ -40,17 +43,17 @@ def split_bc(x_dbl: torch.Tensor, R: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def bimamba_inner_reference(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R: int,
-                            backend: str = "reference"):
+                            backend: str = "reference", lengths=None):
     """h (B, L, Dm) -> W_out y (B, Dm, L), every step a differentiable op on ``backend``."""
     h_t = h.transpose(1, 2)  # (B, Dm, L) view: cuBLAS reads it as a transposed operand
     # x and z as two products rather than slices of one: a slice's backward would zero-fill a
     # (B, 4E, L) gradient per block
     x_in = bmm(w_x, h_t)  # (B, 2E, L): x_f, x_b
     z = bmm(w_z, h_t)  # (B, 2E, L): z_f, z_b
-    u = causal_conv1d_silu(x_in, conv_w, conv_b, bidirectional=True, backend=backend)
+    u = causal_conv1d_silu(x_in, conv_w, conv_b, bidirectional=True, backend=backend, lengths=lengths)
     x_dbl = bmm(w_xp, u)  # (B, 2R + 4N, L)
     delta = bmm(w_dt, x_dbl[:, :2 * R])  # (B, 2E, L)
     Bm, Cm = split_bc(x_dbl, R)
     y = selective_scan_bidirectional(u, delta, A, Bm, Cm, D, z=z, delta_bias=dt_bias, delta_softplus=True,
-                                     backend=backend)  # (B, 2E, L)
+                                     backend=backend, lengths=lengths)  # (B, 2E, L)
     return bmm(w_out, y)  # (B, Dm, L)

@@ -6,6 +6,9 @@ Shapes: x (B, C, L) with unit stride along L (a channel slice of a larger tensor
 weight (C, K); bias (C,). With ``bidirectional=True`` channels [C/2, C) are anti-causal: they see
 x[t .. t+K-1] with the kernel reversed, i.e. exactly Flip(conv(Flip(x))) without the flips.
 
+With ``lengths`` (B,) neither half reads across a clip's end and outputs past it are zero; the
+numba ``"cpu"`` kernel has no lengths support, so lengths route it to the reference.
+
 ``reference.py`` is the spec; ``triton.py`` holds the GPU kernels (see its docstring for their shape).
 """
 
@@ -13,18 +16,24 @@ from __future__ import annotations
 
 from helix.ops.backend import load_kernels, resolve_backend
 from helix.ops.causal_conv.reference import causal_conv1d_silu_reference
+from helix.ops.lengths import check_token_lengths
+
+LENGTHS_BACKENDS = ("reference", "export")  # backends whose conv takes lengths
 
 
-def causal_conv1d_silu(x, weight, bias, bidirectional: bool = False, backend: str = "auto"):
+def causal_conv1d_silu(x, weight, bias, bidirectional: bool = False, backend: str = "auto", lengths=None):
     """Dispatch on :func:`helix.ops.backend.resolve_backend`; ``"export"`` uses the reference."""
+    lengths = check_token_lengths(lengths, x.shape[0], x.shape[-1])
     resolved = resolve_backend(backend, x)
+    if lengths is not None and resolved not in LENGTHS_BACKENDS:
+        resolved = "reference"
     if resolved == "triton":
-        return load_kernels("causal_conv.triton").CausalConvFn.apply(x, weight, bias, bool(bidirectional))
+        return load_kernels("causal_conv.triton").CausalConvFn.apply(x, weight, bias, bool(bidirectional), lengths)
     if resolved == "cpu":
         from helix.ops.causal_conv.cpu import causal_conv1d_silu_cpu
 
         return causal_conv1d_silu_cpu(x, weight, bias, bidirectional)
-    return causal_conv1d_silu_reference(x, weight, bias, bidirectional)
+    return causal_conv1d_silu_reference(x, weight, bias, bidirectional, lengths)
 
 
 __all__ = ["causal_conv1d_silu", "causal_conv1d_silu_reference"]

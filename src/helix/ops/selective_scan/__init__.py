@@ -1,11 +1,16 @@
 """Selective scan (Mamba-1): the reference (spec and CPU path) and dispatch to the Triton kernels.
 
 Backends and their resolution: :mod:`helix.ops.backend`.
+
+Variable lengths: every entry point takes ``lengths`` (B,) (None = all full). The reference, the
+export loop and the Triton kernels handle it natively; a backend without lengths support (the numba
+``"cpu"`` kernels) falls back to the reference when lengths are given, never ignoring them.
 """
 
 from __future__ import annotations
 
 from helix.ops.backend import BACKENDS, load_kernels, resolve_backend, triton_available
+from helix.ops.lengths import check_token_lengths
 from helix.ops.selective_scan.bidirectional import selective_scan_bidirectional_reference
 from helix.ops.selective_scan.reference import selective_scan_reference
 
@@ -14,17 +19,30 @@ def _triton():
     return load_kernels("selective_scan.triton")
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend="auto"):
+# backends whose kernels take per-sample lengths; others fall back to the reference when given some
+LENGTHS_BACKENDS = ("reference", "export")
+
+
+def lengths_backend(resolved: str, lengths) -> str:
+    """``resolved``, or "reference" when ``lengths`` are given and ``resolved`` cannot take them."""
+    return resolved if lengths is None or resolved in LENGTHS_BACKENDS else "reference"
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend="auto",
+                   lengths=None):
     """Dispatch the selective scan; same arguments and shapes as :func:`selective_scan_reference`.
 
     backend: "auto" (Triton for CUDA tensors when Triton imports, numba for CPU tensors when numba
     imports, else the reference), "reference", "triton" (raises RuntimeError when Triton is
     unavailable or the tensors are not on CUDA), "cpu" (the numba kernel, :mod:`.cpu`), or
     "export" (the same recurrence as a TorchScript loop that tracing and ONNX export can follow).
+    lengths: (B,) valid steps per clip, or None; see :mod:`.reference`.
     """
-    resolved = resolve_backend(backend, u)
+    lengths = check_token_lengths(lengths, u.shape[0], u.shape[-1])
+    resolved = lengths_backend(resolve_backend(backend, u), lengths)
     if resolved == "triton":
-        return _triton().selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return _triton().selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                               lengths=lengths)
     if resolved == "cpu":
         from helix.ops.selective_scan.cpu import selective_scan_cpu
 
@@ -32,28 +50,30 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if resolved == "export":
         from helix.ops.selective_scan.export import selective_scan_export
 
-        return selective_scan_export(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return selective_scan_export(u, delta, A, B, C, D, z, delta_bias, delta_softplus, lengths=lengths)
+    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, lengths)
 
 
 def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                                 delta_softplus=False, backend="auto"):
+                                 delta_softplus=False, backend="auto", lengths=None):
     """Both scan directions in one call; see :mod:`helix.ops.selective_scan.bidirectional`.
 
     u, delta, z: (B, 2E, L), channels [0, E) scanned forwards and [E, 2E) backwards in time;
     A: (2E, N); B, C: (B, 2, N, L) (index 0 forwards, 1 backwards); D, delta_bias: (2E,).
-    No flipped copies are made on the Triton path: the reversed half reads time backwards.
+    No flipped copies are made on the Triton path: the reversed half reads time backwards (from each
+    clip's last valid step when ``lengths`` (B,) are given).
     """
-    resolved = resolve_backend(backend, u)
+    lengths = check_token_lengths(lengths, u.shape[0], u.shape[-1])
+    resolved = lengths_backend(resolve_backend(backend, u), lengths)
     if resolved == "triton":
         return _triton().selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                                    bidirectional=True)
+                                               bidirectional=True, lengths=lengths)
     if resolved == "cpu":
         from helix.ops.selective_scan.cpu import selective_scan_cpu
 
         return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, bidirectional=True)
-    return selective_scan_bidirectional_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return selective_scan_bidirectional_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, lengths)
 
 
-__all__ = ["BACKENDS", "selective_scan", "selective_scan_bidirectional",
+__all__ = ["BACKENDS", "LENGTHS_BACKENDS", "lengths_backend", "selective_scan", "selective_scan_bidirectional",
            "selective_scan_bidirectional_reference", "selective_scan_reference", "triton_available"]

@@ -76,15 +76,17 @@ def _scan_unrolled(u, delta, A, B, C):
 
 
 def selective_scan_export(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                          loop: str = "script") -> torch.Tensor:
+                          loop: str = "script", lengths=None) -> torch.Tensor:
     """Same arguments, shapes and result as :func:`selective_scan_reference`; ``loop`` picks the flavour.
 
     u, delta, z: (B, D, L); A: (D, N); B, C: (B, N, L); D, delta_bias: (D,) -> (B, D, L) in u's dtype.
+    ``lengths`` (B,) masks as in the reference (zero delta and output past each clip's end).
     """
     if loop not in EXPORT_LOOPS:
         raise ValueError(f"loop must be one of {EXPORT_LOOPS}, got {loop!r}")
     scan = _scan_script if loop == "script" else _scan_unrolled
-    return scan_with_prologue(scan, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return scan_with_prologue(scan, u, delta, A, B, C, D, z, delta_bias, delta_softplus, lengths,
+                              trim=False)
 
 
 @contextlib.contextmanager

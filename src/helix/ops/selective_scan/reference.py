@@ -5,6 +5,11 @@
 
 Shapes: u, delta, z: (B, D, L); A: (D, N); B, C: (B, N, L) (input-dependent); D, delta_bias: (D,).
 
+Variable lengths: ``lengths`` (B,) gives each clip's valid steps. Past a clip's end delta is zero
+(so exp(0 * A) = 1 and the drive is 0: the state is untouched) and the output is zero, so nothing
+past the end reaches a valid output or receives a gradient. Steps past the batch's longest clip
+are not computed at all.
+
 The recurrence itself runs in :class:`_ScanFn`, a hand-written autograd function that walks the
 sequence in chunks of ``K`` steps. Inside a chunk the per-step factors exp(delta*A) and delta*B*u are
 computed for all K steps at once (one vectorised op each), and the sequential part is a single fused
@@ -18,6 +23,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from helix.ops.lengths import check_token_lengths, valid_mask
 
 # Elements of one (K, B, D, N) chunk buffer: ~4 MB in fp32. Large enough to amortise Python overhead
 # per step, small enough to stay near the cache (measured on 2 cores: 4 MB beat 16 MB by ~2x).
@@ -126,6 +133,7 @@ def selective_scan_reference(
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Selective scan (Mamba-1), fp32 state and accumulation; returns (B, D, L) in u's dtype.
 
@@ -134,16 +142,21 @@ def selective_scan_reference(
         A: (D, N) state matrix (negative for a stable scan).  B, C: (B, N, L) input-dependent.
         D: (D,) skip.  z: (B, D, L) gate, applied as y * silu(z).  delta_bias: (D,).
         delta_softplus: apply softplus to delta + delta_bias.
+        lengths: (B,) integer valid steps per clip, or None (all L valid).
     """
-    return scan_with_prologue(_ScanFn.apply, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return scan_with_prologue(_ScanFn.apply, u, delta, A, B, C, D, z, delta_bias, delta_softplus, lengths)
 
 
-def scan_with_prologue(core, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """The elementwise parts around a scan core: checks, upcast, delta bias + softplus, D skip, SiLU(z).
+def scan_with_prologue(core, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                       lengths=None, trim: bool = True):
+    """The elementwise parts around a scan core: checks, upcast, delta bias + softplus, D skip, SiLU(z),
+    and the masks for ``lengths`` (zero delta and zero output past each clip's end).
 
     ``core(u, delta, A, B, C) -> y`` runs the recurrence on contiguous fp32 (or fp64) tensors.
+    ``trim``: stop at the longest clip (a data-dependent length, which exports cannot follow).
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    lengths = check_token_lengths(lengths, u.shape[0], u.shape[2])
     out_dtype = u.dtype
     # fp32 accumulation at least; float64 inputs (gradcheck, references) stay float64
     acc = torch.promote_types(u.dtype, torch.float32)
@@ -152,12 +165,21 @@ def scan_with_prologue(core, u, delta, A, B, C, D=None, z=None, delta_bias=None,
         delta32 = delta32 + delta_bias.to(acc)[None, :, None]
     if delta_softplus:
         delta32 = F.softplus(delta32)
+    L = u.shape[2]
+    if lengths is not None:
+        mask = valid_mask(lengths, L)[:, None, :]  # (B, 1, L)
+        delta32 = delta32 * mask  # zero step past the end: the state is carried unchanged
+        if trim:
+            L = min(L, int(lengths.max()))  # steps past the longest clip are never computed
+        u32, delta32, B, C = u32[..., :L], delta32[..., :L], B[..., :L], C[..., :L]
     y = core(u32.contiguous(), delta32.contiguous(), A.to(acc).contiguous(),
              B.to(acc).contiguous(), C.to(acc).contiguous())
     if D is not None:
         y = y + u32 * D.to(acc)[None, :, None]
     if z is not None:
-        y = y * F.silu(z.to(acc))
+        y = y * F.silu(z[..., :L].to(acc))
+    if lengths is not None:
+        y = F.pad(y * mask[..., :L], (0, u.shape[2] - L))  # zero outputs past each clip's end
     return y.to(out_dtype)
 
 
