@@ -4,6 +4,8 @@
     helix data download esc50 --root data/esc50
     helix data prepare esc50 --root data/esc50 [--skip-bad]
     helix data download librispeech --root data/librispeech --subset train-clean-360
+    helix data prepare folder --root my_sounds                  # my_sounds/<class>/**/*.wav
+    helix data prepare csv --root my_sounds --csv labels.csv     # path,label[,split|fold][,group]
 
 ``--root`` defaults to ``$HELIX_DATA_DIR/<name>`` (``data/<name>`` when the variable is unset);
 ``--mirror`` defaults to ``$HELIX_MIRROR`` (the official hosts when unset).
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from helix.data.recipes import get_recipe, list_recipes
+from helix.data.recipes import OWN_DATA, get_recipe, list_recipes
 
 
 def _data_dir() -> Path:
@@ -22,6 +24,8 @@ def _data_dir() -> Path:
 
 
 def _root(args) -> Path:
+    if args.name in OWN_DATA and not args.root:
+        raise ValueError(f"helix data {args.name} needs --root DIR, the folder holding your audio files")
     return Path(args.root) if args.root else _data_dir() / args.name
 
 
@@ -58,11 +62,16 @@ def register(subparsers) -> None:
                            help="leave unreadable files out (each listed in helix/prepare-report*.txt) "
                                 "instead of stopping")
             p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
+            p.add_argument("--csv", help="csv only: the file listing path,label[,split|fold][,group]; paths "
+                                         "relative to --root")
+            p.add_argument("--seed", type=int, help="folder/csv: seed of the split drawn when none is given (0)")
+            p.add_argument("--validation", type=float, help="folder/csv: validation fraction of that split (0.1)")
+            p.add_argument("--test", type=float, help="folder/csv: test fraction of that split (0.1)")
             p.set_defaults(func=_prepare)
 
 
 def _list(args) -> int:
-    names = args.names or list_recipes()
+    names = args.names or [n for n in list_recipes() if n not in OWN_DATA]
     for name in names:
         get_recipe(name)  # an unknown name fails here, listing the known ones
     if args.root and len(names) != 1:
@@ -88,9 +97,43 @@ def _download(args) -> int:
 def _prepare(args) -> int:
     recipe = get_recipe(args.name)
     root = _root(args)
+    own = {"csv": args.csv, "seed": args.seed, "validation": args.validation, "test": args.test}
+    if args.name not in OWN_DATA:
+        given = [f"--{k}" for k, v in own.items() if v is not None]
+        if given:
+            raise ValueError(f"{' '.join(given)}: only for `helix data prepare folder|csv`")
+        own = {}
+    elif args.name != "csv":
+        if args.csv:
+            raise ValueError("--csv is for `helix data prepare csv`; the folder recipe reads class folders")
+        del own["csv"]
     result = recipe.prepare(root, args.skip_bad, subset=args.subset, workers=args.workers,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, **own)
     print(f"{recipe.title}: {result.items} files, {result.classes} classes, {result.hours:.2f} h -> {result.manifest}")
     if result.skipped:
         print(f"skipped {len(result.skipped)} unreadable file(s), each listed in {result.report}")
+    if args.name in OWN_DATA:
+        _describe_own(result.manifest)
     return 0
+
+
+def _describe_own(manifest: Path) -> None:
+    """The split and the clip length training will use: what the user checks before training."""
+    from collections import Counter
+
+    from helix.data.labels import is_multilabel
+    from helix.data.manifest import read_manifest
+    from helix.data.tasks import suggest_clip_seconds
+
+    rows = read_manifest(manifest)
+    durations = sorted(r["duration"] for r in rows)
+    if any(r["fold"] for r in rows):
+        folds = Counter(r["fold"] for r in rows)
+        print("folds: " + ", ".join(f"{k}: {n}" for k, n in sorted(folds.items())))
+    else:
+        splits = Counter(r["split"] for r in rows)
+        print("split: " + ", ".join(f"{s} {splits[s]}" for s in ("train", "validation", "test")))
+    print(f"durations: min {durations[0]:.2f} s, median {durations[len(durations) // 2]:.2f} s, "
+          f"max {durations[-1]:.2f} s -> clip length {suggest_clip_seconds(durations):g} s when training")
+    if is_multilabel(rows):
+        print("multi-label: some files carry several labels (items get a label vector)")

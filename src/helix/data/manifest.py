@@ -5,12 +5,14 @@ A manifest is a tab-separated text file, one audio file per row, with the column
 
 - ``path``: the audio file, stored relative to the dataset root (so a dataset folder can move).
 - ``label``: the class name (a word, a sound category, a speaker id); class indices are the sorted
-  order of the names (:func:`class_names`), derived from the data, never hard-coded.
+  order of the names (:func:`class_names`), derived from the data, never hard-coded. A multi-label
+  file holds several names joined by ``;`` (:mod:`helix.data.labels`).
 - ``split``: the split the corpus itself defines (``train``/``validation``/``test`` for Speech
   Commands, ``train``/``dev``/``test`` for VoxPopuli, the subset name for LibriSpeech), empty for
-  k-fold corpora.
+  k-fold corpora; for the
+  user's own corpora the split given in their CSV or the one prepare drew (:mod:`helix.data.splits`).
 - ``fold``: the predefined fold (1..K) of k-fold corpora (ESC-50, UrbanSound8K), 0 otherwise.
-- ``speaker``: speaker id where the corpus has one, else empty.
+- ``speaker``: speaker id where the corpus has one (the ``group`` of a user's CSV), else empty.
 - ``duration`` (s), ``sample_rate`` (Hz), ``frames``, ``channels``: measured by decoding the file.
 
 The first line, ``#helix-manifest v1 root=<dir>``, names the root relative to the manifest's own
@@ -155,5 +157,5 @@ def _refuse_doubled_root(path: Path, root: str, first: str) -> None:
 
 
 def class_names(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Sorted distinct non-empty labels of ``rows``: index in this list = class id."""
-    return sorted({r["label"] for r in rows if r["label"]})
+    """Sorted distinct non-empty label names of ``rows`` (``a;b`` counts as ``a`` and ``b``): index = class id."""
+    return sorted({name for r in rows for name in r["label"].split(";") if name})

@@ -6,6 +6,7 @@ A task turns prepared data (a manifest under ``root``; nothing for synthetic tas
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Sequence
 
@@ -16,7 +17,8 @@ from helix.data.dataset import ClipDataset
 from helix.data.manifest import class_names as manifest_classes
 from helix.data.synthetic import SYNTHETIC_TASKS, build_synthetic_datasets
 
-__all__ = ["CORPUS_TASKS", "DEFAULT_CLIP_SECONDS", "SYNTHETIC_TASKS", "TASKS", "build_task"]
+__all__ = ["CORPUS_TASKS", "DEFAULT_CLIP_SECONDS", "OWN_TASKS", "SYNTHETIC_TASKS", "TASKS", "build_task",
+           "suggest_clip_seconds"]
 
 #: the clip length each corpus task is trained at unless told otherwise (paper, section 4.1)
 DEFAULT_CLIP_SECONDS = {
@@ -28,7 +30,9 @@ DEFAULT_CLIP_SECONDS = {
     "voxpopuli": 300.0,
 }
 CORPUS_TASKS = tuple(DEFAULT_CLIP_SECONDS)
-TASKS = CORPUS_TASKS + SYNTHETIC_TASKS
+#: the user's own files (``helix data prepare folder|csv``); clip length from their durations
+OWN_TASKS = ("folder", "csv")
+TASKS = CORPUS_TASKS + OWN_TASKS + SYNTHETIC_TASKS
 
 
 def build_task(
@@ -51,6 +55,10 @@ def build_task(
       closed-set speaker identification on same-speaker utterances stitched to ``clip_seconds``;
       per speaker 70% train / 10% validation / 20% test of the utterances (``val_fraction``,
       ``test_fraction``, ``min_utterances``, ``seed`` change that).
+    - ``folder``, ``csv``: the user's own files, split as recorded in the manifest (given, or drawn
+      at prepare) or by their folds like ESC-50; ``clip_seconds=None`` takes
+      :func:`suggest_clip_seconds` of the durations. Multi-label data (``a;b`` labels) gives
+      :class:`~helix.data.labels.MultiLabelClipDataset` items: a float32 label vector ``(C,)``.
     - ``synthetic_order``, ``synthetic_concat_order``: generated offline (:mod:`helix.data.synthetic`);
       ``root`` and ``fold`` are ignored.
 
@@ -64,6 +72,8 @@ def build_task(
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(TASKS)}")
     if name in SYNTHETIC_TASKS:
         return _synthetic(name, root, clip_seconds, sample_rate, fold, task_kwargs)
+    if name in OWN_TASKS:
+        return _own(name, root, clip_seconds, sample_rate, fold, _options(name, task_kwargs, {"resample": True}))
     seconds = DEFAULT_CLIP_SECONDS[name] if clip_seconds is None else float(clip_seconds)
     if not seconds > 0:
         raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
@@ -116,7 +126,35 @@ def _refuse_empty(name: str, root, sizes: dict[str, int], may_be_empty: Sequence
                          "check the corpus's split lists and run `helix data prepare` again")
 
 
-def _kfold(rows, fold, seconds, sample_rate, resample):
+def suggest_clip_seconds(durations: Sequence[float]) -> float:
+    """A clip length that holds 90% of the files whole: their 90th-percentile duration rounded up
+    to 0.1 s, at most 30 s (longer files are cropped, at random while training)."""
+    ordered = sorted(durations)
+    p90 = ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+    return min(30.0, max(0.1, math.ceil(round(p90 * 10, 6)) / 10))
+
+
+def _own(name, root, clip_seconds, sample_rate, fold, opts):
+    from helix.data.labels import MultiLabelClipDataset, is_multilabel
+    from helix.data.recipes import get_recipe
+
+    rows = get_recipe(name).read_manifest(root)
+    seconds = suggest_clip_seconds([r["duration"] for r in rows]) if clip_seconds is None else float(clip_seconds)
+    if not seconds > 0:
+        raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
+    dataset = MultiLabelClipDataset if is_multilabel(rows) else ClipDataset
+    if any(r["fold"] for r in rows):
+        return _kfold(rows, fold, seconds, sample_rate, opts["resample"], dataset)
+    if fold is not None:
+        raise ValueError(f"{name} at {root} has one recorded split, not folds (got fold={fold})")
+    names = manifest_classes(rows)
+    parts = {s: [r for r in rows if r["split"] == s] for s in ("train", "validation", "test")}
+    _refuse_empty(name, root, {s: len(p) for s, p in parts.items()})
+    return (*(dataset(p, names, seconds, sample_rate, train=(s == "train"), resample=opts["resample"])
+              for s, p in parts.items()), names)
+
+
+def _kfold(rows, fold, seconds, sample_rate, resample, dataset=ClipDataset):
     folds = sorted({r["fold"] for r in rows})
     if fold is None:
         fold = folds[0]
@@ -129,9 +167,9 @@ def _kfold(rows, fold, seconds, sample_rate, resample):
     split = {"test": [r for r in rows if r["fold"] == fold], "val": [r for r in rows if r["fold"] == val_fold],
              "train": [r for r in rows if r["fold"] not in (fold, val_fold)]}
     return (
-        ClipDataset(split["train"], names, seconds, sample_rate, train=True, resample=resample),
-        ClipDataset(split["val"], names, seconds, sample_rate, resample=resample),
-        ClipDataset(split["test"], names, seconds, sample_rate, resample=resample),
+        dataset(split["train"], names, seconds, sample_rate, train=True, resample=resample),
+        dataset(split["val"], names, seconds, sample_rate, resample=resample),
+        dataset(split["test"], names, seconds, sample_rate, resample=resample),
         names,
     )
 

@@ -3,6 +3,7 @@
     recipe = get_recipe("esc50")
     recipe.download("data/esc50")            # resumable, checked, unpacked, marked complete
     recipe.prepare("data/esc50")             # decode + check every file, write the manifest
+    get_recipe("csv").prepare("mine", csv="mine/labels.csv")   # your own files (split drawn once)
     rows = recipe.read_manifest("data/esc50")
 """
 
@@ -12,7 +13,8 @@ import importlib
 
 from helix.data.recipes.base import DatasetLayoutError, Item, PrepareError, PrepareResult, Recipe
 
-__all__ = ["DatasetLayoutError", "Item", "PrepareError", "PrepareResult", "Recipe", "get_recipe", "list_recipes"]
+__all__ = ["OWN_DATA", "DatasetLayoutError", "Item", "PrepareError", "PrepareResult", "Recipe", "get_recipe",
+           "list_recipes"]
 
 # name -> module; imported on first use so `helix --help` stays fast
 _MODULES = {
@@ -21,7 +23,12 @@ _MODULES = {
     "speechcommands": "helix.data.recipes.speechcommands",
     "librispeech": "helix.data.recipes.librispeech",
     "voxpopuli": "helix.data.recipes.voxpopuli",
+    # the user's own files: nothing to download, the split drawn at prepare
+    "folder": "helix.data.recipes.folder",
+    "csv": "helix.data.recipes.csv",
 }
+#: recipes over the user's own files rather than a published corpus
+OWN_DATA = ("folder", "csv")
 
 
 def list_recipes() -> list[str]:

@@ -129,6 +129,10 @@ class Recipe:
     def before_prepare(self, root: Path, subset: str | None, workers: int | None, progress: bool) -> None:
         """Optional step that builds the official layout from what was downloaded (VoxPopuli)."""
 
+    def arrange(self, root: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Optional step on the checked rows before they are written (the user's corpora draw their split)."""
+        return rows
+
     # -- shared machinery --------------------------------------------------------------------
     def _subset(self, subset: str | None) -> str | None:
         if not self.subsets:
@@ -248,6 +252,7 @@ class Recipe:
             report.unlink()
         if not rows:
             raise PrepareError(f"{self.title} at {root}: no usable audio files found. Expected {self.layout_help}")
+        rows = self.arrange(root, rows)
         empty = [s for s in self.required_splits if not any(r["split"] == s for r in rows)]
         if empty:
             self.manifest_path(root, subset).unlink(missing_ok=True)
