@@ -109,7 +109,8 @@ class MelFrontend(nn.Module):
 
     def patch_grid(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) -> (B, D, n_mels/16, ceil(F/16)) patch embeddings before flattening."""
-        m = self.logmel(wave, lengths)
+        # one argument when every clip is full: exports swap in a one-argument LogMel.forward
+        m = self.logmel(wave) if lengths is None else self.logmel(wave, lengths)
         pad = (-m.shape[-1]) % self.patch
         m = nn.functional.pad(m, (0, pad))  # zero = the clip mean after standardisation
         return self.conv(m.unsqueeze(1).to(self.conv.weight.dtype))
