@@ -72,6 +72,13 @@ def test_given_split_is_kept_and_validation_drawn_from_train_when_absent(tmp_pat
                                                                                           ("no", "validation"): 2}
     summary = json.loads((tmp_path / "kw2" / "helix" / "summary.json").read_text())
     assert summary["split"]["made"] == "validation from train"
+    # a rerun with one more training file keeps the validation files it drew
+    (tmp_path / "kw2" / "labels.csv").write_text((tmp_path / "kw2" / "labels.csv").read_text() + "w/0.wav,yes,train\n"
+                                                 .replace("w/0.wav", "w/extra.wav"))
+    write_audio(tmp_path / "kw2" / "w" / "extra.wav", 0.2, 16000)
+    again = read_manifest(_prepare(tmp_path / "kw2", meta).manifest)
+    before = {r["path"] for r in made if r["split"] == "validation"}
+    assert before <= {r["path"] for r in again if r["split"] == "validation"} and len(again) == 41
 
 
 def test_folds_give_cross_validation_tasks(tmp_path):

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from helix.cli import main
+from helix.data.audio import AUDIO_EXTENSIONS
 from helix.data.manifest import read_manifest
 from helix.data.recipes import DatasetLayoutError, PrepareError, get_recipe
-from helix.data.tasks import build_task
+from helix.data.tasks import build_task, suggest_clip_seconds
 
 from .corpora import write_audio
 
@@ -41,19 +42,24 @@ def test_prepare_labels_from_folders_split_recorded_and_mixed_formats_accepted(t
     root = make_folder(tmp_path / "mine")
     (root / "dog" / "notes.txt").write_text("not audio")
     (root / "dog" / "._0.wav").write_bytes(b"\x00\x05\x16\x07")  # macOS AppleDouble junk: hidden, not read
+    mp3 = ".mp3" in AUDIO_EXTENSIONS  # libsndfile >= 1.1 reads (and writes) MP3
+    if mp3:
+        write_audio(root / "owl" / "call.MP3", 0.3, 32000, freq=700)
     result = _prepare(root)
-    assert (result.items, result.classes, result.skipped) == (18, 3, [])
+    assert (result.items, result.classes, result.skipped) == (18 + mp3, 3, [])
     rows = read_manifest(result.manifest)
     assert {r["label"] for r in rows} == {"dog", "cat", "owl"}
-    assert {(r["sample_rate"], r["channels"]) for r in rows} == {(16000, 1), (44100, 2), (22050, 1), (48000, 2)}
+    assert {(r["sample_rate"], r["channels"]) for r in rows} - {(32000, 1)} == {(16000, 1), (44100, 2), (22050, 1),
+                                                                              (48000, 2)}
     per = Counter((r["label"], r["split"]) for r in rows)
-    assert all(per[c, "validation"] == 1 and per[c, "test"] == 1 and per[c, "train"] == 4 for c in ("dog", "cat", "owl"))
+    assert all(per[c, "validation"] == 1 and per[c, "test"] == 1 for c in ("dog", "cat", "owl"))
+    assert (per["dog", "train"], per["cat", "train"], per["owl", "train"]) == (4, 4, 4 + mp3)
     summary = json.loads((root / "helix" / "summary.json").read_text())
     assert summary["split"] == {"made": "drawn", "seed": 0, "validation": 0.1, "test": 0.1}
-    assert FOLDER.status(root).startswith("prepared: 18 files, 3 classes")
+    assert FOLDER.status(root).startswith(f"prepared: {18 + mp3} files, 3 classes")
 
     train, val, test, names = build_task("folder", root, None)
-    assert names == ["cat", "dog", "owl"] and (len(train), len(val), len(test)) == (12, 3, 3)
+    assert names == ["cat", "dog", "owl"] and (len(train), len(val), len(test)) == (12 + mp3, 3, 3)
     assert train.clip_seconds == pytest.approx(0.8)  # 90th percentile of 0.3..0.8 s
     x, y = test[0]
     assert x.shape == (12800,) and isinstance(y, int)
@@ -135,3 +141,11 @@ def test_cli_prepare_folder_reports_split_and_clip_length(tmp_path, capsys):
     assert "--csv is for `helix data prepare csv`" in capsys.readouterr().err
     assert main(["data", "prepare", "folder"]) == 1
     assert "needs --root DIR" in capsys.readouterr().err
+
+
+def test_clip_length_covers_most_files_whole():
+    assert suggest_clip_seconds([1.0] * 9 + [100.0]) == 1.0  # one long outlier does not set it
+    assert suggest_clip_seconds([0.31, 0.52, 0.55]) == pytest.approx(0.6)  # rounded up to 0.1 s
+    assert suggest_clip_seconds([2.0] * 5) == 2.0
+    assert suggest_clip_seconds([600.0] * 3) == 30.0  # long recordings: cropped
+    assert suggest_clip_seconds([0.01]) == pytest.approx(0.1)
