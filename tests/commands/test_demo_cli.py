@@ -38,3 +38,14 @@ def test_demo_never_deletes_a_foreign_folder(capsys, tmp_path):
     assert main(["demo", "--out", str(tmp_path)]) == 1
     assert "not a helix demo folder" in capsys.readouterr().err
     assert (tmp_path / "mine.txt").read_text() == "keep"
+
+
+def test_demo_out_that_is_a_file_is_refused_and_threads_are_checked(capsys, tmp_path):
+    path = tmp_path / "afile"
+    path.write_text("x")
+    assert main(["demo", "--out", str(path)]) == 1
+    assert capsys.readouterr().err.strip() == f"helix: error: --out {path} is an existing file, not a folder; " \
+                                              "give a folder path"
+    assert path.read_text() == "x"
+    assert main(["demo", "--threads", "0", "--out", str(tmp_path / "d")]) == 1
+    assert "--threads must be >= 1" in capsys.readouterr().err

@@ -42,3 +42,12 @@ def test_grid_and_report_user_errors(capsys, tmp_path):
     assert "--backbones takes a comma-separated subset" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 1
     assert "no such run folder" in capsys.readouterr().err
+
+
+def test_grid_out_that_is_a_file_is_refused(capsys, tmp_path):
+    path = tmp_path / "afile"
+    path.write_text("x")
+    assert main(["grid", "--config", "demo", "--out", str(path), *TINY]) == 1
+    assert capsys.readouterr().err.strip() == f"helix: error: --out {path} is an existing file, not a folder; " \
+                                              "give a folder path"
+    assert path.read_text() == "x"

@@ -13,6 +13,13 @@ def test_params_rejects_bad_classes(capsys):
     assert "--num-classes must be positive" in capsys.readouterr().err
 
 
-def test_models_lists_registry(capsys):
-    assert main(["models"]) == 0
-    assert "helix_raw" in capsys.readouterr().out
+def test_models_lists_the_registry_at_a_stated_class_count(capsys):
+    from helix.models import count_parameters, create_model
+
+    assert main(["models", "--num-classes", "35"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "parameters with a 35-class head (--num-classes to change)"
+    count = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in out.splitlines()[1:]}
+    assert count["helix_raw"] == count_parameters(create_model("helix_raw", num_classes=35))
+    assert main(["models", "--num-classes", "0"]) == 1
+    assert "--num-classes must be positive" in capsys.readouterr().err

@@ -120,3 +120,48 @@ def test_refuses_to_overwrite_or_resume_with_another_config(tiny):
     changed = tiny("optim.epochs=1", "optim.lr=0.01")
     with pytest.raises(ValueError, match=r"optim.lr: 0.003 -> 0.01"):
         Trainer(changed, resume=True, verbose=False).fit()
+
+
+def test_a_model_trained_at_8_khz_loads_and_predicts_at_8_khz(tiny, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    import helix
+
+    cfg = tiny("data.sample_rate=8000", "optim.epochs=1", "model.name=helix_mel")
+    Trainer(cfg, verbose=False).fit()
+    ck = load_checkpoint(Path(cfg.out_dir) / "best.pt")
+    assert ck["sample_rate"] == 8000 and ck["model"]["kwargs"]["sample_rate"] == 8000
+    model = helix.load(Path(cfg.out_dir) / "best.pt")
+    assert model.sample_rate == 8000
+    # a 16 kHz file is resampled to the model's 8 kHz on the way in
+    path = tmp_path / "clip.wav"
+    sf.write(path, (0.1 * np.sin(np.arange(16000) * 0.05)).astype(np.float32), 16000)
+    prediction = model.predict(str(path))
+    assert prediction.duration == pytest.approx(1.0) and len(prediction.probs) == 6
+
+
+def test_cpu_threads_auto_for_small_models_explicit_otherwise_and_restored(tiny, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)  # the one_thread fixture restores the caller's count afterwards
+    auto = tiny("optim.epochs=1", out="auto")
+    Trainer(auto, verbose=False).fit()
+    assert json.loads((Path(auto.out_dir) / "env.json").read_text())["cpu_threads"] == 1  # a tiny model
+    assert torch.get_num_threads() == 2
+    explicit = tiny("optim.epochs=1", "cpu_threads=3", out="explicit")
+    Trainer(explicit, verbose=False).fit()
+    assert json.loads((Path(explicit.out_dir) / "env.json").read_text())["cpu_threads"] == 3
+    assert torch.get_num_threads() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # torchrun's way of saying it: kept
+    env = tiny("optim.epochs=1", out="env")
+    Trainer(env, verbose=False).fit()
+    assert json.loads((Path(env.out_dir) / "env.json").read_text())["cpu_threads"] == 2
+
+
+def test_auto_thread_count():
+    from helix.training.threads import SMALL_ACTIVATION, auto_cpu_threads, usable_cores
+
+    assert auto_cpu_threads(32 * 50 * 32, num_workers=0) == 1  # the demo: 51k elements per layer
+    big = auto_cpu_threads(32 * 500 * 256, num_workers=0)      # ESC-50 at the paper's width
+    assert 1 <= big <= usable_cores()
+    assert auto_cpu_threads(SMALL_ACTIVATION, num_workers=usable_cores()) == 1

@@ -89,3 +89,60 @@ def test_scale_pattern_keeps_the_backbone_shape():
     assert cfg.model.create_kwargs()["pattern"] == "MMAM"
     explicit = load_config("demo", ["model.overrides={pattern: MAMA}"])
     assert explicit.model.create_kwargs()["pattern"] == "MAMA"
+
+
+@pytest.mark.parametrize("override, field", [
+    ("optim.lr=nan", "optim.lr"), ("data.clip_seconds=nan", "data.clip_seconds"),
+    ("data.clip_seconds=inf", "data.clip_seconds"), ("optim.min_lr=-inf", "optim.min_lr"),
+    ("warmup_epochs=nan", "optim.warmup_epochs"), ("betas=[0.9, .nan]", "optim.betas"),
+    ("augment.noise_std=.inf", "augment.noise_std"), ("augment.gain_max=nan", "augment.gain_max"),
+    ("grad_clip=inf", "optim.grad_clip"), ("val_fraction=nan", "data.val_fraction"),
+])
+def test_every_float_field_must_be_finite(override, field):
+    with pytest.raises(ValueError, match=rf"{field} must be a finite number"):
+        load_config("esc50", [override])
+
+
+def test_an_infinite_integer_is_a_type_error_not_a_crash():
+    with pytest.raises(ValueError, match="optim.epochs: expected int, got 'inf'"):
+        load_config("esc50", ["epochs=inf"])
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("data:\n  name: esc50\noptim:\n  lr: [0.1\n  epochs: 3\n")
+    with pytest.raises(ValueError, match=rf"{path}:\d+: malformed YAML"):
+        load_config(str(path))
+    with pytest.raises(ValueError, match="override 'model.overrides=.d_model: 32': the value is not valid YAML"):
+        load_config("esc50", ["model.overrides={d_model: 32"])
+
+
+def test_misspelled_keys_name_the_file_and_suggest(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("optim:\n  weight_decy: 0.1\n")
+    with pytest.raises(ValueError, match=rf"{path}: unknown config field.*optim.weight_decy.*did you mean optim.weight_decay"):
+        load_config(str(path))
+    path.write_text("optim: 5\n")
+    with pytest.raises(ValueError, match=rf"{path}: config section optim must be a mapping"):
+        load_config(str(path))
+    with pytest.raises(ValueError, match="did you mean optim.weight_decay"):
+        load_config("esc50", ["optim.weight_decy=0.1"])
+
+
+def test_sample_rate_is_one_setting():
+    cfg = load_config("esc50", ["data.sample_rate=8000"])
+    assert cfg.model_kwargs()["sample_rate"] == 8000
+    with pytest.raises(ValueError, match="the sample rate is one setting"):
+        load_config("esc50", ["data.sample_rate=8000", "model.overrides.sample_rate=16000"])
+
+
+def test_helix_overrides_apply_after_the_command_line(monkeypatch):
+    monkeypatch.setenv("HELIX_OVERRIDES", "optim.epochs=1  model.overrides='{d_model: 32, d_state: 4}'\tlr=0.01")
+    cfg = load_config("esc50", ["epochs=7", "optim.lr=0.5"])
+    assert cfg.optim.epochs == 1 and cfg.optim.lr == 0.01  # the environment wins
+    assert cfg.model.overrides == {"d_model": 32, "d_state": 4} and cfg.data.num_folds == 5
+    monkeypatch.setenv("HELIX_OVERRIDES", "optim.epochz=1")
+    with pytest.raises(ValueError, match="HELIX_OVERRIDES: unknown config key 'optim.epochz'"):
+        load_config("esc50")
+    monkeypatch.setenv("HELIX_OVERRIDES", "")
+    assert load_config("esc50").optim.epochs == 100

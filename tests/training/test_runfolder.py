@@ -1,0 +1,96 @@
+"""The run folder is locked while a run writes it, and what a killed run left is cleaned up.
+
+A real ``helix train`` process holds the lock; a second one into the same folder stops at once with
+one line and changes nothing; Ctrl-C ends the first with exit status 130 and one line. (That a
+SIGKILLed run leaves no stale lock is what ``test_resume.py`` shows: its resume takes the lock.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helix.training.loop import Trainer
+from helix.training.rundir import LOCK_NAME, RunFolderBusyError, RunFolderLock, read_jsonl
+
+from .conftest import TINY
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _train(config: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "helix.cli", "train", "--config", str(config), "--out", str(out)]
+
+
+def test_second_run_into_a_busy_folder_stops_at_once_and_ctrl_c_is_one_line(tmp_path):
+    from helix.training.config import load_config
+
+    config = tmp_path / "long.yaml"
+    config.write_text(load_config(None, TINY + ["optim.epochs=500"]).to_yaml())
+    out = tmp_path / "run"
+    first = subprocess.Popen(_train(config, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.time() + 120
+        while len(read_jsonl(out / "steps.jsonl")) < 2:
+            assert first.poll() is None, first.stderr.read()
+            assert time.time() < deadline, "the first run never started training"
+            time.sleep(0.05)
+        second = subprocess.run(_train(config, out), env=ENV, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines() == [
+            f"helix: error: {out} is in use by another helix run (pid {first.pid} on {os.uname().nodename}); "
+            f"wait for it to finish or choose another --out"]
+        assert first.poll() is None  # the first run never noticed
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=60) == 130
+        err = first.stderr.read()
+        assert "Traceback" not in err and err.strip().splitlines()[-1] == "helix: interrupted"
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    with RunFolderLock(out):  # released with the process
+        pass
+    steps = [r["step"] for r in read_jsonl(out / "steps.jsonl")]
+    assert steps == list(range(1, len(steps) + 1))  # one writer, no interleaving
+
+
+def test_trainer_refuses_a_locked_folder_and_touches_nothing(tiny):
+    cfg = tiny()
+    out = Path(cfg.out_dir)
+    with RunFolderLock(out):
+        with pytest.raises(RunFolderBusyError, match=f"pid {os.getpid()}"):
+            Trainer(cfg, verbose=False).fit()
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+    Trainer(cfg, verbose=False).fit()  # the lock is free again, and the run releases its own
+    with RunFolderLock(out):
+        pass
+
+
+def test_start_removes_temporary_files_a_killed_run_left(tiny):
+    cfg = tiny("optim.epochs=1")
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True)
+    stale = [out / ".last.pt.x1y2.tmp", out / "metrics.jsonl.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    keep = out / "notes.txt"
+    keep.write_text("mine")
+    Trainer(cfg, verbose=False).fit()
+    assert not any(p.exists() for p in stale) and keep.read_text() == "mine"
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+def test_out_that_is_a_file_is_refused(tiny, tmp_path):
+    path = tmp_path / "afile"
+    path.write_text("x")
+    with pytest.raises(ValueError, match=f"--out {path} is an existing file, not a folder"):
+        Trainer(tiny(f"out_dir={path}"), verbose=False).fit()
+    assert path.read_text() == "x"
