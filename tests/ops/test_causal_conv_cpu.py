@@ -82,3 +82,13 @@ def test_no_grad_matches_grad_path():
     y1 = causal_conv1d_silu_cpu(x, w.requires_grad_(), b, bidirectional=True)
     assert y0.grad_fn is None and y1.grad_fn is not None
     assert torch.equal(y0, y1.detach())
+
+
+def test_auto_picks_the_kernel_for_cpu_tensors():
+    from helix.ops.causal_conv import causal_conv1d_silu
+
+    x, w, b = inputs(2, 6, 30)
+    y = causal_conv1d_silu(x, w.requires_grad_(), b, bidirectional=True)
+    assert type(y.grad_fn).__name__ == "_CausalConvCpuFnBackward"
+    y64 = causal_conv1d_silu(x.double(), w.double(), b.double(), bidirectional=True)
+    assert type(y64.grad_fn).__name__ != "_CausalConvCpuFnBackward"

@@ -36,8 +36,9 @@ class ModelConfig:
     attention_impl: str = "sdpa"
     """"sdpa" (FlashAttention / memory-efficient kernels) or "explicit" (full L x L matrix)."""
     scan_backend: str = "auto"
-    """Selective-scan backend: "auto" (Triton on CUDA, reference on CPU), "reference", "triton", or
-    "export" (a traceable loop, set by ``helix export``)."""
+    """Selective-scan backend: "auto" (Triton on CUDA, the numba kernels on CPU when numba is
+    installed, else the reference), "reference", "triton", "cpu" (numba), or "export" (a traceable
+    loop, set by ``helix export``)."""
     pool_first_k: int | None = None
     """Mean-pool only the first K tokens (eq. 11); None = all tokens."""
     pos_encoding: str = "none"
@@ -73,9 +74,9 @@ class ModelConfig:
             )
         if self.attention_impl not in ("sdpa", "explicit"):
             raise ValueError(f"attention_impl must be 'sdpa' or 'explicit', got {self.attention_impl!r}")
-        if self.scan_backend not in ("auto", "reference", "triton", "export"):
+        if self.scan_backend not in ("auto", "reference", "triton", "cpu", "export"):
             raise ValueError(
-                f"scan_backend must be 'auto', 'reference', 'triton' or 'export', got {self.scan_backend!r}"
+                f"scan_backend must be 'auto', 'reference', 'triton', 'cpu' or 'export', got {self.scan_backend!r}"
             )
         if self.pos_encoding not in ("none", "sinusoidal"):
             raise ValueError(f"pos_encoding must be 'none' or 'sinusoidal', got {self.pos_encoding!r}")
