@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from helix.training.distributed import ResumableDistributedSampler, ShardSampler
-from helix.training.loaders import micro_batch_size, split_validation
+from helix.training.loaders import build_run_data, micro_batch_size, split_validation
 
 
 def _batches(indices, size):
@@ -57,3 +57,12 @@ def test_micro_batch_arithmetic():
     assert micro_batch_size(32, 2, 4) == 4
     with pytest.raises(ValueError, match="not divisible"):
         micro_batch_size(32, 3, 1)
+
+
+@pytest.mark.parametrize("value, shown", [("abc", "'abc'"), ("2.5", "2.5"), ("true", "True")])
+def test_synthetic_options_of_the_wrong_type_are_named(value, shown):
+    from helix.training.config import load_config
+
+    cfg = load_config(None, ["data.name=synthetic_order", f"data.task_kwargs.num_train={value}"])
+    with pytest.raises(ValueError, match=rf"data.task_kwargs.num_train: expected int, got {shown}"):
+        build_run_data(cfg.data)

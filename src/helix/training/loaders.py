@@ -4,6 +4,7 @@ has no official one; samplers that shard over ranks and resume mid-epoch."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,8 @@ def build_run_data(cfg: DataConfig, fold: int | None = None) -> RunData:
     """The three splits and class names for ``cfg`` (``fold`` overrides ``cfg.fold``)."""
     fold = cfg.fold if fold is None else fold
     kwargs = dict(clip_seconds=cfg.clip_seconds, sample_rate=cfg.sample_rate, fold=fold, **cfg.task_kwargs)
+    if cfg.name in SYNTHETIC_TASKS:
+        _check_synthetic_option_types(cfg.task_kwargs)
     try:
         train, val, test, names = build_task(cfg.name, cfg.root, **kwargs)
     except ValueError as err:
@@ -45,6 +48,17 @@ def build_run_data(cfg: DataConfig, fold: int | None = None) -> RunData:
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"dataset {cfg.name!r} has an empty split (train {len(train)}, test {len(test)})")
     return RunData(train, val, test, list(names), source)
+
+
+def _check_synthetic_option_types(options: dict) -> None:
+    """Every synthetic-task option is an int or a bool (its default's type); anything else would
+    only fail deep inside the generator with a bare TypeError."""
+    from helix.data.synthetic import build_synthetic_datasets
+
+    defaults = {k: p.default for k, p in inspect.signature(build_synthetic_datasets).parameters.items()}
+    for key, value in options.items():
+        if key in defaults and isinstance(defaults[key], (bool, int)) and type(value) is not type(defaults[key]):
+            raise ValueError(f"data.task_kwargs.{key}: expected {type(defaults[key]).__name__}, got {value!r}")
 
 
 def split_validation(train: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
