@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helix.ops.backend import resolve_backend
+from helix.ops.causal_conv import causal_conv1d_silu
 from helix.ops.selective_scan import selective_scan
 
 
@@ -53,7 +55,11 @@ class SelectiveSSM(nn.Module):
         """
         L = x.shape[1]
         x = x.transpose(1, 2)  # (B, E, L)
-        x = F.silu(self.conv1d(x)[..., :L])  # causal: drop the right padding
+        if resolve_backend(self.scan_backend, x) == "cpu":
+            # the numba conv + SiLU: torch's depthwise conv backward is the slowest op of a CPU step
+            x = causal_conv1d_silu(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, backend="cpu")
+        else:
+            x = F.silu(self.conv1d(x)[..., :L])  # causal: drop the right padding
         x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, R + 2N)
         dt, Bm, Cm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # (B, E, L); bias fused into the scan

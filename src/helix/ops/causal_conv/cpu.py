@@ -77,7 +77,15 @@ def _pre_activation(xr, wc, bias_c, anti, pre):
             pre[t] += wj * xr[t + off]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+# one compiled signature per kernel: x, out, dout, dx as any-stride ('A') (B, C, L) views, read and
+# written in place (a transposed (B, L, C) activation needs no copy, and no layout mix recompiles)
+_BCL = types.Array(types.float32, 3, "A")
+_FWD_SIG = types.void(_BCL, types.float32[:, ::1], types.float32[::1], types.boolean, _BCL)
+_BWD_SIG = types.void(_BCL, types.float32[:, ::1], types.float32[::1], types.boolean, _BCL, _BCL,
+                      types.float32[:, :, ::1], types.float32[:, ::1])
+
+
+@njit(_FWD_SIG, parallel=True, fastmath=True, cache=True)
 def _conv_fwd(x, w, bias, bidirectional, out):
     Bsz, C, L = x.shape
     for row in prange(Bsz * C):
@@ -89,7 +97,7 @@ def _conv_fwd(x, w, bias, bidirectional, out):
             o[t] = o[t] * _sigmoid(o[t])
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(_BWD_SIG, parallel=True, fastmath=True, cache=True)
 def _conv_bwd(x, w, bias, bidirectional, dout, dx, dw_part, dbias_part):
     """dx (B, C, L); dw_part (B, C, K) and dbias_part (B, C): per row, summed over the batch by the caller."""
     Bsz, C, L = x.shape
@@ -132,6 +140,16 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(torch.float32).contiguous()
 
 
+def _f32_view(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().to(torch.float32)
+
+
+def _empty_like_bcl(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, L) fp32 laid out as x: token-major (a (B, L, C) buffer's transpose) when x is."""
+    Bsz, C, L = x.shape
+    return torch.empty(Bsz, L, C).transpose(1, 2) if x.stride(-1) != 1 and L > 1 else torch.empty(Bsz, C, L)
+
+
 def _bias(bias, C):
     return torch.zeros(C) if bias is None else _f32(bias)
 
@@ -146,20 +164,20 @@ class _CausalConvCpuFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         x, weight, bias = ctx.saved_tensors
-        x32 = _f32(x)
+        x32 = _f32_view(x)
         Bsz, C, L = x32.shape
-        dx = torch.empty_like(x32)
+        dx = _empty_like_bcl(x32)
         dw_part, dbias_part = torch.empty(Bsz, C, weight.shape[1]), torch.empty(Bsz, C)
         _set_threads()
         _conv_bwd(x32.numpy(), _f32(weight).numpy(), _bias(bias, C).numpy(), ctx.bidirectional,
-                  _f32(dout).numpy(), dx.numpy(), dw_part.numpy(), dbias_part.numpy())
+                  _f32_view(dout).numpy(), dx.numpy(), dw_part.numpy(), dbias_part.numpy())
         dbias = None if bias is None else dbias_part.sum(0).to(bias.dtype)
         return dx.to(x.dtype), dw_part.sum(0).to(weight.dtype), dbias, None
 
 
 def _forward(x, weight, bias, bidirectional):
-    x32 = _f32(x)
-    out = torch.empty_like(x32)
+    x32 = _f32_view(x)
+    out = _empty_like_bcl(x32)
     _set_threads()
     _conv_fwd(x32.numpy(), _f32(weight).numpy(), _bias(bias, x.shape[1]).numpy(), bidirectional, out.numpy())
     return out

@@ -129,7 +129,18 @@ def _step_sizes(delta_row, u_row, bias_d, softplus, lo, nk, dt, dtu):
         dtu[k] = v * u_row[lo + k]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+# One compiled signature per kernel: the (B, D, L) arrays as any-stride ('A') views, so the mixer's
+# transposed (B, L, D) tensors are read in place (no copies) and no layout mix triggers a recompile
+_BDL, _C1, _C2, _C3, _C4 = (types.Array(types.float32, 3, "A"), types.float32[::1], types.float32[:, ::1],
+                            types.float32[:, :, ::1], types.float32[:, :, :, ::1])
+_FLAGS = types.Array(types.boolean, 1, "C")
+_FWD_SIG = types.void(_BDL, _BDL, _C2, _C4, _C4, _C1, _BDL, _C1, _FLAGS, types.boolean, types.boolean, _BDL,
+                      _C4, types.boolean)
+_BWD_SIG = types.void(_BDL, _BDL, _C2, _C4, _C4, _C1, _BDL, _C1, _FLAGS, types.boolean, types.boolean, _C4, _BDL,
+                      types.int64, _BDL, _BDL, _BDL, _C4, _C4, _C3, _C2, _C2)
+
+
+@njit(_FWD_SIG, parallel=True, fastmath=True, cache=True)
 def _scan_fwd(u, delta, A, Bt, Ct, Dv, z, bias, reverse, softplus, has_z, out, starts, save):
     """out (B, D, L) = gated scan output; starts (B, D, n_chunks, N) = state entering each chunk.
 
@@ -178,7 +189,7 @@ def _scan_fwd(u, delta, A, Bt, Ct, Dv, z, bias, reverse, softplus, has_z, out, s
                 o_row[lo + k] = y
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(_BWD_SIG, parallel=True, fastmath=True, cache=True)
 def _scan_bwd(u, delta, A, Bt, Ct, Dv, z, bias, reverse, softplus, has_z, starts, dout, block,
               du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part):
     """Gradients of :func:`_scan_fwd`, one task per (batch, block of channels of one group).
@@ -291,6 +302,18 @@ def _f32(x: torch.Tensor) -> torch.Tensor:
     return x.detach().to(torch.float32).contiguous()
 
 
+def _f32_view(x: torch.Tensor) -> torch.Tensor:
+    """fp32 without a copy when x already is: the kernels read (B, D, L) arrays of any strides."""
+    return x.detach().to(torch.float32)
+
+
+def _empty_like_bdl(x: torch.Tensor) -> torch.Tensor:
+    """(B, D, L) fp32 laid out as x: token-major (a (B, L, D) buffer's transpose) when x is, so
+    the consumers of a transposed (B, L, D) activation get their layout back without a copy."""
+    Bsz, Dch, L = x.shape
+    return torch.empty(Bsz, L, Dch).transpose(1, 2) if x.stride(-1) != 1 and L > 1 else torch.empty(Bsz, Dch, L)
+
+
 class _Prepared:
     """The inputs as the kernels take them: contiguous fp32, B and C as (B, G, L, N)."""
 
@@ -300,9 +323,9 @@ class _Prepared:
         zeros = torch.zeros(u.shape[1])
         self.has_z = z is not None
         self.tensors = (
-            _f32(u), _f32(delta), _f32(A), _f32(B.transpose(-1, -2)), _f32(C.transpose(-1, -2)),
+            _f32_view(u), _f32_view(delta), _f32(A), _f32(B.transpose(-1, -2)), _f32(C.transpose(-1, -2)),
             zeros if D is None else _f32(D),
-            _f32(z) if z is not None else torch.empty(1, 1, 1),  # ignored by the kernels
+            _f32_view(z) if z is not None else torch.empty(1, 1, 1),  # ignored by the kernels
             zeros if delta_bias is None else _f32(delta_bias),
             torch.tensor([False, True][:B.shape[1]]),  # group 1 of a bidirectional scan runs backwards
         )
@@ -315,7 +338,7 @@ def _forward(p: _Prepared, softplus: bool, save: bool):
     """Run the forward kernel; with ``save`` also return the chunk-start states for backward."""
     u, A = p.tensors[0], p.tensors[2]
     Bsz, Dch, L = u.shape
-    out = torch.empty(Bsz, Dch, L)
+    out = _empty_like_bdl(u)
     # without grad a placeholder: only the (N,) state of each row in flight exists, O(B*D*N) in all
     starts = torch.empty(Bsz, Dch, (L + CHUNK - 1) // CHUNK, A.shape[1]) if save else torch.empty(1, 1, 1, 1)
     _set_threads()
@@ -334,13 +357,13 @@ def _backward(p: _Prepared, softplus: bool, starts: torch.Tensor, dout: torch.Te
     per_group = min(E, max(1, -(-_TASKS_PER_THREAD * threads // (Bsz * G))))
     block = -(-E // per_group)
     per_group = -(-E // block)
-    du, ddelta = torch.empty_like(u), torch.empty_like(u)
-    dz = torch.empty_like(u) if p.has_z else torch.empty(1, 1, 1)
+    du, ddelta = _empty_like_bdl(u), _empty_like_bdl(p.tensors[1])
+    dz = _empty_like_bdl(p.tensors[6]) if p.has_z else torch.empty(1, 1, 1)
     dB_part = torch.zeros(G * per_group, Bsz, L, N)
     dC_part = torch.zeros(G * per_group, Bsz, L, N)
     dA_part = torch.empty(Bsz, Dch, N)
     dD_part, dbias_part = torch.empty(Bsz, Dch), torch.empty(Bsz, Dch)
-    _scan_bwd(*p.arrays(), softplus, p.has_z, starts.numpy(), _f32(dout).numpy(), block,
+    _scan_bwd(*p.arrays(), softplus, p.has_z, starts.numpy(), _f32_view(dout).numpy(), block,
               du.numpy(), ddelta.numpy(), dz.numpy(), dB_part.numpy(), dC_part.numpy(), dA_part.numpy(),
               dD_part.numpy(), dbias_part.numpy())
 
