@@ -76,3 +76,29 @@ def test_bad_lengths_name_the_argument(name, lengths, match):
     model = small_model(name)
     with pytest.raises(ValueError, match=f"lengths.*({match})|({match}).*lengths"):
         model(torch.randn(2, T), lengths)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the Triton kernels compiled)")
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("lean", [True, False])
+def test_gpu_each_clip_equals_the_clip_alone(name, lean):
+    # the fused blocks (Triton scan, conv, lean autograd function) with lengths, compiled; the
+    # interpreter runs the same kernels op by op in tests/ops/test_lengths.py (a whole model there
+    # takes minutes)
+    if name.startswith("aum") and not lean:
+        pytest.skip("Audio Mamba has no fused blocks to make lean")
+    torch.manual_seed(0)
+    extra = {} if name.startswith("aum") else {"lean_blocks": lean}
+    model = small_model(name, **extra).cuda().eval()
+    for m in model.modules():
+        if hasattr(m, "scan_backend"):
+            m.scan_backend = "triton"
+    wave = (torch.randn(3, T) * 0.3).cuda().requires_grad_(True)
+    lengths = torch.tensor(LENGTHS).cuda()
+    logits = model(wave, lengths)
+    with torch.no_grad():
+        for i, n in enumerate(LENGTHS):
+            torch.testing.assert_close(logits[i], model(wave[i:i + 1, :n])[0], atol=1e-4, rtol=1e-3)
+    logits.sum().backward()
+    for i, n in enumerate(LENGTHS):
+        assert torch.all(wave.grad[i, n:] == 0)

@@ -38,7 +38,9 @@ def test_fused_inner_matches_reference_outputs_and_every_gradient(L):
     g = torch.randn_like(y_ref)
     y_ref.backward(g)
     y.backward(g.float().to(DEVICE))
-    rel = lambda a, b: ((a.double().cpu() - b).norm() / b.norm().clamp_min(1e-30)).item()  # noqa: E731
+    # relative L2 with a 1e-4 per-element floor: at L=1 the reference dA is exactly 0 and the kernel's
+    # a_t h_{t-1} = h_t - x_t leaves fp32 rounding (~1e-11) behind
+    rel = lambda a, b: ((a.double().cpu() - b).norm() / (b.norm() + 1e-4 * b.numel() ** 0.5)).item()  # noqa: E731
     assert rel(y, y_ref) < 1e-5
     for name in inputs:
         assert rel(ours[name].grad, ref[name].grad) < 1e-4, name

@@ -19,7 +19,7 @@ def bimamba_inner(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out,
     ``lengths`` (B,): per-clip valid tokens, or None (all full).
     """
     resolved = resolve_backend(backend, h)
-    if resolved == "triton" and lean and lengths is None:
+    if resolved == "triton" and lean:
         from helix.ops.bimamba.fused import bimamba_inner_fused
 
         return bimamba_inner_fused(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,

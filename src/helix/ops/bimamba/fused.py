@@ -8,6 +8,9 @@ matmul) and H (the chunk-state and carry passes, ~4 ms per block at 300 s, B=8),
 kernels' backward and the matmul gradients by hand, freeing each activation as soon as its last use
 is done (the scan writes ddelta and dz over delta and z). Triton kernels only: CUDA tensors, or CPU
 tensors under ``TRITON_INTERPRET=1``.
+
+With ``lengths`` (B,) the conv and scan kernels stop at each clip's end (the backward half starts at
+its last valid token), u and y are zero past it, and so is every gradient reaching h there.
 """
 
 from __future__ import annotations
@@ -35,36 +38,36 @@ class BiMambaInnerFn(torch.autograd.Function):
     compute dtype, except conv_w/conv_b/A/D/dt_bias in fp32; ``R`` is the dt rank per direction."""
 
     @staticmethod
-    def forward(ctx, h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R, cfg):
+    def forward(ctx, h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R, cfg, lengths=None):
         h_t = h.transpose(1, 2)
         z = bmm(w_z, h_t)
-        u = conv.conv_forward(bmm(w_x, h_t), conv_w, conv_b, True)
+        u = conv.conv_forward(bmm(w_x, h_t), conv_w, conv_b, True, lengths)
         x_dbl = bmm(w_xp, u)
         delta = bmm(w_dt, x_dbl[:, :2 * R])
         Bm, Cm = _bc(x_dbl, R, cfg)
-        y, _ = scan.scan_forward(u, delta, A, Bm, Cm, D, z, dt_bias, True, True, False, cfg)
-        ctx.save_for_backward(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, x_dbl, y)
+        y, _ = scan.scan_forward(u, delta, A, Bm, Cm, D, z, dt_bias, True, True, False, cfg, lengths)
+        ctx.save_for_backward(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, x_dbl, y, lengths)
         ctx.R, ctx.cfg = R, cfg
         return bmm(w_out, y)
 
     @staticmethod
     def backward(ctx, dout):
-        h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, x_dbl, y = ctx.saved_tensors
+        h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, x_dbl, y, lengths = ctx.saved_tensors
         R, cfg = ctx.R, ctx.cfg
         dtype = h.dtype
         h_t = h.transpose(1, 2)
         # z, u, delta, B, C as the forward made them (x_in is remade later, for the conv backward)
         z = bmm(w_z, h_t)
-        u = conv.conv_forward(bmm(w_x, h_t), conv_w, conv_b, True)
+        u = conv.conv_forward(bmm(w_x, h_t), conv_w, conv_b, True, lengths)
         delta = bmm(w_dt, x_dbl[:, :2 * R])
         Bm, Cm = _bc(x_dbl, R, cfg)
-        H = scan.chunk_entry_states(u, delta, A, Bm, dt_bias, True, True, False, cfg)
+        H = scan.chunk_entry_states(u, delta, A, Bm, dt_bias, True, True, False, cfg, lengths)
         dout = dout.to(dtype)
         d_w_out = _wgrad(dout, y)
         dy = bmm(w_out.t(), dout)
         # ddelta and dz overwrite the recomputed delta and z
         du, ddelta, dA, dB, dC, dD, dz, dbias = scan.scan_backward(
-            dy, u, delta, A, Bm, Cm, D, z, dt_bias, H, True, True, False, cfg, overwrite=True)
+            dy, u, delta, A, Bm, Cm, D, z, dt_bias, H, True, True, False, cfg, overwrite=True, lengths=lengths)
         del dy, H, delta, z, Bm, Cm
         d_w_z = _wgrad(dz, h_t)
         dh_t = bmm(w_z.t(), dz)
@@ -75,14 +78,17 @@ class BiMambaInnerFn(torch.autograd.Function):
         d_w_xp = _wgrad(d_xdbl, u)
         du += bmm(w_xp.t(), d_xdbl)
         del d_xdbl, u
-        dx_in, d_conv_w, d_conv_b = conv.conv_backward(bmm(w_x, h_t), conv_w, conv_b, du, True)
+        dx_in, d_conv_w, d_conv_b = conv.conv_backward(bmm(w_x, h_t), conv_w, conv_b, du, True, lengths)
         del du
         d_w_x = _wgrad(dx_in, h_t)
         dh = dh_t.add_(bmm(w_x.t(), dx_in)).transpose(1, 2)
-        return (dh, d_w_x, d_w_z, d_conv_w, d_conv_b, d_w_xp, d_w_dt, dA, dD, dbias, d_w_out, None, None)
+        return (dh, d_w_x, d_w_z, d_conv_w, d_conv_b, d_w_xp, d_w_dt, dA, dD, dbias, d_w_out, None, None, None)
 
 
-def bimamba_inner_fused(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R: int):
-    """The lean Triton path; arguments and result as :func:`bimamba_inner_reference`."""
+def bimamba_inner_fused(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R: int, lengths=None):
+    """The lean Triton path; arguments and result as :func:`bimamba_inner_reference`, plus
+    ``lengths`` (B,) valid tokens per clip (None: all)."""
+    if lengths is not None:
+        lengths = lengths.to(device=h.device, dtype=torch.int64).contiguous()
     return BiMambaInnerFn.apply(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
-                                scan.DEFAULT_CONFIG)
+                                scan.DEFAULT_CONFIG, lengths)

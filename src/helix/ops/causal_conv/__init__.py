@@ -18,7 +18,7 @@ from helix.ops.backend import load_kernels, resolve_backend
 from helix.ops.causal_conv.reference import causal_conv1d_silu_reference
 from helix.ops.lengths import check_token_lengths
 
-LENGTHS_BACKENDS = ("reference", "export")  # backends whose conv takes lengths
+LENGTHS_BACKENDS = ("reference", "export", "triton")  # backends whose conv takes lengths
 
 
 def causal_conv1d_silu(x, weight, bias, bidirectional: bool = False, backend: str = "auto", lengths=None):

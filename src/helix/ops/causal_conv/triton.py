@@ -21,6 +21,10 @@ immediates and masks are per step, not per channel; interior spans of ``_conv_bw
 unmasked. Global traffic of the backward per element: read x and dout, write and read dpre (fp32),
 write dx: 14 bytes in bf16, 20 in fp32. Row offsets (b, c) are int64 (B*C*L may exceed 2^31);
 the backward keeps offsets along L int32 (one sequence is < 2^31 steps), the forward int64.
+
+Variable lengths (``HAS_LEN``): row b is valid in [0, n_b) with n_b = lengths[b]. Every tap, dout
+and dpre read treats positions past n_b as zero (so neither direction reads across the clip's end),
+and out, dx are written as zero there; a program whose steps all lie past n_b loads nothing.
 """
 
 from __future__ import annotations
@@ -51,26 +55,39 @@ def _setup(C, HALF, BIDIR, BC: tl.constexpr, BT: tl.constexpr):
     return t, c, b, s, c < C
 
 
+@triton.jit
+def _valid_len(len_ptr, b, L, HAS_LEN: tl.constexpr):
+    """Row b's valid steps: lengths[b], or L without lengths."""
+    if HAS_LEN:
+        n = tl.load(len_ptr + b).to(tl.int64)
+    else:
+        n = L
+    return n
+
+
 @triton.jit(do_not_specialize=["BIDIR"])
-def _conv_fwd(x_ptr, w_ptr, b_ptr, out_ptr, C, L, HALF, BIDIR, sx_b, sx_c,
-              K: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr):
+def _conv_fwd(x_ptr, w_ptr, b_ptr, len_ptr, out_ptr, C, L, HALF, BIDIR, sx_b, sx_c,
+              K: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, HAS_LEN: tl.constexpr):
     t, c, b, s, mask_c = _setup(C, HALF, BIDIR, BC, BT)
+    n_b = _valid_len(len_ptr, b, L, HAS_LEN)
     bias = tl.load(b_ptr + c, mask=mask_c, other=0.0)
     x_row = x_ptr + b * sx_b + c[:, None] * sx_c
-    pre = _pre(x_row, w_ptr, bias, c, t[None, :] + 0 * c[:, None], s, L, mask_c, K)
-    out = pre * tl.sigmoid(pre)
+    # taps past the clip's end read as zero (masked: a tile wholly past it loads nothing)
+    pre = _pre(x_row, w_ptr, bias, c, t[None, :] + 0 * c[:, None], s, n_b, mask_c, K)
+    out = tl.where((t < n_b)[None, :], pre * tl.sigmoid(pre), 0.0)
     mask = mask_c[:, None] & (t < L)[None, :]
     tl.store(out_ptr + (b * C + c[:, None]) * L + t[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _dpre_span(x_row, g_row, d_row, w_row, dw_row, bias, db_ptr, t0, L, S: tl.constexpr, MASKED: tl.constexpr,
+def _dpre_span(x_row, g_row, d_row, w_row, dw_row, bias, db_ptr, t0, L, NV, S: tl.constexpr, MASKED: tl.constexpr,
                K: tl.constexpr, KP: tl.constexpr, BT: tl.constexpr, NT: tl.constexpr):
     """One channel's steps [t0, t0 + NT BT) in NT tiles of BT; direction S = +1 / -1 is a constexpr.
 
     The K taps are a (KP, BT) tile: row j holds x[t + S (j - (K-1))], so pre is an in-thread sum over
     rows and the dweight partials accumulate per row; the cross-thread reduction runs once per call.
-    MASKED=False is the interior: every tap of every step lies in [0, L), no masks at all.
+    MASKED=False is the interior: every tap of every step lies in [0, NV), no masks at all. NV <= L
+    is the row's valid length: taps and dout past it read as zero, so dpre is zero there.
     """
     j = tl.arange(0, KP)
     tap = j < K
@@ -83,17 +100,17 @@ def _dpre_span(x_row, g_row, d_row, w_row, dw_row, bias, db_ptr, t0, L, S: tl.co
         pos = t[None, :] + shift[:, None]
         if MASKED:  # S > 0: taps at or before t, S < 0: at or after t
             if S > 0:
-                xm = tap[:, None] & (pos >= 0) & (t < L)[None, :]
+                xm = tap[:, None] & (pos >= 0) & (t < NV)[None, :]
             else:
-                xm = tap[:, None] & (pos < L)
+                xm = tap[:, None] & (pos < NV)
             xs = tl.load(x_row + pos, mask=xm, other=0.0).to(tl.float32)
-            g = tl.load(g_row + t, mask=t < L, other=0.0).to(tl.float32)
+            g = tl.load(g_row + t, mask=t < NV, other=0.0).to(tl.float32)
         else:
             xs = tl.load(x_row + pos, mask=tap[:, None], other=0.0).to(tl.float32)
             g = tl.load(g_row + t).to(tl.float32)
         pre = bias + tl.sum(w[:, None] * xs, 0)
         sg = tl.sigmoid(pre)
-        dpre = g * sg * (1.0 + pre * (1.0 - sg))  # 0 past L: g is
+        dpre = g * sg * (1.0 + pre * (1.0 - sg))  # 0 past NV: g is
         if MASKED:
             tl.store(d_row + t, dpre, mask=t < L)
         else:
@@ -108,8 +125,9 @@ def _dpre_span(x_row, g_row, d_row, w_row, dw_row, bias, db_ptr, t0, L, S: tl.co
 # access one element per thread (a warp reads 32 consecutive steps) instead of 8-element vectors
 # whose unaligned, shifted tap loads would be scalar loads spread over 4-8 cache lines per warp.
 @triton.jit(do_not_specialize=["C", "L", "HALF", "BIDIR", "sx_b", "sx_c", "sg_b", "sg_c"])
-def _conv_bwd_dpre(x_ptr, w_ptr, b_ptr, dout_ptr, dpre_ptr, dw_ptr, db_ptr, C, L, HALF, BIDIR,
-                   sx_b, sx_c, sg_b, sg_c, K: tl.constexpr, KP: tl.constexpr, BT: tl.constexpr, NT: tl.constexpr):
+def _conv_bwd_dpre(x_ptr, w_ptr, b_ptr, len_ptr, dout_ptr, dpre_ptr, dw_ptr, db_ptr, C, L, HALF, BIDIR,
+                   sx_b, sx_c, sg_b, sg_c, K: tl.constexpr, KP: tl.constexpr, BT: tl.constexpr, NT: tl.constexpr,
+                   HAS_LEN: tl.constexpr):
     """Grid (cdiv(L, NT BT), C, B): dpre into the fp32 (B, C, L) scratch, dbias and dweight by atomics."""
     t0 = tl.program_id(0) * (BT * NT)
     c = tl.program_id(1).to(tl.int64)
@@ -118,22 +136,23 @@ def _conv_bwd_dpre(x_ptr, w_ptr, b_ptr, dout_ptr, dpre_ptr, dw_ptr, db_ptr, C, L
     g_row = dout_ptr + b * sg_b + c * sg_c
     d_row = dpre_ptr + (b * C + c) * L
     bias = tl.load(b_ptr + c)
-    inner = (t0 >= K - 1) & (t0 + BT * NT + K - 1 <= L)
+    nv = _valid_len(len_ptr, b, L, HAS_LEN)
+    inner = (t0 >= K - 1) & (t0 + BT * NT + K - 1 <= nv)
     if (BIDIR != 0) & (c >= HALF):
         if inner:
-            _dpre_span(x_row, g_row, d_row, w_ptr + c * K, dw_ptr + c * K, bias, db_ptr + c, t0, L, -1, False, K, KP, BT, NT)
+            _dpre_span(x_row, g_row, d_row, w_ptr + c * K, dw_ptr + c * K, bias, db_ptr + c, t0, L, nv, -1, False, K, KP, BT, NT)
         else:
-            _dpre_span(x_row, g_row, d_row, w_ptr + c * K, dw_ptr + c * K, bias, db_ptr + c, t0, L, -1, True, K, KP, BT, NT)
+            _dpre_span(x_row, g_row, d_row, w_ptr + c * K, dw_ptr + c * K, bias, db_ptr + c, t0, L, nv, -1, True, K, KP, BT, NT)
     else:
         if inner:
-            _dpre_span(x_row, g_row, d_row, w_ptr + c * K, dw_ptr + c * K, bias, db_ptr + c, t0, L, 1, False, K, KP, BT, NT)
+            _dpre_span(x_row, g_row, d_row, w_ptr + c * K, dw_ptr + c * K, bias, db_ptr + c, t0, L, nv, 1, False, K, KP, BT, NT)
         else:
-            _dpre_span(x_row, g_row, d_row, w_ptr + c * K, dw_ptr + c * K, bias, db_ptr + c, t0, L, 1, True, K, KP, BT, NT)
+            _dpre_span(x_row, g_row, d_row, w_ptr + c * K, dw_ptr + c * K, bias, db_ptr + c, t0, L, nv, 1, True, K, KP, BT, NT)
 
 
 @triton.jit
-def _dx_span(d_row, dx_row, w_row, t, L, S: tl.constexpr, K: tl.constexpr):
-    """dx[t] = sum_r w_{K-1-r} dpre[t + S r], dpre zero outside [0, L)."""
+def _dx_span(d_row, dx_row, w_row, t, L, NV, S: tl.constexpr, K: tl.constexpr):
+    """dx[t] = sum_r w_{K-1-r} dpre[t + S r], dpre zero outside [0, L); dx zero past NV (the clip's end)."""
     dx = tl.zeros(t.shape, dtype=tl.float32)
     for r in tl.static_range(K):
         q = t + S * r
@@ -142,19 +161,23 @@ def _dx_span(d_row, dx_row, w_row, t, L, S: tl.constexpr, K: tl.constexpr):
         else:
             m = (q >= 0) & (t < L)
         dx += tl.load(w_row + (K - 1 - r)) * tl.load(d_row + q, mask=m, other=0.0)
+    dx = tl.where(t < NV, dx, 0.0)
     tl.store(dx_row + t, dx.to(dx_row.dtype.element_ty), mask=t < L)
 
 
 @triton.jit(do_not_specialize=["C", "L", "HALF", "BIDIR"])  # unspecialised L: see _conv_bwd_dpre
-def _conv_bwd_dx(dpre_ptr, w_ptr, dx_ptr, C, L, HALF, BIDIR, K: tl.constexpr, BT: tl.constexpr):
+def _conv_bwd_dx(dpre_ptr, w_ptr, len_ptr, dx_ptr, C, L, HALF, BIDIR, K: tl.constexpr, BT: tl.constexpr,
+                 HAS_LEN: tl.constexpr):
     """Grid (cdiv(L, BT), C, B): dx (B, C, L) contiguous in x's dtype from the dpre scratch."""
     t = tl.program_id(0) * BT + tl.arange(0, BT)
     c = tl.program_id(1).to(tl.int64)
-    row = tl.program_id(2).to(tl.int64) * C + c
+    b = tl.program_id(2).to(tl.int64)
+    row = b * C + c
+    nv = _valid_len(len_ptr, b, L, HAS_LEN)
     if (BIDIR != 0) & (c >= HALF):
-        _dx_span(dpre_ptr + row * L, dx_ptr + row * L, w_ptr + c * K, t, L, -1, K)
+        _dx_span(dpre_ptr + row * L, dx_ptr + row * L, w_ptr + c * K, t, L, nv, -1, K)
     else:
-        _dx_span(dpre_ptr + row * L, dx_ptr + row * L, w_ptr + c * K, t, L, 1, K)
+        _dx_span(dpre_ptr + row * L, dx_ptr + row * L, w_ptr + c * K, t, L, nv, 1, K)
 
 
 _BC, _BT = 4, 256  # forward tile
@@ -162,18 +185,21 @@ _DPRE_BT, _DPRE_NT = 512, 4  # backward: one program per channel and 2048 steps,
 _DX_BT = 1024
 
 
-def conv_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, bidirectional: bool) -> torch.Tensor:
-    """silu(depthwise conv): x (B, C, L) with unit stride along L, w (C, K) and b (C,) fp32 contiguous."""
+def conv_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, bidirectional: bool,
+                 lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """silu(depthwise conv): x (B, C, L) with unit stride along L, w (C, K) and b (C,) fp32 contiguous;
+    ``lengths`` (B,) int64 valid steps per row (None: all)."""
     Bsz, C, L = x.shape
     K = w.shape[1]
     out = torch.empty((Bsz, C, L), dtype=x.dtype, device=x.device)
     grid = (triton.cdiv(L, _BT), triton.cdiv(C, _BC), Bsz)
-    _conv_fwd[grid](x, w, b, out, C, L, C // 2, int(bidirectional), x.stride(0), x.stride(1),
-                    K=K, BC=_BC, BT=_BT, num_warps=4)
+    _conv_fwd[grid](x, w, b, lengths if lengths is not None else b, out, C, L, C // 2, int(bidirectional),
+                    x.stride(0), x.stride(1), K=K, BC=_BC, BT=_BT, HAS_LEN=lengths is not None, num_warps=4)
     return out
 
 
-def conv_backward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, dout: torch.Tensor, bidirectional: bool):
+def conv_backward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, dout: torch.Tensor, bidirectional: bool,
+                  lengths: torch.Tensor | None = None):
     """(dx in x's dtype, dw (C, K) fp32, db (C,) fp32) for :func:`conv_forward`'s arguments."""
     if dout.stride(-1) != 1:
         dout = dout.contiguous()
@@ -183,12 +209,14 @@ def conv_backward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, dout: torch
     K = w.shape[1]
     dpre = torch.empty((Bsz, C, L), dtype=torch.float32, device=x.device)
     grid = (triton.cdiv(L, _DPRE_BT * _DPRE_NT), C, Bsz)
-    _conv_bwd_dpre[grid](x, w, b, dout, dpre, dw, db, C, L, C // 2, int(bidirectional),
+    lens = lengths if lengths is not None else b  # never read without HAS_LEN
+    has_len = lengths is not None
+    _conv_bwd_dpre[grid](x, w, b, lens, dout, dpre, dw, db, C, L, C // 2, int(bidirectional),
                          x.stride(0), x.stride(1), dout.stride(0), dout.stride(1),
-                         K=K, KP=triton.next_power_of_2(K), BT=_DPRE_BT, NT=_DPRE_NT, num_warps=4)
+                         K=K, KP=triton.next_power_of_2(K), BT=_DPRE_BT, NT=_DPRE_NT, HAS_LEN=has_len, num_warps=4)
     dx = torch.empty((Bsz, C, L), dtype=x.dtype, device=x.device)
-    _conv_bwd_dx[(triton.cdiv(L, _DX_BT), C, Bsz)](dpre, w, dx, C, L, C // 2, int(bidirectional),
-                                                   K=K, BT=_DX_BT, num_warps=4)
+    _conv_bwd_dx[(triton.cdiv(L, _DX_BT), C, Bsz)](dpre, w, lens, dx, C, L, C // 2, int(bidirectional),
+                                                   K=K, BT=_DX_BT, HAS_LEN=has_len, num_warps=4)
     return dx, dw, db
 
 
@@ -196,20 +224,21 @@ class CausalConvFn(torch.autograd.Function):
     """x (B, C, L), weight (C, K), bias (C,) -> silu(causal depthwise conv), (B, C, L) contiguous."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, bidirectional):
+    def forward(ctx, x, weight, bias, bidirectional, lengths=None):
         if x.stride(-1) != 1:
             x = x.contiguous()
         C, K = x.shape[1], weight.shape[-1]
         w = weight.reshape(C, K).float().contiguous()
         b = bias.float().contiguous() if bias is not None else torch.zeros(C, device=x.device)
-        out = conv_forward(x, w, b, bidirectional)
-        ctx.save_for_backward(x, w, b)
+        lengths = lengths.to(device=x.device, dtype=torch.int64).contiguous() if lengths is not None else None
+        out = conv_forward(x, w, b, bidirectional, lengths)
+        ctx.save_for_backward(x, w, b, lengths)
         ctx.meta = (bidirectional, weight.shape, weight.dtype, bias is not None, bias.dtype if bias is not None else None)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        x, w, b = ctx.saved_tensors
+        x, w, b, lengths = ctx.saved_tensors
         bidirectional, w_shape, w_dtype, has_bias, b_dtype = ctx.meta
-        dx, dw, db = conv_backward(x, w, b, dout, bidirectional)
-        return dx, dw.reshape(w_shape).to(w_dtype), db.to(b_dtype) if has_bias else None, None
+        dx, dw, db = conv_backward(x, w, b, dout, bidirectional, lengths)
+        return dx, dw.reshape(w_shape).to(w_dtype), db.to(b_dtype) if has_bias else None, None, None

@@ -20,7 +20,7 @@ def _triton():
 
 
 # backends whose kernels take per-sample lengths; others fall back to the reference when given some
-LENGTHS_BACKENDS = ("reference", "export")
+LENGTHS_BACKENDS = ("reference", "export", "triton")
 
 
 def lengths_backend(resolved: str, lengths) -> str:

@@ -2,7 +2,8 @@
 
 Shared helpers, and what lets chunks run in parallel: each chunk's local end state from a zero start
 (``_fwd_chunk_state``; its adjoint twin ``_bwd_chunk_state``) and the carries between chunks
-(``_chunk_carry``). Time offsets ascend in memory order for both directions; a time-reversed channel
+(``_chunk_carry``). With per-row lengths, steps past a row's end are identity steps (never loaded),
+so a reversed row's carry reaches its last valid step as zero: it starts there. Time offsets ascend in memory order for both directions; a time-reversed channel
 scans each chunk from its last row down and passes carries from high chunks to low ones.
 """
 
@@ -28,6 +29,16 @@ def _dt_of(v, bias, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
+def _valid_len(len_ptr, b, L, HAS_LEN: tl.constexpr):
+    """Row b's valid steps: lengths[b] (variable-length batches), or L."""
+    if HAS_LEN:
+        n = tl.load(len_ptr + b).to(tl.int64)
+    else:
+        n = L
+    return n
+
+
+@triton.jit
 def _program_setup(L, D_GROUP, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr):
     """Indices of this program: batch, first channel, B/C group, chunk, time offsets, masks.
 
@@ -44,12 +55,14 @@ def _program_setup(L, D_GROUP, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG:
 
 
 @triton.jit
-def _fwd_chunk_state(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, S_ptr, Sig_ptr,
+def _fwd_chunk_state(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, len_ptr, S_ptr, Sig_ptr,
                      L, D_GROUP, N, n_chunks,
                      su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                      HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
-                     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr):
+                     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, HAS_LEN: tl.constexpr):
     d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG)
+    # steps past the row's end are identity steps (decay 1, input 0) and are never loaded
+    mask_t = t < _valid_len(len_ptr, b, L, HAS_LEN)
     if BIDIR:
         rev = (g % 2) == 1  # group 1 runs backwards in time
     else:
@@ -79,12 +92,13 @@ def _fwd_chunk_state(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, S_ptr, Sig_ptr,
 
 
 @triton.jit
-def _bwd_chunk_state(dl_ptr, A_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, V_ptr, Sig_ptr,
+def _bwd_chunk_state(dl_ptr, A_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, len_ptr, V_ptr, Sig_ptr,
                      L, D_GROUP, N, n_chunks,
                      sdl_b, sdl_d, sdl_l, sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                      HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
-                     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr):
+                     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, HAS_LEN: tl.constexpr):
     d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG)
+    mask_t = t < _valid_len(len_ptr, b, L, HAS_LEN)  # dout past the end is dropped, as the output is
     if BIDIR:
         rev = (g % 2) == 1  # group 1 runs backwards in time
     else:

@@ -43,7 +43,7 @@ import triton
 import triton.language as tl
 
 from helix.ops.selective_scan.chunk_state import (_bwd_chunk_state, _chunk_carry, _combine, _dt_of,
-                                                   _fwd_chunk_state, _program_setup)
+                                                   _fwd_chunk_state, _program_setup, _valid_len)
 
 
 @triton.jit
@@ -70,164 +70,187 @@ def _bc_tile(ptr, b, g, n, t, mask, s_b, s_g, s_n, s_l, rev):
 
 
 @triton.jit
-def _fwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, out_ptr,
+def _fwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, len_ptr, out_ptr,
               L, D_GROUP, N, n_chunks,
               su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
               sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
               SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
-              BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr):
+              BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, HAS_LEN: tl.constexpr):
     d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG)
     if BIDIR:
         rev = (g % 2) == 1  # group 1 runs backwards in time
     else:
         rev = REVERSE
-    mask_n = n < N
-    mask_tn = mask_t[:, None] & mask_n[None, :]
-    Bt = _bc_tile(B_ptr, b, g, n, t, mask_tn, sB_b, sB_g, sB_n, sB_l, rev)
-    Ct = _bc_tile(C_ptr, b, g, n, t, mask_tn, sC_b, sC_g, sC_n, sC_l, rev)
-    tq, mask_q = _logical_time(c, L, rev, BLOCK_T)
-    Dtot = tl.num_programs(0) * DG
-    pu = u_ptr + b * su_b + d0 * su_d + tq * su_l
-    pv = dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l
-    pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
-    # loads for channel i+1 are issued before channel i's scan, hiding their latency
-    u_nx = tl.load(pu, mask=mask_q, other=0.0)
-    v_nx = tl.load(pv, mask=mask_q, other=0.0)
-    z_nx = tl.load(pz, mask=mask_q, other=0.0) if HAS_Z else u_nx
-    for i in range(DG):
-        d = d0 + i
-        u = u_nx.to(tl.float32)
-        v = v_nx.to(tl.float32)
-        z = z_nx.to(tl.float32)
-        more = mask_q & (i + 1 < DG)
-        u_nx = tl.load(pu + (i + 1) * su_d, mask=more, other=0.0)
-        v_nx = tl.load(pv + (i + 1) * sdl_d, mask=more, other=0.0)
-        if HAS_Z:
-            z_nx = tl.load(pz + (i + 1) * sz_d, mask=more, other=0.0)
-        bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
-        dt = tl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
-        A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
-        a = tl.exp2(dt[:, None] * A2[None, :])
-        x = (dt * u)[:, None] * Bt
-        pa, hl = tl.associative_scan((a, x), 0, _combine)
-        row = (b * Dtot + d) * n_chunks + c
-        H = tl.load(H_ptr + row * N + n, mask=mask_n, other=0.0)
-        y = tl.sum((hl + pa * H[None, :]) * Ct, 1)
-        if HAS_D:
-            y += tl.load(D_ptr + d) * u
-        if HAS_Z:
-            y = y * z * tl.sigmoid(z)
-        tl.store(out_ptr + b * so_b + d * so_d + tq * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_q)
+    n_b = _valid_len(len_ptr, b, L, HAS_LEN)
+    mask_t = t < n_b  # loads stop at the row's end; outputs there come out zero (u, C read as 0)
+    if c * BLOCK_T >= n_b:  # a chunk wholly past the end: zeros, nothing computed
+        tz, mz = _logical_time(c, L, rev, BLOCK_T)
+        for i in range(DG):
+            tl.store(out_ptr + b * so_b + (d0 + i) * so_d + tz * so_l,
+                     tl.zeros((BLOCK_T,), dtype=out_ptr.dtype.element_ty), mask=mz)
+    else:
+        mask_n = n < N
+        mask_tn = mask_t[:, None] & mask_n[None, :]
+        Bt = _bc_tile(B_ptr, b, g, n, t, mask_tn, sB_b, sB_g, sB_n, sB_l, rev)
+        Ct = _bc_tile(C_ptr, b, g, n, t, mask_tn, sC_b, sC_g, sC_n, sC_l, rev)
+        tq, mask_st = _logical_time(c, L, rev, BLOCK_T)
+        mask_q = tq < n_b
+        Dtot = tl.num_programs(0) * DG
+        pu = u_ptr + b * su_b + d0 * su_d + tq * su_l
+        pv = dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l
+        pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
+        # loads for channel i+1 are issued before channel i's scan, hiding their latency
+        u_nx = tl.load(pu, mask=mask_q, other=0.0)
+        v_nx = tl.load(pv, mask=mask_q, other=0.0)
+        z_nx = tl.load(pz, mask=mask_q, other=0.0) if HAS_Z else u_nx
+        for i in range(DG):
+            d = d0 + i
+            u = u_nx.to(tl.float32)
+            v = v_nx.to(tl.float32)
+            z = z_nx.to(tl.float32)
+            more = mask_q & (i + 1 < DG)
+            u_nx = tl.load(pu + (i + 1) * su_d, mask=more, other=0.0)
+            v_nx = tl.load(pv + (i + 1) * sdl_d, mask=more, other=0.0)
+            if HAS_Z:
+                z_nx = tl.load(pz + (i + 1) * sz_d, mask=more, other=0.0)
+            bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
+            dt = tl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
+            A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
+            a = tl.exp2(dt[:, None] * A2[None, :])
+            x = (dt * u)[:, None] * Bt
+            pa, hl = tl.associative_scan((a, x), 0, _combine)
+            row = (b * Dtot + d) * n_chunks + c
+            H = tl.load(H_ptr + row * N + n, mask=mask_n, other=0.0)
+            y = tl.sum((hl + pa * H[None, :]) * Ct, 1)
+            if HAS_D:
+                y += tl.load(D_ptr + d) * u
+            if HAS_Z:
+                y = y * z * tl.sigmoid(z)
+            tl.store(out_ptr + b * so_b + d * so_d + tq * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_st)
 
 
 @triton.jit
-def _bwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, dout_ptr,
+def _bwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, len_ptr, dout_ptr,
               du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr,
               L, D_GROUP, N, n_chunks, L_BC,
               su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
               sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
               SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
-              BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr):
+              BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, HAS_LEN: tl.constexpr):
     """du, ddelta, dz are written (B, D, L) contiguous; the rest are fp32 atomics.
 
     Tiles are in logical (scan) order, as in ``_fwd_scan``: the state recomputation is a forward
     scan, and the adjoint's reverse scan runs forwards on flipped tiles (three flips of a (T, N)
-    tile cost a fraction of one ``reverse=True`` scan).
+    tile cost a fraction of one ``reverse=True`` scan). With lengths, every gradient past a row's end
+    is zero (dout there is dropped and the steps are identities); chunks wholly past it only store zeros.
     """
     d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG)
     if BIDIR:
         rev = (g % 2) == 1
     else:
         rev = REVERSE
-    mask_n = n < N
-    mask_tn = mask_t[:, None] & mask_n[None, :]
-    Bt = _bc_tile(B_ptr, b, g, n, t, mask_tn, sB_b, sB_g, sB_n, sB_l, rev)
-    Ct = _bc_tile(C_ptr, b, g, n, t, mask_tn, sC_b, sC_g, sC_n, sC_l, rev)
-    Ct_rev = tl.flip(Ct, 0)  # the adjoint runs on time-reversed tiles
-    tq, mask_q = _logical_time(c, L, rev, BLOCK_T)
-    # a at the logical successor inside the chunk; the chunk's logical last step has its successor
-    # in the next logical chunk, which the carry K accounts for (a := 1)
-    i_t = tl.arange(0, BLOCK_T)
-    step = tl.where(rev, -1, 1)
-    mask_next = mask_q & (i_t < BLOCK_T - 1) & (tq + step < L)
-    dB_acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
-    dC_acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
-    Dtot = tl.num_programs(0) * DG
-    pu = u_ptr + b * su_b + d0 * su_d + tq * su_l
-    pv = dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l
-    pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
-    pg = dout_ptr + b * sg_b + d0 * sg_d + tq * sg_l
-    u_nx = tl.load(pu, mask=mask_q, other=0.0)
-    v_nx = tl.load(pv, mask=mask_q, other=0.0)
-    vn_nx = tl.load(pv + step * sdl_l, mask=mask_next, other=0.0)
-    g_nx = tl.load(pg, mask=mask_q, other=0.0)
-    z_nx = tl.load(pz, mask=mask_q, other=0.0) if HAS_Z else u_nx
-    for i in range(DG):
-        d = d0 + i
-        u = u_nx.to(tl.float32)
-        v = v_nx.to(tl.float32)
-        vn = vn_nx.to(tl.float32)
-        dout = g_nx.to(tl.float32)
-        z = z_nx.to(tl.float32)
-        more = mask_q & (i + 1 < DG)
-        u_nx = tl.load(pu + (i + 1) * su_d, mask=more, other=0.0)
-        v_nx = tl.load(pv + (i + 1) * sdl_d, mask=more, other=0.0)
-        vn_nx = tl.load(pv + (i + 1) * sdl_d + step * sdl_l, mask=more & mask_next, other=0.0)
-        g_nx = tl.load(pg + (i + 1) * sg_d, mask=more, other=0.0)
-        if HAS_Z:
-            z_nx = tl.load(pz + (i + 1) * sz_d, mask=more, other=0.0)
-        bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
-        dt = tl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
-        dtn = tl.where(mask_next, _dt_of(vn, bias, SOFTPLUS), 0.0)
-        A = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0)
-        A2 = A * 1.4426950408889634
-        # recompute the chunk's states from the saved carry
-        dtu = dt * u
-        x = dtu[:, None] * Bt
-        a = tl.exp2(dt[:, None] * A2[None, :])
-        pa, hl = tl.associative_scan((a, x), 0, _combine)
-        row = (b * Dtot + d) * n_chunks + c
-        h = hl + pa * tl.load(H_ptr + row * N + n, mask=mask_n, other=0.0)[None, :]
-        Dd = tl.load(D_ptr + d) if HAS_D else 0.0
-        off = (b * Dtot + d) * L + tq  # contiguous (B, D, L) gradient outputs
-        if HAS_Z:
-            sz = tl.sigmoid(z)
-            y = tl.sum(h * Ct, 1) + Dd * u
-            dy = dout * z * sz
-            tl.store(dz_ptr + off, (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty),
-                     mask=mask_q)
-        else:
-            dy = dout
-        # adjoint: g_t = dy_t C_t + a_{t+1} g_{t+1} plus the carry from the next chunk, a reverse
-        # scan done forwards on flipped tiles
-        an_rev = tl.exp2(tl.flip(dtn, 0)[:, None] * A2[None, :])
-        pr, gl = tl.associative_scan((an_rev, tl.flip(dy, 0)[:, None] * Ct_rev), 0, _combine)
-        gg = tl.flip(gl + pr * tl.load(K_ptr + row * N + n, mask=mask_n, other=0.0)[None, :], 0)
-        gh = gg * (h - x)  # g_t a_t h_{t-1}
-        gB = tl.sum(gg * Bt, 1)
-        ddt = gB * u + tl.sum(gh * A[None, :], 1)
-        if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(v + bias)
-        ddt = tl.where(mask_q, ddt, 0.0)
-        tl.store(du_ptr + off, (dt * gB + Dd * dy).to(du_ptr.dtype.element_ty), mask=mask_q)
-        tl.store(ddl_ptr + off, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_q)
-        tl.atomic_add(dA_ptr + d * N + n, tl.sum(gh * dt[:, None], 0), mask=mask_n, sem="relaxed")
-        if HAS_D:
-            tl.atomic_add(dD_ptr + d, tl.sum(dy * u, 0), sem="relaxed")
-        if HAS_BIAS:
-            tl.atomic_add(dbias_ptr + d, tl.sum(ddt, 0), sem="relaxed")
-        dB_acc += gg * dtu[:, None]
-        dC_acc += h * dy[:, None]
-    # dB, dC: (B, G, N, L_BC) fp32, one atomic per element per program, back in ascending time
-    if rev:
-        dB_acc = tl.flip(dB_acc, 0)
-        dC_acc = tl.flip(dC_acc, 0)
-    G = Dtot // D_GROUP
-    off_bc = ((b * G + g) * N + n[None, :]) * L_BC + t[:, None]
-    tl.atomic_add(dB_ptr + off_bc, dB_acc, mask=mask_tn, sem="relaxed")
-    tl.atomic_add(dC_ptr + off_bc, dC_acc, mask=mask_tn, sem="relaxed")
+    n_b = _valid_len(len_ptr, b, L, HAS_LEN)
+    mask_t = t < n_b
+    if c * BLOCK_T >= n_b:
+        tz, mz = _logical_time(c, L, rev, BLOCK_T)
+        Dz = tl.num_programs(0) * DG
+        for i in range(DG):
+            offz = (b * Dz + d0 + i) * L + tz
+            tl.store(du_ptr + offz, tl.zeros((BLOCK_T,), dtype=du_ptr.dtype.element_ty), mask=mz)
+            tl.store(ddl_ptr + offz, tl.zeros((BLOCK_T,), dtype=ddl_ptr.dtype.element_ty), mask=mz)
+            if HAS_Z:
+                tl.store(dz_ptr + offz, tl.zeros((BLOCK_T,), dtype=dz_ptr.dtype.element_ty), mask=mz)
+    else:
+        mask_n = n < N
+        mask_tn = mask_t[:, None] & mask_n[None, :]
+        Bt = _bc_tile(B_ptr, b, g, n, t, mask_tn, sB_b, sB_g, sB_n, sB_l, rev)
+        Ct = _bc_tile(C_ptr, b, g, n, t, mask_tn, sC_b, sC_g, sC_n, sC_l, rev)
+        Ct_rev = tl.flip(Ct, 0)  # the adjoint runs on time-reversed tiles
+        tq, mask_st = _logical_time(c, L, rev, BLOCK_T)
+        mask_q = tq < n_b  # loads; stores use mask_st (values past the end come out zero)
+        # a at the logical successor inside the chunk; the chunk's logical last step has its successor
+        # in the next logical chunk, which the carry K accounts for (a := 1)
+        i_t = tl.arange(0, BLOCK_T)
+        step = tl.where(rev, -1, 1)
+        mask_next = mask_q & (i_t < BLOCK_T - 1) & (tq + step < n_b)
+        dB_acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
+        dC_acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
+        Dtot = tl.num_programs(0) * DG
+        pu = u_ptr + b * su_b + d0 * su_d + tq * su_l
+        pv = dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l
+        pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
+        pg = dout_ptr + b * sg_b + d0 * sg_d + tq * sg_l
+        u_nx = tl.load(pu, mask=mask_q, other=0.0)
+        v_nx = tl.load(pv, mask=mask_q, other=0.0)
+        vn_nx = tl.load(pv + step * sdl_l, mask=mask_next, other=0.0)
+        g_nx = tl.load(pg, mask=mask_q, other=0.0)
+        z_nx = tl.load(pz, mask=mask_q, other=0.0) if HAS_Z else u_nx
+        for i in range(DG):
+            d = d0 + i
+            u = u_nx.to(tl.float32)
+            v = v_nx.to(tl.float32)
+            vn = vn_nx.to(tl.float32)
+            dout = g_nx.to(tl.float32)
+            z = z_nx.to(tl.float32)
+            more = mask_q & (i + 1 < DG)
+            u_nx = tl.load(pu + (i + 1) * su_d, mask=more, other=0.0)
+            v_nx = tl.load(pv + (i + 1) * sdl_d, mask=more, other=0.0)
+            vn_nx = tl.load(pv + (i + 1) * sdl_d + step * sdl_l, mask=more & mask_next, other=0.0)
+            g_nx = tl.load(pg + (i + 1) * sg_d, mask=more, other=0.0)
+            if HAS_Z:
+                z_nx = tl.load(pz + (i + 1) * sz_d, mask=more, other=0.0)
+            bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
+            dt = tl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
+            dtn = tl.where(mask_next, _dt_of(vn, bias, SOFTPLUS), 0.0)
+            A = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0)
+            A2 = A * 1.4426950408889634
+            # recompute the chunk's states from the saved carry
+            dtu = dt * u
+            x = dtu[:, None] * Bt
+            a = tl.exp2(dt[:, None] * A2[None, :])
+            pa, hl = tl.associative_scan((a, x), 0, _combine)
+            row = (b * Dtot + d) * n_chunks + c
+            h = hl + pa * tl.load(H_ptr + row * N + n, mask=mask_n, other=0.0)[None, :]
+            Dd = tl.load(D_ptr + d) if HAS_D else 0.0
+            off = (b * Dtot + d) * L + tq  # contiguous (B, D, L) gradient outputs
+            if HAS_Z:
+                sz = tl.sigmoid(z)
+                y = tl.sum(h * Ct, 1) + Dd * u
+                dy = dout * z * sz
+                tl.store(dz_ptr + off, (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty),
+                         mask=mask_st)
+            else:
+                dy = dout
+            # adjoint: g_t = dy_t C_t + a_{t+1} g_{t+1} plus the carry from the next chunk, a reverse
+            # scan done forwards on flipped tiles
+            an_rev = tl.exp2(tl.flip(dtn, 0)[:, None] * A2[None, :])
+            pr, gl = tl.associative_scan((an_rev, tl.flip(dy, 0)[:, None] * Ct_rev), 0, _combine)
+            gg = tl.flip(gl + pr * tl.load(K_ptr + row * N + n, mask=mask_n, other=0.0)[None, :], 0)
+            gh = gg * (h - x)  # g_t a_t h_{t-1}
+            gB = tl.sum(gg * Bt, 1)
+            ddt = gB * u + tl.sum(gh * A[None, :], 1)
+            if SOFTPLUS:
+                ddt = ddt * tl.sigmoid(v + bias)
+            ddt = tl.where(mask_q, ddt, 0.0)
+            tl.store(du_ptr + off, (dt * gB + Dd * dy).to(du_ptr.dtype.element_ty), mask=mask_st)
+            tl.store(ddl_ptr + off, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_st)
+            tl.atomic_add(dA_ptr + d * N + n, tl.sum(gh * dt[:, None], 0), mask=mask_n, sem="relaxed")
+            if HAS_D:
+                tl.atomic_add(dD_ptr + d, tl.sum(dy * u, 0), sem="relaxed")
+            if HAS_BIAS:
+                tl.atomic_add(dbias_ptr + d, tl.sum(ddt, 0), sem="relaxed")
+            dB_acc += gg * dtu[:, None]
+            dC_acc += h * dy[:, None]
+        # dB, dC: (B, G, N, L_BC) fp32, one atomic per element per program, back in ascending time
+        if rev:
+            dB_acc = tl.flip(dB_acc, 0)
+            dC_acc = tl.flip(dC_acc, 0)
+        G = Dtot // D_GROUP
+        off_bc = ((b * G + g) * N + n[None, :]) * L_BC + t[:, None]
+        tl.atomic_add(dB_ptr + off_bc, dB_acc, mask=mask_tn, sem="relaxed")
+        tl.atomic_add(dC_ptr + off_bc, dC_acc, mask=mask_tn, sem="relaxed")
 
 
 class ScanConfig:
@@ -310,48 +333,55 @@ def _carry(S, Sig, A, backward: bool, d_group: int, bidir: bool, reverse: bool):
     return H
 
 
-def chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg):
-    """H (B, D, n_chunks, N) fp32: the state entering every chunk (what backward needs saved)."""
+def chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg, lengths=None):
+    """H (B, D, n_chunks, N) fp32: the state entering every chunk (what backward needs saved).
+    ``lengths``: None or (B,) int64 contiguous valid steps per row, on u's device."""
     Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
-    flags = dict(HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir), REVERSE=bool(reverse), **meta)
+    flags = dict(HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir), REVERSE=bool(reverse),
+                 HAS_LEN=lengths is not None, **meta)
     if n_chunks == 1:  # one chunk starts from zero: nothing to carry
         return u.new_zeros((Bsz, Dtot, 1, N), dtype=torch.float32)
     S = u.new_empty((Bsz, Dtot, n_chunks, N), dtype=torch.float32)
     Sig = u.new_empty((Bsz, Dtot, n_chunks), dtype=torch.float32)
     _launch(_fwd_chunk_state, grid,
-            u, delta, A, Bm, bias if bias is not None else A, S, Sig, L, d_group, N, n_chunks,
+            u, delta, A, Bm, bias if bias is not None else A, lengths if lengths is not None else A, S, Sig,
+            L, d_group, N, n_chunks,
             *_strides3(u), *_strides3(delta), *Bm.stride(), **flags)
     return _carry(S, Sig, A, False, d_group, bidir, reverse)
 
 
-def scan_forward(u, delta, A, Bm, Cm, D, z, bias, softplus, bidir, reverse, cfg):
+def scan_forward(u, delta, A, Bm, Cm, D, z, bias, softplus, bidir, reverse, cfg, lengths=None):
     Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
-    flags = dict(HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir), REVERSE=bool(reverse), **meta)
+    flags = dict(HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir), REVERSE=bool(reverse),
+                 HAS_LEN=lengths is not None, **meta)
     dummy = A  # never read: its flag is off
-    H = chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg)
+    H = chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg, lengths)
     out = torch.empty((Bsz, Dtot, L), dtype=u.dtype, device=u.device)
     _launch(_fwd_scan, grid,
             u, delta, A, Bm, Cm, D if D is not None else dummy, z if z is not None else u,
-            bias if bias is not None else dummy, H, out, L, d_group, N, n_chunks,
+            bias if bias is not None else dummy, H, lengths if lengths is not None else dummy, out,
+            L, d_group, N, n_chunks,
             *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(), *_strides3(z), *_strides3(out),
             HAS_D=D is not None, HAS_Z=z is not None, **flags)
     return out, H
 
 
-def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, reverse, cfg, overwrite=False):
+def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, reverse, cfg, overwrite=False,
+                  lengths=None):
     """All gradients of :func:`scan_forward`. ``overwrite``: write ddelta into delta's storage and dz into z's
     (each element is read before it is written, by the same program); callers that own delta and z
     save two (B, D, L) buffers."""
     Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
     flags = dict(HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir),
-                 REVERSE=bool(reverse), **meta)
+                 REVERSE=bool(reverse), HAS_LEN=lengths is not None, **meta)
     dummy = A
+    lens = lengths if lengths is not None else dummy
     f32 = dict(dtype=torch.float32, device=u.device)
     if n_chunks > 1:
         V = torch.empty((Bsz, Dtot, n_chunks, N), **f32)
         Sig = torch.empty((Bsz, Dtot, n_chunks), **f32)
         _launch(_bwd_chunk_state, grid,
-                delta, A, Cm, z if z is not None else u, dout, bias if bias is not None else dummy, V, Sig,
+                delta, A, Cm, z if z is not None else u, dout, bias if bias is not None else dummy, lens, V, Sig,
                 L, d_group, N, n_chunks, *_strides3(delta), *Cm.stride(), *_strides3(z), *_strides3(dout),
                 **flags)
         K = _carry(V, Sig, A, True, d_group, bidir, reverse)
@@ -372,7 +402,7 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
     dC = torch.zeros((*Cm.shape[:3], l_bc), **f32)
     _launch(_bwd_scan, grid,
             u, delta, A, Bm, Cm, D if D is not None else dummy, z if z is not None else u,
-            bias if bias is not None else dummy, H, K, dout, du, ddelta, dz if dz is not None else du,
+            bias if bias is not None else dummy, H, K, lens, dout, du, ddelta, dz if dz is not None else du,
             dA, dD, dbias, dB, dC, L, d_group, N, n_chunks, l_bc,
             *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(), *_strides3(z), *_strides3(dout),
             HAS_D=D is not None, **flags, **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
@@ -383,13 +413,13 @@ class SelectiveScanFn(torch.autograd.Function):
     """Autograd wrapper: saves inputs and the fp32 chunk-entry states, nothing of size B*L*D*N."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, Bm, Cm, D, z, delta_bias, delta_softplus, bidir, reverse, cfg):
+    def forward(ctx, u, delta, A, Bm, Cm, D, z, delta_bias, delta_softplus, bidir, reverse, cfg, lengths=None):
         A32 = A.float().contiguous()
         D32 = D.float().contiguous() if D is not None else None
         bias32 = delta_bias.float().contiguous() if delta_bias is not None else None
         Bm, Cm = aligned_rows(Bm, cfg), aligned_rows(Cm, cfg)
-        out, H = scan_forward(u, delta, A32, Bm, Cm, D32, z, bias32, delta_softplus, bidir, reverse, cfg)
-        ctx.save_for_backward(u, delta, A32, Bm, Cm, D32, z, bias32, H)
+        out, H = scan_forward(u, delta, A32, Bm, Cm, D32, z, bias32, delta_softplus, bidir, reverse, cfg, lengths)
+        ctx.save_for_backward(u, delta, A32, Bm, Cm, D32, z, bias32, H, lengths)
         ctx.flags = (delta_softplus, bidir, reverse, cfg)
         ctx.dtypes = (A.dtype, D.dtype if D is not None else None,
                       delta_bias.dtype if delta_bias is not None else None)
@@ -397,25 +427,26 @@ class SelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
-        u, delta, A, Bm, Cm, D, z, bias, H = ctx.saved_tensors
+        u, delta, A, Bm, Cm, D, z, bias, H, lengths = ctx.saved_tensors
         softplus, bidir, reverse, cfg = ctx.flags
         du, ddelta, dA, dB, dC, dD, dz, dbias = scan_backward(
-            dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, reverse, cfg)
+            dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, reverse, cfg, lengths=lengths)
         a_dtype, d_dtype, b_dtype = ctx.dtypes
         return (du, ddelta, dA.to(a_dtype), dB.to(Bm.dtype), dC.to(Cm.dtype),
                 dD.to(d_dtype) if D is not None else None, dz,
-                dbias.to(b_dtype) if bias is not None else None, None, None, None, None)
+                dbias.to(b_dtype) if bias is not None else None, None, None, None, None, None)
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                           *, reverse: bool = False, bidirectional: bool = False,
-                          config: ScanConfig | None = None):
+                          config: ScanConfig | None = None, lengths: torch.Tensor | None = None):
     """Triton selective scan; arguments and shapes as ``selective_scan_reference``.
 
     ``reverse``: scan from t = L-1 down to 0 (as the reference on time-flipped inputs).
     ``bidirectional``: u, delta, z are (B, 2D, L), B and C (B, 2, N, L): channels [0, D) use group 0
     forwards, channels [D, 2D) use group 1 and run time-reversed, all in one launch per kernel.
     B, C may also be (B, G, N, L) with G groups of D/G channels (as mamba-ssm's ngroups).
+    ``lengths`` (B,): valid steps per row; a reversed channel starts at its row's last valid step.
     """
     cfg = config or DEFAULT_CONFIG
     Bm = B if B.dim() == 4 else B.unsqueeze(1)
@@ -424,6 +455,8 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
         raise ValueError("bidirectional scan needs B, C of shape (B, 2, N, L)")
     if u.shape[1] % Bm.shape[1]:
         raise ValueError(f"{u.shape[1]} channels do not split into {Bm.shape[1]} B/C groups")
+    if lengths is not None:
+        lengths = lengths.to(device=u.device, dtype=torch.int64).contiguous()
     out = SelectiveScanFn.apply(u, delta, A, Bm, Cm, D, z, delta_bias, bool(delta_softplus),
-                                bool(bidirectional), bool(reverse), cfg)
+                                bool(bidirectional), bool(reverse), cfg, lengths)
     return out
