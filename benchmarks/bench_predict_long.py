@@ -52,7 +52,7 @@ def make_checkpoint(path: Path, num_classes: int) -> None:
     import torch
 
     from helix.models import create_model, model_defaults
-    from helix.training.checkpoint import save_checkpoint
+    from helix.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = create_model("helix_raw", num_classes)

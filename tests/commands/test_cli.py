@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from helix.cli import build_parser, main
-from helix.training.rundir import RunFolderLock
+from helix.core.rundir import RunFolderLock
 
 TINY = ["data.name=synthetic_order", "data.clip_seconds=0.25", "data.num_workers=0",
         "data.task_kwargs={num_train: 16, num_val: 8, num_test: 8}", "model.num_layers=2",

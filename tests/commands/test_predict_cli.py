@@ -13,7 +13,7 @@ import torch
 
 from helix.cli import main
 from helix.models import create_model
-from helix.training.checkpoint import save_checkpoint
+from helix.models.checkpoint import save_checkpoint
 
 SR = 16000
 CLASSES = ["dog", "rain", "siren"]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from helix.evaluation.evaluate import evaluate
+from helix.core.evaluate import evaluate
 
 
 class _Dropout(torch.nn.Module):

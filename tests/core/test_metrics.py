@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from helix.evaluation.metrics import best_val_index, format_pct, mean_std, summarize_history
+from helix.core.metrics import best_val_index, format_pct, mean_std, summarize_history
 
 
 def _h(*rows):

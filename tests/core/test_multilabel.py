@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helix.evaluation.multilabel import labels_above, multilabel_metrics
+from helix.core.multilabel import labels_above, multilabel_metrics
 
 
 def test_ap_and_auc_match_hand_computed_values():

@@ -9,11 +9,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from helix.evaluation.embed import embed_many, embeddings_to_json, npy_name, write_npy_folder
-from helix.evaluation.predict import Failure, load_predictor
-from helix.evaluation.windows import window_starts
+from helix.inference.embed import embed_many, embeddings_to_json, npy_name, write_npy_folder
+from helix.inference.predict import Failure, load_predictor
+from helix.inference.windows import window_starts
 from helix.models import create_model
-from helix.training.checkpoint import save_checkpoint
+from helix.models.checkpoint import save_checkpoint
 
 SR = 16000
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from helix.cli import main
-from helix.evaluation.export import ExportedModel, export_checkpoint, export_model
+from helix.inference.export import ExportedModel, export_checkpoint, export_model
 from helix.models import create_model
 from helix.ops.selective_scan import selective_scan_reference
 from helix.ops.selective_scan.export import export_scan, selective_scan_export
-from helix.training.checkpoint import save_checkpoint
+from helix.models.checkpoint import save_checkpoint
 
 SR = 16000
 RAW = {"d_model": 16, "d_state": 8, "pattern": "MA", "n_heads": 2}

@@ -9,10 +9,10 @@ import torch
 
 import helix
 from helix.data.audio import AUDIO_EXTENSIONS, AudioError, load_audio
-from helix.evaluation.predict import Failure, load_predictor
-from helix.evaluation.windows import iter_windows, resolve_window, run_windows, window_starts
+from helix.inference.predict import Failure, load_predictor
+from helix.inference.windows import iter_windows, resolve_window, run_windows, window_starts
 from helix.models import create_model
-from helix.training.checkpoint import CheckpointError, save_checkpoint
+from helix.models.checkpoint import CheckpointError, save_checkpoint
 
 SR = 16000
 CLASSES = ["dog", "rain", "siren"]

@@ -15,7 +15,7 @@ import torch
 import helix
 from helix.cli import main
 from helix.models import create_model
-from helix.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from helix.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 SR = 16000
 CLASSES = ["dog", "rain", "siren"]

@@ -7,11 +7,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from helix.evaluation.predict import load_predictor
-from helix.evaluation.verify import (compute_eer, compute_min_dcf, cosine_scores, read_trials, score_trials,
+from helix.inference.predict import load_predictor
+from helix.inference.verify import (compute_eer, compute_min_dcf, cosine_scores, read_trials, score_trials,
                                      verification_metrics)
 from helix.models import create_model
-from helix.training.checkpoint import save_checkpoint
+from helix.models.checkpoint import save_checkpoint
 
 
 def brute_force(scores, labels, p=0.01):

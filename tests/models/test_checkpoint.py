@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import helix.training.checkpoint as ckpt
+import helix.models.checkpoint as ckpt
 
 PAYLOAD = {"model": {"name": "m", "kwargs": {}, "num_classes": 2}, "class_names": ["a", "b"],
            "sample_rate": 16000, "clip_seconds": 1.0}

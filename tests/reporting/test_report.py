@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helix.evaluation.plots import moving_average
-from helix.evaluation.report import aggregate_runs, build_report, find_run_dirs, load_run, split_model_name
+from helix.reporting.plots import moving_average
+from helix.reporting.report import aggregate_runs, build_report, find_run_dirs, load_run, split_model_name
 
 
 def _fake_run(folder: Path, model: str, fold: int | None, test_accs: list[float], finished: bool = True,
@@ -23,7 +23,7 @@ def _fake_run(folder: Path, model: str, fold: int | None, test_accs: list[float]
                for i, a in enumerate(test_accs)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     if finished:
-        from helix.evaluation.metrics import summarize_history
+        from helix.core.metrics import summarize_history
 
         s = summarize_history(history)
         s.update(model=model, dataset=dataset, fold=fold, epochs_planned=len(test_accs), chance_acc=0.02,

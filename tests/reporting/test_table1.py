@@ -7,9 +7,9 @@ import csv
 import pytest
 import torch
 
-import helix.evaluation.bench as bench
+import helix.reporting.table1 as bench
 from helix.cli import build_parser, main
-from helix.evaluation.bench import BenchResult, BenchSetup, resolve_variants, run_benchmark, write_outputs
+from helix.reporting.table1 import BenchResult, BenchSetup, resolve_variants, run_benchmark, write_outputs
 
 
 def test_measure_step_on_cpu_reports_time_and_throughput():

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helix.training.checkpoint import load_checkpoint
-from helix.training.rundir import read_jsonl
+from helix.models.checkpoint import load_checkpoint
+from helix.core.rundir import read_jsonl
 
 from .conftest import TINY
 

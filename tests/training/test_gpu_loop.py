@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from helix.training.checkpoint import load_checkpoint
+from helix.models.checkpoint import load_checkpoint
 from helix.training.loaders import build_run_data
 from helix.training.loop import Trainer
-from helix.training.rundir import read_jsonl
+from helix.core.rundir import read_jsonl
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from helix.training.distributed import ResumableDistributedSampler, ShardSampler
+from helix.core.distributed import ResumableDistributedSampler, ShardSampler
 from helix.training.loaders import build_run_data, micro_batch_size, split_validation
 
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from helix.models import create_model
-from helix.training.checkpoint import load_checkpoint
+from helix.models.checkpoint import load_checkpoint
 from helix.training.loaders import build_run_data
 from helix.training.loop import NonFiniteLossError, Trainer
-from helix.training.rundir import read_jsonl
+from helix.core.rundir import read_jsonl
 
 LOSS_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr")
 
@@ -159,7 +159,7 @@ def test_cpu_threads_auto_for_small_models_explicit_otherwise_and_restored(tiny,
 
 
 def test_auto_thread_count():
-    from helix.training.threads import SMALL_ACTIVATION, auto_cpu_threads, usable_cores
+    from helix.core.threads import SMALL_ACTIVATION, auto_cpu_threads, usable_cores
 
     assert auto_cpu_threads(32 * 50 * 32, num_workers=0) == 1  # the demo: 51k elements per layer
     big = auto_cpu_threads(32 * 500 * 256, num_workers=0)      # ESC-50 at the paper's width

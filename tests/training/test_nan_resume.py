@@ -19,10 +19,10 @@ import torch
 import yaml
 
 from helix.cli import main
-from helix.training.checkpoint import load_checkpoint
+from helix.models.checkpoint import load_checkpoint
 from helix.training.loaders import build_run_data
 from helix.training.loop import NonFiniteLossError, Trainer
-from helix.training.rundir import read_jsonl
+from helix.core.rundir import read_jsonl
 from helix.training.schedule import cosine_lr
 
 

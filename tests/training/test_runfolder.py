@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from helix.training.loop import Trainer
-from helix.training.rundir import LOCK_NAME, RunFolderBusyError, RunFolderLock, read_jsonl
+from helix.core.rundir import LOCK_NAME, RunFolderBusyError, RunFolderLock, read_jsonl
 
 from .conftest import TINY
 

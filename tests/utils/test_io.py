@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from helix.core.io import atomic_write, check_output, remove_stale_temp_files, temp_name
-from helix.training.checkpoint import save_checkpoint
+from helix.utils.io import atomic_write, check_output, remove_stale_temp_files, temp_name
+from helix.models.checkpoint import save_checkpoint
 
 PAYLOAD = {"model": {"name": "m", "kwargs": {}, "num_classes": 2}, "class_names": ["a", "b"],
            "sample_rate": 16000, "clip_seconds": 1.0, "model_state": {"w": torch.ones(2)}}

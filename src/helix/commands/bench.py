@@ -10,7 +10,7 @@ import argparse
 import shlex
 import sys
 
-from helix.evaluation.bench import BenchSetup, environment, resolve_variants, run_benchmark, write_outputs
+from helix.reporting.table1 import BenchSetup, environment, resolve_variants, run_benchmark, write_outputs
 
 
 def register(sub) -> None:

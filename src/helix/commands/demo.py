@@ -52,7 +52,7 @@ def describe(task: str, cfg: TrainConfig) -> str:
 
 def _prepare_out(out: Path) -> None:
     """Replace a previous demo, never a folder the demo did not create."""
-    from helix.training.rundir import check_run_folder
+    from helix.core.rundir import check_run_folder
 
     check_run_folder(out)
     if out.exists() and any(out.iterdir()):
@@ -71,8 +71,9 @@ def _train(cfg_dict: dict, quiet: bool) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from helix.evaluation.metrics import format_pct
-    from helix.evaluation.report import build_report, format_table
+    from helix.core.metrics import format_pct
+    from helix.core.metrics import format_table
+    from helix.reporting.report import build_report
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if args.threads is not None and args.threads < 1:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from helix.commands.predict import add_window_args, collect_inputs, progress_bar, report_failures, say
-from helix.core.io import atomic_write, check_output
+from helix.utils.io import atomic_write, check_output
 
 
 def register(sub) -> None:
@@ -31,8 +31,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from helix.evaluation.embed import embed_many, embeddings_to_json, write_npy_folder
-    from helix.evaluation.predict import Failure, load_predictor
+    from helix.inference.embed import embed_many, embeddings_to_json, write_npy_folder
+    from helix.inference.predict import Failure, load_predictor
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")

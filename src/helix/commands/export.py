@@ -7,7 +7,7 @@
 
 ONNX and TorchScript graphs map waveforms (batch, samples) float32 at the checkpoint's rate to
 logits and carry the class names; before anything is kept they are run on random audio and compared
-with the PyTorch model (see helix.evaluation.export). safetensors files and pretrained folders hold
+with the PyTorch model (see helix.inference.export). safetensors files and pretrained folders hold
 the weights plus the model description, cannot run code when loaded, and ``helix.load`` reads them.
 The output never replaces the checkpoint, and its name must fit the format.
 """
@@ -30,7 +30,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from helix.evaluation.export import ATOL, RTOL, export_checkpoint
+    from helix.inference.export import ATOL, RTOL, export_checkpoint
 
     result = export_checkpoint(args.checkpoint, args.format, args.output, args.window)
     if result.format in ("safetensors", "pretrained"):

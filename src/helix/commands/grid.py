@@ -44,15 +44,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--config is required (a preset name or a YAML file)")
     backbones = _names(args.backbones, BACKBONE_NAMES, "backbones")
     frontends = _names(args.frontends, FRONTEND_NAMES, "frontends")
-    from helix.training.rundir import check_run_folder
+    from helix.core.rundir import check_run_folder
 
     out = check_run_folder(Path(args.out or Path("runs") / f"grid-{Path(args.config).stem}"))
     base = flag_overrides(args)
     configs = [load_config(args.config, base + [f"model.name={b}_{f}", f"out_dir={out / f'{b}_{f}'}"]
                            + list(args.overrides)) for f in frontends for b in backbones]
 
-    from helix.evaluation.report import build_report
-    from helix.training.distributed import cleanup_distributed, setup_distributed
+    from helix.reporting.report import build_report
+    from helix.core.distributed import cleanup_distributed, setup_distributed
     from helix.training.kfold import run_experiment
     from helix.training.loop import resolve_device
 

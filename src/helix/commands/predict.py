@@ -20,7 +20,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from helix.core.io import atomic_write, check_output
+from helix.utils.io import atomic_write, check_output
 from helix.data.audio import AUDIO_EXTENSIONS
 
 OUTPUT_FORMATS = ("table", "json", "csv")
@@ -124,7 +124,7 @@ def guard_stdout(run_command):
 
 @guard_stdout
 def run(args) -> int:
-    from helix.evaluation.predict import Failure, load_predictor
+    from helix.inference.predict import Failure, load_predictor
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
@@ -199,7 +199,7 @@ class _Writer:
 
 
 def _top(probs, pred):
-    from helix.evaluation.predict import top_labels
+    from helix.inference.predict import top_labels
 
     return top_labels(probs, pred.class_names, pred.top_k)
 

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from helix.evaluation.report import build_report
+    from helix.reporting.report import build_report
 
     out = Path(args.out) if args.out else (Path(args.run_dirs[0]) if len(args.run_dirs) == 1 else Path("report"))
     written = build_report(args.run_dirs, out, plots=not args.no_plots)

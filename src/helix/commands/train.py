@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
-    from helix.training.distributed import cleanup_distributed
+    from helix.core.distributed import cleanup_distributed
     from helix.training.kfold import run_experiment
     from helix.training.loop import check_allowed_changes
 

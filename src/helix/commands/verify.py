@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from helix.commands.predict import add_window_args, guard_stdout, open_output, progress_bar, report_failures, say
-from helix.core.io import check_output
+from helix.utils.io import check_output
 
 
 def register(sub) -> None:
@@ -30,8 +30,8 @@ def register(sub) -> None:
 
 @guard_stdout
 def run(args) -> int:
-    from helix.evaluation.predict import load_predictor
-    from helix.evaluation.verify import read_trials, score_trials, verification_metrics
+    from helix.inference.predict import load_predictor
+    from helix.inference.verify import read_trials, score_trials, verification_metrics
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")

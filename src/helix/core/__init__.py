@@ -1,1 +1,1 @@
-"""What training and inference share: atomic file writes that never destroy their inputs."""
+"""What training, inference and reporting share: distributed set-up, run folders, evaluation and metrics, CPU threads."""

@@ -8,8 +8,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from helix.evaluation.metrics import count_correct
-from helix.training.distributed import all_reduce_sum
+from helix.core.metrics import count_correct
+from helix.core.distributed import all_reduce_sum
 
 
 @torch.no_grad()

@@ -82,3 +82,28 @@ def format_pct(value: float | None, std: float | None = None, n: int | None = No
     if std is not None and n is not None and n > 1:
         text += f" +- {100 * std:.2f}"
     return text
+
+
+def format_table(headers: list[str], rows: list[list], markdown: bool = False) -> str:
+    """Aligned plain-text table, or a Markdown one."""
+    cells = [[str(c) for c in r] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells])
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*headers), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in cells])
+
+
+def run_summary_table(summary: dict) -> str:
+    """The end-of-run table: the three test accuracies with their epochs, and chance level."""
+    rows = [
+        ["final epoch", summary["final_epoch"], format_pct(summary["final_test_acc"])],
+        ["best validation epoch", summary["best_val_epoch"], format_pct(summary["test_acc_at_best_val"])],
+        [PAPER_PROTOCOL_LABEL, summary["best_test_epoch"], format_pct(summary["best_test_acc"])],
+        ["chance level", "-", format_pct(summary.get("chance_acc"))],
+    ]
+    title = (f"{summary.get('model', '?')} on {summary.get('dataset', '?')}"
+             + (f" fold {summary['fold']}" if summary.get("fold") else "")
+             + f": {summary['epochs_completed']}/{summary.get('epochs_planned', '?')} epochs")
+    return title + "\n" + format_table(["test accuracy (%) at", "epoch", "accuracy"], rows)

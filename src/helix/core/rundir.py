@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 
-from helix.training.config import TrainConfig, env_overrides
 
 try:
     import fcntl
@@ -80,13 +79,14 @@ def git_commit() -> str | None:
         return None
 
 
-def environment(device: torch.device, world_size: int, precision: str) -> dict:
+def environment(device: torch.device, world_size: int, precision: str, overrides: list[str] = ()) -> dict:
+    """What a run ran on; ``overrides``: the HELIX_OVERRIDES items applied on top of the command line."""
     import numpy
 
-    import helix
+    from helix.version import __version__
 
     env = {
-        "helix_version": helix.__version__,
+        "helix_version": __version__,
         "git_commit": git_commit(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
@@ -99,7 +99,7 @@ def environment(device: torch.device, world_size: int, precision: str) -> dict:
         "cpu_threads": torch.get_num_threads(),
         "command": sys.argv,
         # the HELIX_OVERRIDES items applied on top of the command line (their values are in config.yaml)
-        "helix_overrides": env_overrides(),
+        "helix_overrides": list(overrides),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if device.type == "cuda":
@@ -206,7 +206,8 @@ class RunLogger:
             self._tb = SummaryWriter(str(self.dir / "tb"), purge_step=self._resume_step)
         return self._tb or None
 
-    def write_config(self, cfg: TrainConfig) -> None:
+    def write_config(self, cfg) -> None:
+        """``cfg``: the resolved run config (anything with ``to_yaml()``)."""
         if self.enabled:
             (self.dir / "config.yaml").write_text(cfg.to_yaml())
 

@@ -112,7 +112,7 @@ class Source:
 
 
 def _user_agent() -> str:
-    from helix import __version__
+    from helix.version import __version__
 
     return f"helix/{__version__}"
 

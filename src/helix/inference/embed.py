@@ -2,7 +2,7 @@
 
 A window's embedding is the model's ``forward_features`` (the pooled vector the classifier head
 reads, (D,)); a file's embedding is the mean of its windows' embeddings (windows placed as for
-prediction). Embeddings are not normalised here; cosine scoring (:mod:`helix.evaluation.verify`)
+prediction). Embeddings are not normalised here; cosine scoring (:mod:`helix.inference.verify`)
 normalises them.
 
 Output layouts:
@@ -24,8 +24,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from helix.core.io import atomic_write, check_output
-from helix.evaluation.predict import Failure, Predictor
+from helix.utils.io import atomic_write, check_output
+from helix.inference.predict import Failure, Predictor
 
 EMBED_FORMATS = ("npy", "json")
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helix.core.io import atomic_path, check_output
+from helix.utils.io import atomic_path, check_output
 from helix.ops.selective_scan.export import export_scan
 
 EXPORT_FORMATS = ("torchscript", "onnx", "safetensors", "pretrained")
@@ -240,9 +240,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str = "torchscript",
     ``safetensors`` and ``pretrained`` write the weights (no pickle, no code) with the model's
     description as metadata / ``config.json``; ``helix.load`` reads them back.
     """
-    from helix import __version__
-    from helix.evaluation.predict import build_predictor
-    from helix.training.checkpoint import load_model_file, save_pretrained, save_safetensors
+    from helix.version import __version__
+    from helix.inference.predict import build_predictor
+    from helix.models.checkpoint import load_model_file, save_pretrained, save_safetensors
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"export format must be one of {EXPORT_FORMATS}, got {fmt!r}")

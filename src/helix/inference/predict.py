@@ -2,7 +2,7 @@
 
 A checkpoint carries everything needed: the model's registry name and options, its weights, the
 class names, the sample rate and the training clip length. Audio of any length is cut into sliding
-windows (:mod:`helix.evaluation.windows`; default window = the training clip, hop = half of it),
+windows (:mod:`helix.inference.windows`; default window = the training clip, hop = half of it),
 windows are scored in batches, and the file-level prediction is the **mean over windows of the
 softmax probabilities** (every window weighs the same). Files are decoded block by block, so an
 hour-long recording needs no more memory than a few windows.
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from helix.data.audio import RESAMPLE_QUALITY, AudioError, iter_audio_blocks
-from helix.evaluation.windows import WindowedResult, resolve_window, run_windows
-from helix.training.checkpoint import CheckpointError, load_model_file
+from helix.inference.windows import WindowedResult, resolve_window, run_windows
+from helix.models.checkpoint import CheckpointError, load_model_file
 
 SILENCE_PEAK = 1e-4
 """Peak amplitude below which a file counts as silent (-80 dBFS): predicted, with a warning."""
@@ -172,7 +172,7 @@ class Predictor:
     def embed(self, audio, *, per_window: bool = False, window_seconds: float | None = None,
               hop_seconds: float | None = None, sample_rate: int | None = None) -> np.ndarray:
         """Pooled embedding of one input: (D,) mean over windows, or (n_windows, D) with ``per_window``."""
-        from helix.evaluation.embed import embed_many
+        from helix.inference.embed import embed_many
 
         (result,) = embed_many(self, [audio], per_window=per_window, window_seconds=window_seconds,
                                hop_seconds=hop_seconds, sample_rate=sample_rate)
@@ -249,7 +249,7 @@ def load_predictor(checkpoint: str | os.PathLike, device: str | torch.device = "
     """Rebuild the model a checkpoint describes and wrap it for inference.
 
     ``checkpoint`` is a ``.pt`` checkpoint, a helix ``.safetensors`` file or a ``save_pretrained``
-    folder (:func:`helix.training.checkpoint.load_model_file`); none of them can run code when read.
+    folder (:func:`helix.models.checkpoint.load_model_file`); none of them can run code when read.
     Raises :class:`CheckpointError` (one line, naming the file) when it is missing, corrupted, unsafe,
     from another format, or describes a model this helix cannot build or load the weights into.
     """

@@ -2,7 +2,7 @@
 
 Trial lists follow VoxCeleb's: one trial per line, ``label enroll_path test_path`` with label 1
 (same speaker, "target") or 0 (different speakers); paths are relative to an audio root. Each file is
-embedded once (:mod:`helix.evaluation.embed`: mean of window embeddings) and a trial's score is the
+embedded once (:mod:`helix.inference.embed`: mean of window embeddings) and a trial's score is the
 cosine similarity of its two embeddings.
 
 Metrics, over all trials:
@@ -125,8 +125,8 @@ def score_trials(predictor, trials: list[Trial], root: str | os.PathLike, *, win
     Returns (scores (n,), labels (n,), scored trials, failures); trials touching a failed file
     are left out of the scores (the failures list says which files).
     """
-    from helix.evaluation.embed import embed_many
-    from helix.evaluation.predict import Failure
+    from helix.inference.embed import embed_many
+    from helix.inference.predict import Failure
 
     root = Path(root)
     files = list(dict.fromkeys(p for t in trials for p in (t.enroll, t.test)))

@@ -21,7 +21,7 @@ Weights meant to be shared are better written as safetensors (no pickle at all):
 - a ``save_pretrained``-style folder: ``config.json`` (the same JSON) + ``model.safetensors``.
 
 :func:`load_model_file` reads all three (``helix.load`` uses it). Writes go through
-:mod:`helix.core.io` (temporary file, fsync, rename), so a run killed mid-write leaves the
+:mod:`helix.utils.io` (temporary file, fsync, rename), so a run killed mid-write leaves the
 previous file intact.
 """
 
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from helix.core.io import atomic_write
+from helix.utils.io import atomic_write
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "model", "class_names", "sample_rate", "model_state")
@@ -85,7 +85,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any],
     Raises TypeError for a value that a safe load could not read back, ValueError when ``path`` is
     one of ``inputs``.
     """
-    from helix import __version__
+    from helix.version import __version__
 
     payload = plain_payload({"format": CHECKPOINT_FORMAT, "helix_version": __version__, **payload})
     with atomic_write(path, "wb", inputs, what="checkpoint") as f:
@@ -99,7 +99,7 @@ def model_config(ckpt: dict) -> dict:
     ``model.kwargs`` are resolved (registry defaults + the checkpoint's overrides), so the file
     rebuilds the same network even if a later helix changes a default.
     """
-    from helix import __version__
+    from helix.version import __version__
     from helix.models import model_defaults
 
     spec = ckpt["model"]
@@ -130,7 +130,7 @@ def save_safetensors(path: str | os.PathLike, ckpt: dict, inputs: tuple = ()) ->
 def save_pretrained(folder: str | os.PathLike, ckpt: dict, inputs: tuple = ()) -> Path:
     """Write ``folder/config.json`` + ``folder/model.safetensors`` (weights first: the config marks
     a complete folder)."""
-    from helix.core.io import check_output
+    from helix.utils.io import check_output
 
     folder = check_output(folder, inputs, what="model folder", folder=True)
     save_safetensors(folder / WEIGHTS_NAME, ckpt, inputs)

@@ -1,6 +1,6 @@
 """Results tables from finished (or interrupted) run folders: Markdown + CSV, mean +- std over folds.
 
-A run folder is any folder holding ``metrics.jsonl`` (see ``helix.training.rundir``); runs of the
+A run folder is any folder holding ``metrics.jsonl`` (see ``helix.core.rundir``); runs of the
 same dataset, model and model options are one row, their folds aggregated. ``helix report`` and
 ``helix grid`` both end here.
 """
@@ -14,39 +14,15 @@ from pathlib import Path
 
 import yaml
 
-from helix.evaluation.metrics import PAPER_PROTOCOL_LABEL, format_pct, mean_std, summarize_history
-from helix.training.rundir import read_jsonl
+from helix.core.metrics import (PAPER_PROTOCOL_LABEL, format_pct, format_table, mean_std, run_summary_table,  # noqa: F401
+                                summarize_history)
+from helix.core.rundir import read_jsonl
 
 BACKBONE_LABELS = {"pure_mamba": "Pure Mamba", "helix": "HELIX", "pure_attention": "Pure Attention"}
 # the three accuracies every run reports: (summary key, column title)
 ACCURACIES = (("final_test_acc", "Final test"),
               ("test_acc_at_best_val", "Test @ best val"),
               ("best_test_acc", PAPER_PROTOCOL_LABEL.capitalize()))
-
-
-def format_table(headers: list[str], rows: list[list], markdown: bool = False) -> str:
-    """Aligned plain-text table, or a Markdown one."""
-    cells = [[str(c) for c in r] for r in rows]
-    if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells])
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*headers), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in cells])
-
-
-def run_summary_table(summary: dict) -> str:
-    """The end-of-run table: the three test accuracies with their epochs, and chance level."""
-    rows = [
-        ["final epoch", summary["final_epoch"], format_pct(summary["final_test_acc"])],
-        ["best validation epoch", summary["best_val_epoch"], format_pct(summary["test_acc_at_best_val"])],
-        [PAPER_PROTOCOL_LABEL, summary["best_test_epoch"], format_pct(summary["best_test_acc"])],
-        ["chance level", "-", format_pct(summary.get("chance_acc"))],
-    ]
-    title = (f"{summary.get('model', '?')} on {summary.get('dataset', '?')}"
-             + (f" fold {summary['fold']}" if summary.get("fold") else "")
-             + f": {summary['epochs_completed']}/{summary.get('epochs_planned', '?')} epochs")
-    return title + "\n" + format_table(["test accuracy (%) at", "epoch", "accuracy"], rows)
 
 
 def split_model_name(name: str) -> tuple[str, str]:
@@ -155,7 +131,7 @@ def build_report(run_paths: list[str | Path], out_dir: str | Path, plots: bool =
     rows = aggregate_runs(runs)
     written = write_results(rows, out_dir)
     if plots:
-        from helix.evaluation.plots import plot_accuracy_bars, plot_training_curves
+        from helix.reporting.plots import plot_accuracy_bars, plot_training_curves
 
         for dataset in sorted({r["dataset"] for r in rows}):
             tag = dataset if len({r["dataset"] for r in rows}) > 1 else ""

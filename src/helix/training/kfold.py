@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from helix.evaluation.metrics import PAPER_PROTOCOL_LABEL, format_pct, mean_std
+from helix.core.metrics import PAPER_PROTOCOL_LABEL, format_pct, mean_std
 from helix.training.config import TrainConfig
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from helix.data.tasks import SYNTHETIC_TASKS, build_task
 from helix.training.config import DataConfig
-from helix.training.distributed import DistEnv, ResumableDistributedSampler, ShardSampler
+from helix.core.distributed import DistEnv, ResumableDistributedSampler, ShardSampler
 
 # the validation split does not depend on the training seed, so runs with different seeds are
 # selected on the same held-out examples

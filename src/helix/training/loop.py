@@ -29,18 +29,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from helix.evaluation.evaluate import evaluate
-from helix.evaluation.metrics import PAPER_PROTOCOL_LABEL, best_val_index, summarize_history
+from helix.core.evaluate import evaluate
+from helix.core.metrics import PAPER_PROTOCOL_LABEL, best_val_index, summarize_history
 from helix.training.augment import augment_waveforms, step_generators
-from helix.training.checkpoint import load_checkpoint, save_checkpoint
+from helix.models.checkpoint import load_checkpoint, save_checkpoint
 from helix.training.config import ENV_OVERRIDES, TrainConfig, env_overrides
-from helix.training.distributed import all_reduce_sum, setup_distributed
+from helix.core.distributed import all_reduce_sum, setup_distributed
 from helix.training.loaders import (RunData, build_run_data, eval_loader, micro_batch_size, start_epoch,
                                    train_loader)
 from helix.training.mixup import mixup_batch, mixup_cross_entropy
-from helix.training.rundir import RunFolderLock, RunLogger, environment
+from helix.core.rundir import RunFolderLock, RunLogger, environment
 from helix.training.schedule import build_optimizer, build_scheduler
-from helix.training.threads import choose_cpu_threads, set_cpu_threads
+from helix.core.threads import choose_cpu_threads, set_cpu_threads
 
 
 # settings that do not change the optimisation, so a resumed run may use other values
@@ -205,7 +205,7 @@ class Trainer:
         self.logger = RunLogger(self.out, self.env.is_main, self.state.step if resumed else None,
                                 self.state.epoch if resumed else None)
         self.logger.write_config(cfg)
-        self.logger.write_env(environment(self.device, self.env.world_size, self.precision))
+        self.logger.write_env(environment(self.device, self.env.world_size, self.precision, env_overrides()))
         if env_overrides():
             self._say(f"{ENV_OVERRIDES}: {' '.join(env_overrides())} (applied after the command line)")
         if self._resume_changes:
@@ -332,7 +332,7 @@ class Trainer:
             summary = self._summary()
             self.logger.write_summary(summary)
             if self.verbose and self.print_summary and self.env.is_main:
-                from helix.evaluation.report import run_summary_table
+                from helix.core.metrics import run_summary_table
                 print(run_summary_table(summary))
             return summary
         finally:

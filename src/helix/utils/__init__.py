@@ -1,0 +1,1 @@
+"""Helpers below every other tier: atomic file writes that never destroy their inputs."""
