@@ -25,6 +25,7 @@ import torch
 from helix.data.audio import RESAMPLE_QUALITY, AudioError, iter_audio_blocks
 from helix.inference.windows import WindowedResult, resolve_window, run_windows
 from helix.models.checkpoint import CheckpointError, load_model_file
+from helix.models.loading import build_model
 
 SILENCE_PEAK = 1e-4
 """Peak amplitude below which a file counts as silent (-80 dBFS): predicted, with a warning."""
@@ -260,26 +261,6 @@ def load_predictor(checkpoint: str | os.PathLike, device: str | torch.device = "
 def build_predictor(ckpt: dict, path: str | os.PathLike, device: str | torch.device = "cpu",
                     batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
     """:func:`load_predictor` for a checkpoint dict already read from ``path`` (named in errors)."""
-    from helix.models import create_model
-
-    try:
-        spec = ckpt["model"]
-        kwargs = dict(spec.get("kwargs") or {})
-        if kwargs.get("scan_backend") == "triton":
-            kwargs["scan_backend"] = "auto"  # same scan; Triton where it can run, the reference elsewhere
-        model = create_model(spec["name"], int(spec["num_classes"]), **kwargs)
-        model.load_state_dict(ckpt["model_state"])
-        class_names = [str(c) for c in ckpt["class_names"]]
-        if len(class_names) != int(spec["num_classes"]):
-            raise ValueError(f"{len(class_names)} class names for {spec['num_classes']} classes")
-        sample_rate = int(ckpt["sample_rate"])
-        model_rate = getattr(getattr(model, "config", None), "sample_rate", sample_rate)
-        if model_rate != sample_rate:
-            raise ValueError(f"sample_rate {sample_rate} Hz differs from the model's {model_rate} Hz")
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        # wrong keys/shapes in the state dict or unknown model options: written by another version
-        detail = " ".join(str(err).split())
-        detail = detail if len(detail) <= 400 else detail[:397] + "..."
-        raise CheckpointError(f"checkpoint {path} cannot be loaded by this helix: {detail}") from None
-    clip = ckpt.get("clip_seconds")
-    return Predictor(model, class_names, sample_rate, float(clip) if clip else None, device, batch_size, str(path))
+    loaded = build_model(ckpt, path)
+    return Predictor(loaded.model, loaded.class_names, loaded.sample_rate, loaded.clip_seconds, device,
+                     batch_size, str(path))

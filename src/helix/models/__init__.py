@@ -3,10 +3,11 @@
 from helix.models.aum import AudioMamba, AuMConfig
 from helix.models.backbone import HelixClassifier
 from helix.models.config import ModelConfig
+from helix.models.loading import LoadedModel, load_model
 from helix.models.params import count_parameters, parameter_report, solve_ffn_width
 from helix.models.registry import BACKBONES, create_model, list_models, model_defaults, register_model
 
 __all__ = [
     "AudioMamba", "AuMConfig", "BACKBONES", "HelixClassifier", "ModelConfig", "count_parameters",
-    "create_model", "list_models", "model_defaults", "parameter_report", "register_model", "solve_ffn_width",
+    "LoadedModel", "create_model", "list_models", "load_model", "model_defaults", "parameter_report", "register_model", "solve_ffn_width",
 ]

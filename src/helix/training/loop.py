@@ -33,6 +33,7 @@ from helix.core.evaluate import evaluate
 from helix.core.metrics import PAPER_PROTOCOL_LABEL, best_val_index, summarize_history
 from helix.training.augment import augment_waveforms, step_generators
 from helix.models.checkpoint import load_checkpoint, save_checkpoint
+from helix.models.loading import model_payload
 from helix.training.config import ENV_OVERRIDES, TrainConfig, env_overrides
 from helix.core.distributed import all_reduce_sum, setup_distributed
 from helix.training.loaders import (RunData, build_run_data, eval_loader, micro_batch_size, start_epoch,
@@ -168,7 +169,12 @@ class Trainer:
 
         self.raw_model = create_model(cfg.model.name, self.num_classes, **cfg.model_kwargs()).to(self.device)
         self.num_params = sum(p.numel() for p in self.raw_model.parameters())
-        self.num_samples = int(round(cfg.data.clip_seconds * cfg.data.sample_rate))
+        self.clip_seconds = self.data.clip_seconds or cfg.data.clip_seconds
+        if not self.clip_seconds:
+            raise ValueError("data.clip_seconds is null and the datasets do not say their clip length; set it")
+        if cfg.data.clip_seconds is None:
+            self._say(f"clip length {self.clip_seconds:g} s (chosen from the data's durations; data.clip_seconds=S to change)")
+        self.num_samples = int(round(self.clip_seconds * cfg.data.sample_rate))
         self.tokens = tokens_per_clip(self.raw_model, self.num_samples, self.device)
         model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
         # evaluation bypasses the DDP wrapper: ranks may hold one batch more or less of the
@@ -282,11 +288,8 @@ class Trainer:
     def _payload(self, training_state: bool) -> dict:
         cfg, st = self.cfg, self.state
         payload = {
-            "model": {"name": cfg.model.name, "kwargs": cfg.model_kwargs(), "num_classes": self.num_classes},
-            "class_names": self.data.class_names,
-            "sample_rate": cfg.data.sample_rate,
-            "clip_seconds": cfg.data.clip_seconds,
-            "model_state": self.raw_model.state_dict(),
+            **model_payload(cfg.model.name, self.num_classes, cfg.model_kwargs(), self.raw_model,
+                            self.data.class_names, cfg.data.sample_rate, self.clip_seconds),
             "config": cfg.to_dict(),
             "epoch": st.epoch,
             "step": st.step,
