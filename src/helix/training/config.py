@@ -60,8 +60,9 @@ class DataConfig:
     (``synthetic_order``, ``synthetic_concat_order``, see ``helix.data.synthetic``)."""
     root: str = "data"
     """Folder holding the prepared dataset (ignored by synthetic tasks)."""
-    clip_seconds: float = 5.0
-    """Length every waveform is cropped or padded to, in seconds."""
+    clip_seconds: float | None = 5.0
+    """Length every waveform is cropped or padded to, in seconds; null lets the task choose (your
+    own folder/CSV data: the 90th-percentile duration, ``helix.data.tasks.suggest_clip_seconds``)."""
     sample_rate: int = 16000
     """Waveform sample rate in Hz: audio is resampled to it, and the model is built for it (its
     ``sample_rate``, stored in the checkpoint), so training and inference agree."""
@@ -79,7 +80,7 @@ class DataConfig:
 
     def __post_init__(self):
         check_finite(self)
-        if self.clip_seconds <= 0:
+        if self.clip_seconds is not None and self.clip_seconds <= 0:
             raise ValueError(f"data.clip_seconds must be positive, got {self.clip_seconds}")
         if self.sample_rate <= 0:
             raise ValueError(f"data.sample_rate must be positive, got {self.sample_rate}")

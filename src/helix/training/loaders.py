@@ -27,6 +27,8 @@ class RunData:
     class_names: list[str]
     val_source: str
     """"official" or "held out <fraction> of train"."""
+    clip_seconds: float | None = None
+    """The clip length the datasets use (chosen by the task when ``data.clip_seconds`` is null)."""
 
 
 def build_run_data(cfg: DataConfig, fold: int | None = None) -> RunData:
@@ -47,7 +49,17 @@ def build_run_data(cfg: DataConfig, fold: int | None = None) -> RunData:
         source = f"held out {cfg.val_fraction:.0%} of train"
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"dataset {cfg.name!r} has an empty split (train {len(train)}, test {len(test)})")
-    return RunData(train, val, test, list(names), source)
+    if hasattr(_base(train), "targets"):
+        raise ValueError(f"{cfg.name} at {cfg.root} is multi-label (labels joined by ';'); multi-label training "
+                         "(sigmoid outputs, BCE, mAP) is not implemented yet: train on single-label data")
+    clip = getattr(_base(train), "clip_seconds", None) or cfg.clip_seconds
+    return RunData(train, val, test, list(names), source, clip)
+
+
+def _base(dataset: Dataset) -> Dataset:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
 
 
 def _check_synthetic_option_types(options: dict) -> None:
