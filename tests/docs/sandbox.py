@@ -199,6 +199,9 @@ USER_FILES = {
     "recordings/": lambda d: [_tone(d / "recordings" / n, 1.0, freq=f) for n, f in (("r1.wav", 400), ("sub/r2.ogg", 900))],
     "wavs/": lambda d: [_tone(d / "wavs" / n, 1.0, freq=f) for n, f in (("s1.wav", 350), ("s2.wav", 650))],
     "voxceleb1_test.txt": _trials,
+    # README "your own sounds": one folder per class, five files each (enough for a 3-way split)
+    "my_sounds": lambda d: [_tone(d / "my_sounds" / c / f"{i}.wav", 0.6 + 0.1 * i, 16000 + 6050 * (i % 2), freq=f)
+                            for c, f in (("hum", 250), ("whistle", 1800)) for i in range(5)],
 }
 
 
