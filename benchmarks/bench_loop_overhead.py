@@ -27,7 +27,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from helix.models import create_model  # noqa: E402
-from helix.training.config import load_config  # noqa: E402
+from helix.training.config_io import load_config  # noqa: E402
 from helix.training.loaders import RunData  # noqa: E402
 from helix.training.loop import Trainer  # noqa: E402
 

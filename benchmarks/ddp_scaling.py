@@ -36,7 +36,7 @@ def worker(args) -> None:
     """Runs under torchrun: one Trainer over in-memory random clips; rank 0 appends a JSON line."""
     from bench_loop_overhead import CLASSES, MemoryClips
 
-    from helix.training.config import load_config
+    from helix.training.config_io import load_config
     from helix.training.loaders import RunData
     from helix.training.loop import Trainer
 

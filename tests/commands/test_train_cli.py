@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from helix.cli import main
-from helix.training.config import load_config
+from helix.training.config_io import load_config
 
 PRESETS = ("esc50", "urbansound8k", "speechcommands", "concat_speechcommands", "librispeech_30s",
            "voxpopuli_300s", "demo", "demo_concat")

@@ -101,7 +101,7 @@ def test_no_command_runs_code_from_a_checkpoint(evil, command, capsys):
 
 
 def test_train_resume_does_not_run_code_from_last_pt(tmp_path, capsys, one_thread):
-    from helix.training.config import load_config
+    from helix.training.config_io import load_config
 
     run = tmp_path / "run"
     run.mkdir()
@@ -184,7 +184,7 @@ def test_checkpoints_hold_only_plain_values(tmp_path):
 
 
 def test_a_trained_run_checkpoint_loads_with_weights_only(tmp_path, one_thread):
-    from helix.training.config import load_config
+    from helix.training.config_io import load_config
     from helix.training.loop import Trainer
 
     cfg = load_config(None, ["data.name=synthetic_order", "data.clip_seconds=0.25", "data.num_workers=0",

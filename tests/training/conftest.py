@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from helix.training.config import load_config
+from helix.training.config_io import load_config
 
 TINY = [
     "data.name=synthetic_order", "data.clip_seconds=0.25", "data.num_workers=0",

@@ -32,7 +32,7 @@ def _train(args: list[str], out: Path) -> subprocess.CompletedProcess:
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
-    from helix.training.config import load_config
+    from helix.training.config_io import load_config
 
     (tmp_path / "cfg.yaml").write_text(load_config(None, SETTINGS).to_yaml())
     single, ddp = tmp_path / "single", tmp_path / "ddp"

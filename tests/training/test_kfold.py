@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helix.training.config import load_config
+from helix.training.config_io import load_config
 from helix.training.kfold import fold_configs, run_experiment
 
 

@@ -61,7 +61,7 @@ def test_micro_batch_arithmetic():
 
 @pytest.mark.parametrize("value, shown", [("abc", "'abc'"), ("2.5", "2.5"), ("true", "True")])
 def test_synthetic_options_of_the_wrong_type_are_named(value, shown):
-    from helix.training.config import load_config
+    from helix.training.config_io import load_config
 
     cfg = load_config(None, ["data.name=synthetic_order", f"data.task_kwargs.num_train={value}"])
     with pytest.raises(ValueError, match=rf"data.task_kwargs.num_train: expected int, got {shown}"):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helix.training.config import PACKAGE_PRESETS, list_presets, load_config, resolve_preset
+from helix.training.config_io import PACKAGE_PRESETS, list_presets, load_config, resolve_preset
 
 REPO = Path(__file__).resolve().parents[2]
 PRESETS = {"esc50", "urbansound8k", "speechcommands", "concat_speechcommands", "librispeech_30s",

@@ -29,7 +29,7 @@ def _command(config: Path, out: Path, *extra: str) -> list[str]:
 
 
 def _write_config(tmp_path: Path) -> Path:
-    from helix.training.config import load_config
+    from helix.training.config_io import load_config
 
     path = tmp_path / "tiny.yaml"
     path.write_text(load_config(None, SETTINGS).to_yaml())

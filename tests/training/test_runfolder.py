@@ -29,7 +29,7 @@ def _train(config: Path, out: Path) -> list[str]:
 
 
 def test_second_run_into_a_busy_folder_stops_at_once_and_ctrl_c_is_one_line(tmp_path):
-    from helix.training.config import load_config
+    from helix.training.config_io import load_config
 
     config = tmp_path / "long.yaml"
     config.write_text(load_config(None, TINY + ["optim.epochs=500"]).to_yaml())

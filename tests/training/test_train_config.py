@@ -6,7 +6,11 @@ import dataclasses
 
 import pytest
 
-from helix.training.config import TrainConfig, list_presets, load_config, scale_pattern
+from helix.training.config import TrainConfig
+
+from helix.training.config_io import list_presets, load_config
+
+from helix.models import scale_pattern
 
 PRESETS = ("esc50", "urbansound8k", "speechcommands", "concat_speechcommands", "librispeech_30s",
            "voxpopuli_300s", "demo", "demo_concat")
@@ -146,3 +150,14 @@ def test_helix_overrides_apply_after_the_command_line(monkeypatch):
         load_config("esc50")
     monkeypatch.setenv("HELIX_OVERRIDES", "")
     assert load_config("esc50").optim.epochs == 100
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.overrides.d_modle=64", r"model\.overrides\.d_modle.*did you mean model\.overrides\.d_model"),
+    ("model.overrides.d_state=0", r"helix_raw: model\.overrides\.d_state must be a positive integer"),
+    ("model.overrides.frontend=wav", r"frontend must be 'raw' or 'mel'"),
+])
+def test_model_options_are_checked_when_the_config_loads(override, message):
+    """A misspelled or mistyped model option fails at load time, before any data is read."""
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])

@@ -20,7 +20,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
-from helix.training.config import TrainConfig, load_config
+from helix.training.config import TrainConfig
+
+from helix.training.config_io import load_config
 
 TASKS = {"order": "demo", "concat": "demo_concat"}  # task -> preset
 BACKBONES = (("pure_mamba", "Pure Mamba"), ("helix", "HELIX"), ("pure_attention", "Pure Attention"))

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from helix.commands.train import add_common_arguments, flag_overrides, parse_folds
-from helix.training.config import load_config
+from helix.training.config_io import load_config
 
 BACKBONE_NAMES = ("pure_mamba", "helix", "pure_attention")
 FRONTEND_NAMES = ("raw", "mel")

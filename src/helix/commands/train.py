@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from helix.training.config import TrainConfig, list_presets, load_config
+from helix.training.config import TrainConfig
+
+from helix.training.config_io import list_presets, load_config
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:

@@ -34,7 +34,8 @@ from helix.core.metrics import PAPER_PROTOCOL_LABEL, best_val_index, summarize_h
 from helix.training.augment import augment_waveforms, step_generators
 from helix.models.checkpoint import load_checkpoint, save_checkpoint
 from helix.models.loading import model_payload
-from helix.training.config import ENV_OVERRIDES, TrainConfig, env_overrides
+from helix.training.config import TrainConfig
+from helix.training.config_io import ENV_OVERRIDES, env_overrides
 from helix.core.distributed import all_reduce_sum, setup_distributed
 from helix.training.loaders import (RunData, build_run_data, eval_loader, micro_batch_size, start_epoch,
                                    train_loader)
