@@ -23,7 +23,8 @@ def check_lengths(lengths, wave: torch.Tensor, min_samples: int, what: str) -> t
     """Per-clip sample counts for a padded batch ``wave`` (B, T), checked.
 
     Returns None when ``lengths`` is None or every clip is full (the exact unmasked path), else
-    ``lengths`` as int64 on the waveform's device. ValueError naming ``lengths`` when it is not a
+    ``lengths`` as int64 on the waveform's device. Pass CPU lengths: the check then needs no device
+    sync (lengths on the GPU cost one per call). ValueError naming ``lengths`` when it is not a
     (B,) integer tensor or a value is not in [min_samples, T] (shorter than one token, zero,
     negative, or longer than the padded batch).
     """
@@ -37,10 +38,12 @@ def check_lengths(lengths, wave: torch.Tensor, min_samples: int, what: str) -> t
         raise ValueError(f"lengths must have shape (B,) = ({B},) (samples per clip), got {tuple(lengths.shape)}")
     if lengths.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
         raise ValueError(f"lengths must be an integer tensor (int64 samples per clip), got dtype {lengths.dtype}")
-    lengths = lengths.to(device=wave.device, dtype=torch.int64)
-    lo, hi = (int(v) for v in torch.aminmax(lengths))  # one sync per batch
+    # checked where the lengths live: CPU lengths (what a collate returns) cost no device sync
+    lo, hi = (int(v) for v in torch.aminmax(lengths))
     if hi > T:
         raise ValueError(f"lengths must be at most the padded length T={T}, got {hi}")
     if lo < min_samples:
         raise ValueError(f"lengths must be at least {min_samples} samples (one token of the {what}), got {lo}")
-    return None if lo == T else lengths
+    if lo == T:
+        return None
+    return lengths.to(device=wave.device, dtype=torch.int64, non_blocking=True)
