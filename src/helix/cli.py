@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"helix {helix.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(helix.commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):  # shared helpers, not a command
+            continue
         module = importlib.import_module(f"helix.commands.{info.name}")
         module.register(sub)
     _tidy_help(parser)

@@ -115,3 +115,15 @@ def test_helix_overrides_shrink_a_documented_command(capsys, tmp_path, monkeypat
     env = json.loads((out / "env.json").read_text())
     assert env["helix_overrides"][0] == "optim.epochs=1"
     assert json.loads((out / "summary.json").read_text())["epochs_completed"] == 1
+
+
+def test_help_imports_no_heavy_module():
+    """`helix --help` builds every subcommand's parser without torch, numpy or soundfile (commands
+    import them inside their run functions), so it answers in a fraction of a second."""
+    import subprocess
+    import sys
+
+    code = ("import sys, helix.cli; helix.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'numpy', 'soundfile', 'tqdm', 'triton') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

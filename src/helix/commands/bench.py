@@ -10,7 +10,6 @@ import argparse
 import shlex
 import sys
 
-from helix.reporting.table1 import BenchSetup, environment, resolve_variants, run_benchmark, write_outputs
 
 
 def register(sub) -> None:
@@ -35,6 +34,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import torch
+
+    from helix.reporting.table1 import BenchSetup, environment, resolve_variants, run_benchmark, write_outputs
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -20,12 +20,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
-from helix.training.config import TrainConfig
+from helix.names import BACKBONE_LABELS
 
-from helix.training.config_io import load_config
 
 TASKS = {"order": "demo", "concat": "demo_concat"}  # task -> preset
-BACKBONES = (("pure_mamba", "Pure Mamba"), ("helix", "HELIX"), ("pure_attention", "Pure Attention"))
+BACKBONES = tuple(BACKBONE_LABELS.items())  # (name, label) in table order
 MARKER = ".helix-demo"
 
 
@@ -43,7 +42,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def describe(task: str, cfg: TrainConfig) -> str:
+def describe(task: str, cfg) -> str:
     kw = cfg.data.task_kwargs
     if task == "order":
         return f"(a) order of two sound events in {cfg.data.clip_seconds:g} s clips (A-then-B vs B-then-A)"
@@ -67,14 +66,15 @@ def _prepare_out(out: Path) -> None:
 
 def _train(cfg_dict: dict, quiet: bool) -> dict:
     """One training (in a worker process on CPU, ``quiet``) -> its summary."""
+    from helix.training.config import TrainConfig
     from helix.training.loop import Trainer
 
     return Trainer(TrainConfig.from_dict(cfg_dict), verbose=not quiet, print_summary=False).fit()
 
 
 def run(args: argparse.Namespace) -> int:
-    from helix.core.metrics import format_pct
-    from helix.core.metrics import format_table
+    from helix.core.metrics import format_pct, format_table
+    from helix.training.config_io import load_config
     from helix.reporting.report import build_report
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]

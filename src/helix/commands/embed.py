@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from helix.commands.predict import add_window_args, collect_inputs, progress_bar, report_failures, say
+from helix.commands._common import add_window_args, collect_inputs, progress_bar, report_failures, say
 from helix.utils.io import atomic_write, check_output
 
 

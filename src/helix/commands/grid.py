@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from helix.commands.train import add_common_arguments, flag_overrides, parse_folds
-from helix.training.config_io import load_config
+from helix.commands._common import add_common_arguments, flag_overrides, parse_folds
+from helix.names import BACKBONES, FRONTENDS
 
-BACKBONE_NAMES = ("pure_mamba", "helix", "pure_attention")
-FRONTEND_NAMES = ("raw", "mel")
+BACKBONE_NAMES = tuple(BACKBONES)
+FRONTEND_NAMES = FRONTENDS
 
 
 def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -40,6 +40,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from helix.training.config_io import load_config
+
     if not args.config:
         raise ValueError("--config is required (a preset name or a YAML file)")
     backbones = _names(args.backbones, BACKBONE_NAMES, "backbones")

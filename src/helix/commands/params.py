@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from helix.models import BACKBONES, create_model, parameter_report
-from helix.models.params import bimamba_parameters
+from helix.names import BACKBONES, FRONTENDS
 
 
 def register(sub) -> None:
@@ -22,6 +21,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from helix.models import create_model, parameter_report
+    from helix.models.params import bimamba_parameters
+
     if args.num_classes <= 0:
         raise ValueError(f"--num-classes must be positive, got {args.num_classes}")
     kw = {"d_model": args.d_model, "d_state": args.d_state}
@@ -31,7 +33,7 @@ def run(args) -> int:
     print(header)
     print("-" * len(header))
     for backbone in BACKBONES:
-        for frontend in ("raw", "mel"):
+        for frontend in FRONTENDS:
             name = f"{backbone}_{frontend}"
             model = create_model(name, args.num_classes, **kw)
             r = parameter_report(model)

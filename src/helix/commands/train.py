@@ -13,47 +13,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from helix.training.config import TrainConfig
-
-from helix.training.config_io import list_presets, load_config
+from helix.commands._common import add_common_arguments, flag_overrides, parse_folds
 
 
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags ``train`` and ``grid`` share; each maps onto a config field."""
-    p.add_argument("--config", metavar="PRESET_OR_PATH",
-                   help=f"preset name ({', '.join(list_presets()) or 'none found'}) or a YAML file")
-    p.add_argument("--epochs", type=int, help="optim.epochs")
-    p.add_argument("--batch-size", type=int, help="optim.batch_size: global batch per optimizer step")
-    p.add_argument("--data-root", metavar="DIR", help="data.root: folder with the prepared dataset")
-    p.add_argument("--device", help="device: auto, cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, help="seed")
-    p.add_argument("--folds", metavar="K[,K...]", help="run only these folds of a fold dataset")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="cpu_threads: PyTorch threads on CPU (default: picked from the model size and free cores)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="any config field, e.g. optim.lr=1e-3 augment.mixup_alpha=0 model.overrides.d_model=128")
+def resolve_train_config(args: argparse.Namespace):
+    """Preset/YAML + flags + overrides -> TrainConfig; ``--resume`` without ``--config`` reads the run's config.yaml."""
+    from helix.training.config import TrainConfig
+    from helix.training.config_io import load_config
 
-
-def flag_overrides(args: argparse.Namespace) -> list[str]:
-    """Named flags as ``key=value`` strings (applied before the generic ones, which win)."""
-    pairs = [("optim.epochs", args.epochs), ("optim.batch_size", args.batch_size), ("data.root", args.data_root),
-             ("device", args.device), ("seed", args.seed), ("cpu_threads", args.threads),
-             ("model.name", getattr(args, "model", None)),
-             ("out_dir", getattr(args, "out", None)), ("data.fold", getattr(args, "fold", None))]
-    return [f"{k}={v}" for k, v in pairs if v is not None]
-
-
-def parse_folds(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--folds expects comma-separated fold numbers, got {text!r}") from None
-
-
-def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
-    """Preset/YAML + flags + overrides; ``--resume`` without ``--config`` reads the run's config.yaml."""
     overrides = flag_overrides(args) + list(args.overrides)
     if args.config is None:
         stored = Path(args.out or "") / "config.yaml"

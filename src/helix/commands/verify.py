@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helix.commands.predict import add_window_args, guard_stdout, open_output, progress_bar, report_failures, say
+from helix.commands._common import add_window_args, guard_stdout, open_output, progress_bar, report_failures, say
 from helix.utils.io import check_output
 
 

@@ -3,7 +3,7 @@
 from helix.frontends.mel import LogMel, MelFrontend, mel_filterbank
 from helix.frontends.raw import RawFrontend
 
-FRONTENDS = ("raw", "mel")
+from helix.names import FRONTENDS
 
 
 def build_frontend(kind: str, d_model: int, sample_rate: int = 16000, **mel_kwargs):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+from helix.names import FRONTENDS
+
 LAYER_TYPES = {"M": "BiMamba block", "A": "attention block"}
 
 
@@ -65,7 +67,7 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-        if self.frontend not in ("raw", "mel"):
+        if self.frontend not in FRONTENDS:
             raise ValueError(f"frontend must be 'raw' or 'mel', got {self.frontend!r}")
         if not self.pattern or set(self.pattern) - set(LAYER_TYPES):
             raise ValueError(

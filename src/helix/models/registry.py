@@ -14,7 +14,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _DEFAULTS: dict[str, dict] = {}
 _CONFIG_CLASSES: dict[str, type] = {}
 
-BACKBONES = {"pure_mamba": "MMMMMM", "helix": "MMMAMM", "pure_attention": "AAAAAA"}
+from helix.names import BACKBONES, FRONTENDS
 
 
 def register_model(name: str, defaults: dict, builder: Callable[..., nn.Module], config_class: type) -> None:
@@ -87,7 +87,7 @@ def _aum_builder(**kwargs) -> AudioMamba:
 
 
 for _backbone, _pattern in BACKBONES.items():
-    for _frontend in ("raw", "mel"):
+    for _frontend in FRONTENDS:
         register_model(f"{_backbone}_{_frontend}", {"pattern": _pattern, "frontend": _frontend}, _helix_builder,
                        ModelConfig)
 for _size, (_d, _depth) in AUM_SIZES.items():

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from helix.reporting.report import BACKBONE_LABELS, split_model_name  # noqa: E402
+from helix.names import BACKBONE_LABELS, split_model_name  # noqa: E402
 
 COLORS = {"pure_mamba": "#1f77b4", "helix": "#d62728", "pure_attention": "#2ca02c"}
 

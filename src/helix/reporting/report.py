@@ -14,23 +14,15 @@ from pathlib import Path
 
 import yaml
 
-from helix.core.metrics import (PAPER_PROTOCOL_LABEL, format_pct, format_table, mean_std, run_summary_table,  # noqa: F401
+from helix.core.metrics import (METRIC_NAMES, PAPER_PROTOCOL_LABEL, format_pct, format_table, mean_std, run_summary_table,  # noqa: F401
                                 summarize_history)
 from helix.core.rundir import read_jsonl
+from helix.names import BACKBONE_LABELS, split_model_name
 
-BACKBONE_LABELS = {"pure_mamba": "Pure Mamba", "helix": "HELIX", "pure_attention": "Pure Attention"}
 # the three accuracies every run reports: (summary key, column title)
 ACCURACIES = (("final_test_acc", "Final test"),
               ("test_acc_at_best_val", "Test @ best val"),
               ("best_test_acc", PAPER_PROTOCOL_LABEL.capitalize()))
-
-
-def split_model_name(name: str) -> tuple[str, str]:
-    """``helix_raw`` -> (``helix``, ``raw``); names without a frontend suffix -> (name, "-")."""
-    for frontend in ("raw", "mel"):
-        if name.endswith("_" + frontend):
-            return name[: -len(frontend) - 1], frontend
-    return name, "-"
 
 
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:
@@ -52,7 +44,8 @@ def load_run(run_dir: str | Path) -> dict:
     if not history:
         raise ValueError(f"{run_dir} has no completed epochs")
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else summarize_history(history)
+    metric = "map" if any("val_map" in rec for rec in history) else "acc"  # multi-label runs select on mAP
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else summarize_history(history, metric)
     summary.setdefault("model", config.get("model", {}).get("name", run_dir.name))
     summary.setdefault("dataset", config.get("data", {}).get("name", "?"))
     summary.setdefault("fold", config.get("data", {}).get("fold"))
@@ -64,27 +57,28 @@ def load_run(run_dir: str | Path) -> dict:
 def _group_key(run: dict) -> tuple:
     model = run["config"].get("model", {})
     options = json.dumps({k: model.get(k) for k in ("num_layers", "pool_first_k", "overrides")}, sort_keys=True)
-    return run["summary"]["dataset"], run["summary"]["model"], options
+    return run["summary"]["dataset"], run["summary"]["model"], options, run["summary"].get("metric", "acc")
 
 
 def aggregate_runs(runs: list[dict]) -> list[dict]:
-    """One row per (dataset, model, model options): mean and std of each accuracy over its runs."""
+    """One row per (dataset, model, model options): mean and std of each accuracy over its runs
+    (of mAP for multi-label runs: the row's ``metric`` is ``"map"``, its columns keep the accuracy names)."""
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         groups.setdefault(_group_key(run), []).append(run)
     rows = []
-    for (dataset, model, _), members in groups.items():
+    for (dataset, model, _, metric), members in groups.items():
         backbone, frontend = split_model_name(model)
         sums = [m["summary"] for m in members]
         row = {"dataset": dataset, "model": model, "backbone": backbone, "frontend": frontend,
                "runs": len(members), "folds": [s.get("fold") for s in sums],
                "epochs": min(s["epochs_completed"] for s in sums),
                "epochs_planned": max((s.get("epochs_planned") or 0) for s in sums),
-               "params": sums[0].get("params"), "chance_acc": sums[0].get("chance_acc"),
+               "params": sums[0].get("params"), "chance_acc": sums[0].get("chance_acc"), "metric": metric,
                "complete": all(m["complete"] for m in members),
                "dirs": [str(m["dir"]) for m in members]}
         for key, _ in ACCURACIES:
-            row[key + "_mean"], row[key + "_std"] = mean_std(s.get(key) for s in sums)
+            row[key + "_mean"], row[key + "_std"] = mean_std(s.get(key.replace("acc", metric)) for s in sums)
         rows.append(row)
     order = list(BACKBONE_LABELS)
     rows.sort(key=lambda r: (r["dataset"], r["frontend"],
@@ -93,15 +87,18 @@ def aggregate_runs(runs: list[dict]) -> list[dict]:
 
 
 def results_markdown(rows: list[dict]) -> str:
-    headers = ["Dataset", "Model", "Frontend", "Runs", "Epochs", "Params"] + [t for _, t in ACCURACIES] + ["Chance"]
+    headers = (["Dataset", "Model", "Frontend", "Runs", "Epochs", "Params", "Metric"] + [t for _, t in ACCURACIES]
+               + ["Chance"])
     body = []
     for r in rows:
         epochs = f"{r['epochs']}" + ("" if r["epochs"] >= r["epochs_planned"] else f"/{r['epochs_planned']}")
         body.append([r["dataset"], BACKBONE_LABELS.get(r["backbone"], r["backbone"]), r["frontend"], r["runs"],
-                     epochs, f"{r['params'] / 1e6:.2f}M" if r["params"] else "-"]
+                     epochs, f"{r['params'] / 1e6:.2f}M" if r["params"] else "-",
+                     METRIC_NAMES.get(r.get("metric", "acc"), "accuracy")]
                     + [format_pct(r[k + "_mean"], r[k + "_std"], r["runs"]) for k, _ in ACCURACIES]
                     + [format_pct(r["chance_acc"])])
-    note = ("Accuracies in %, mean +- sample std (ddof=1) over runs/folds. \"Test @ best val\" is the honest "
+    note = ("Accuracies (mAP for multi-label runs) in %, mean +- sample std (ddof=1) over runs/folds. "
+            "\"Test @ best val\" is the honest "
             "figure (validation picks the epoch); \"best test (paper protocol)\" lets the test set pick it, "
             "as the paper's tables do, and is optimistic.")
     return format_table(headers, body, markdown=True) + "\n\n" + note + "\n"
@@ -113,7 +110,7 @@ def write_results(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
     md, csv_path = out_dir / "results.md", out_dir / "results.csv"
     md.write_text(results_markdown(rows))
     fields = ["dataset", "model", "backbone", "frontend", "runs", "epochs", "epochs_planned", "params",
-              "chance_acc"] + [k + s for k, _ in ACCURACIES for s in ("_mean", "_std")]
+              "chance_acc", "metric"] + [k + s for k, _ in ACCURACIES for s in ("_mean", "_std")]
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

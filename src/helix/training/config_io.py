@@ -24,19 +24,10 @@ from typing import Any
 import yaml
 
 from helix.training.config import TrainConfig
-
-PACKAGE_PRESETS = Path(__file__).resolve().parents[1] / "configs"
-"""The presets shipped inside the package (``helix/configs/*.yaml``, package data of the wheel)."""
-
+from helix.training.presets import PACKAGE_PRESETS, list_presets, preset_dirs, resolve_preset  # noqa: F401
 
 ENV_OVERRIDES = "HELIX_OVERRIDES"
 """Environment variable whose ``key=value`` items :func:`load_config` applies after the command line's."""
-
-
-def preset_dirs() -> tuple[Path, ...]:
-    """Where preset names are looked up: ``./configs`` in the working directory first (a user's own
-    presets there shadow the shipped ones of the same name), then the package's presets."""
-    return Path.cwd() / "configs", PACKAGE_PRESETS
 
 
 def config_from_dict(cls, data: dict, prefix: str = ""):
@@ -107,31 +98,6 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ValueError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
     return value
-
-
-def resolve_preset(name_or_path: str) -> Path:
-    """A YAML path, or a preset name looked up in ``./configs`` then the package's presets."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        return path
-    for folder in preset_dirs():
-        candidate = folder / f"{name_or_path}.yaml"
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"no preset named {name_or_path!r}; available: {', '.join(list_presets()) or 'none found'} "
-        f"(searched {', '.join(str(d) for d in preset_dirs())})"
-    )
-
-
-def list_presets() -> list[str]:
-    names = set()
-    for folder in preset_dirs():
-        if folder.is_dir():
-            names.update(p.stem for p in folder.glob("*.yaml"))
-    return sorted(names)
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib
 
-from helix.data.recipes.base import DatasetLayoutError, Item, PrepareError, PrepareResult, Recipe
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from helix.data.recipes.base import Recipe
 
 __all__ = ["OWN_DATA", "DatasetLayoutError", "Item", "PrepareError", "PrepareResult", "Recipe", "get_recipe",
            "list_recipes"]
@@ -43,3 +46,15 @@ def get_recipe(name: str) -> Recipe:
     except KeyError:
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(_MODULES)}") from None
     return importlib.import_module(module).RECIPE
+
+
+_BASE_NAMES = ("DatasetLayoutError", "Item", "PrepareError", "PrepareResult", "Recipe")
+
+
+def __getattr__(name: str):
+    # the base classes pull in decoding (numpy, soundfile): loaded on first use, not by `helix --help`
+    if name in _BASE_NAMES:
+        from helix.data.recipes import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
