@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,8 +274,3 @@ def _missing_promised_output(snippet: Snippet, folder: Path) -> str | None:
         if not (folder / target).exists():
             return f"finished, but {target} (promised by its comment) does not exist"
     return None
-
-
-def session_folder(base: Path, name: str) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
-    return folder
