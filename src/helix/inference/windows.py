@@ -165,7 +165,8 @@ class WindowedResult:
 
 
 def run_windows(forward, sources: Iterable[tuple[object, Iterable[np.ndarray]]], window: int, hop: int,
-                batch_size: int = 8, keep_windows: bool = False, progress=None) -> Iterator[WindowedResult]:
+                batch_size: int = 8, keep_windows: bool = False, progress=None,
+                masked: bool = False) -> Iterator[WindowedResult]:
     """Stream every source's windows through ``forward`` in batches; yield one result per source, in order.
 
     ``forward`` maps (B, window) float32 to ``{name: (B, ...) array}``. Windows of consecutive
@@ -173,7 +174,9 @@ def run_windows(forward, sources: Iterable[tuple[object, Iterable[np.ndarray]]],
     source's blocks are read (decoding, a truncated file) marks that source failed and the run goes
     on; so does a source with no samples, or one whose window gives a non-finite output (NaN/inf);
     the error names the source. Other errors from ``forward`` propagate. ``progress(num_samples)``
-    is called as audio is read.
+    is called as audio is read. ``masked``: ``forward(x, lengths)`` also gets each window's real
+    sample count ((B,) int64), so a window of audio shorter than one window is scored as that audio
+    alone (``model(wave, lengths)``), not with its zero padding.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -183,7 +186,11 @@ def run_windows(forward, sources: Iterable[tuple[object, Iterable[np.ndarray]]],
     def flush():
         if not batch:
             return
-        outputs = forward(np.stack([w.samples for _, w in batch]))  # (B, window) -> {name: (B, ...)}
+        x = np.stack([w.samples for _, w in batch])  # (B, window)
+        if masked:
+            outputs = forward(x, np.array([w.length for _, w in batch], dtype=np.int64))
+        else:
+            outputs = forward(x)  # {name: (B, ...)}
         for i, (res, w) in enumerate(batch):
             res.pending -= 1
             if res.error is not None:
