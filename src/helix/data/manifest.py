@@ -25,9 +25,10 @@ disk is always complete, and get the permissions the umask allows, like any new 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from helix.utils.io import atomic_write
 
 __all__ = [
     "MANIFEST_FIELDS",
@@ -49,29 +50,11 @@ class ManifestError(ValueError):
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600; the file should be what open() would have made
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return mask
+    """Write ``text`` to ``path`` through :func:`helix.utils.io.atomic_write`: never half-written,
+    permissions from the umask."""
+    with atomic_write(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    return Path(path)
 
 
 def relative_to_root(path: str | os.PathLike, root: str | os.PathLike) -> str:

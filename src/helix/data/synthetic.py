@@ -19,7 +19,6 @@ runs, processes and DataLoader workers, and cost nothing to store.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -164,8 +163,3 @@ def build_synthetic_datasets(name: str, root: str | None = None, clip_seconds: f
     splits = [cls(n, split, **common) for split, n in
               (("train", num_train), ("val", num_val), ("test", num_test))]
     return (*splits, splits[0].class_names)
-
-
-def chance_accuracy(num_classes: int) -> float:
-    """Accuracy of guessing on a balanced task."""
-    return 1.0 / num_classes if num_classes else math.nan

@@ -27,9 +27,6 @@ import numpy as np
 from helix.utils.io import atomic_write, check_output
 from helix.inference.predict import Failure, Predictor
 
-EMBED_FORMATS = ("npy", "json")
-
-
 @dataclass
 class Embedding:
     """Embedding of one input: ``vector`` (D,) mean over windows; ``windows`` (n, D) when kept."""

@@ -164,10 +164,15 @@ def format_row(r: BenchResult) -> str:
 
 
 def environment(device: str) -> dict:
-    env = {"date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__,
-           "python": platform.python_version(), "device": device}
+    """The run environment (:func:`helix.core.rundir.environment`) with the date and the Triton
+    version, for the header of bench.md."""
+    from helix.core.rundir import environment as run_environment
+
+    env = {"date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+           **run_environment(torch.device(device), world_size=1, precision="bf16" if device.startswith("cuda") else "fp32")}
+    for key in ("command", "helix_overrides", "started", "hostname"):
+        env.pop(key, None)
     if device.startswith("cuda"):
-        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
         try:  # the version without importing triton (only helix.ops imports it)
             from importlib.metadata import version
 
