@@ -77,16 +77,25 @@ def test_export_loop_takes_lengths():
 
 @pytest.mark.skipif(not cpu_kernels_available(), reason="needs numba")
 @pytest.mark.parametrize("bidir", [False, True])
-def test_backend_without_lengths_support_falls_back_to_the_reference(bidir):
+def test_numba_kernels_get_the_masked_problem(bidir):
+    # the CPU kernels take no lengths: masked delta/inputs and outputs give the reference's result
     inputs = scan_inputs(bidir=bidir, dtype=torch.float32)
     lengths = torch.tensor([23, 5, 12])
     fn = selective_scan_bidirectional if bidir else selective_scan
     ref_fn = selective_scan_bidirectional_reference if bidir else selective_scan_reference
-    y = fn(**inputs, delta_softplus=True, backend="cpu", lengths=lengths)
-    torch.testing.assert_close(y, ref_fn(**inputs, delta_softplus=True, lengths=lengths))
+    ours = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+    ref = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+    y = fn(**ours, delta_softplus=True, backend="cpu", lengths=lengths)
+    y_ref = ref_fn(**ref, delta_softplus=True, lengths=lengths)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-4)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y_ref.backward(g)
+    for k in ours:
+        torch.testing.assert_close(ours[k].grad, ref[k].grad, atol=1e-4, rtol=1e-3, msg=f"d{k}")
     x, w, b = torch.randn(3, 6, 23), torch.randn(6, 4), torch.randn(6)
-    out = causal_conv1d_silu(x, w, b, True, backend="cpu", lengths=lengths)
-    torch.testing.assert_close(out, causal_conv1d_silu_reference(x, w, b, True, lengths))
+    out = causal_conv1d_silu(x, w, b, bidir, backend="cpu", lengths=lengths)
+    torch.testing.assert_close(out, causal_conv1d_silu_reference(x, w, b, bidir, lengths), atol=1e-5, rtol=1e-5)
     assert torch.all(out[1, :, 5:] == 0)
 
 

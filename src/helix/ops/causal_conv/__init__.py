@@ -7,7 +7,8 @@ weight (C, K); bias (C,). With ``bidirectional=True`` channels [C/2, C) are anti
 x[t .. t+K-1] with the kernel reversed, i.e. exactly Flip(conv(Flip(x))) without the flips.
 
 With ``lengths`` (B,) neither half reads across a clip's end and outputs past it are zero; the
-numba ``"cpu"`` kernel has no lengths support, so lengths route it to the reference.
+numba ``"cpu"`` kernel has no lengths support, so it gets inputs zeroed past each clip's end (what
+the clip alone reads there) and its outputs are zeroed there.
 
 ``reference.py`` is the spec; ``triton.py`` holds the GPU kernels (see its docstring for their shape).
 """
@@ -16,9 +17,9 @@ from __future__ import annotations
 
 from helix.ops.backend import load_kernels, resolve_backend
 from helix.ops.causal_conv.reference import causal_conv1d_silu_reference
-from helix.ops.lengths import check_token_lengths
+from helix.ops.lengths import check_token_lengths, valid_mask
 
-LENGTHS_BACKENDS = ("reference", "export", "triton")  # backends whose conv takes lengths
+LENGTHS_BACKENDS = ("reference", "export", "triton", "cpu")  # natively, or masked ("cpu")
 
 
 def causal_conv1d_silu(x, weight, bias, bidirectional: bool = False, backend: str = "auto", lengths=None):
@@ -32,6 +33,9 @@ def causal_conv1d_silu(x, weight, bias, bidirectional: bool = False, backend: st
     if resolved == "cpu":
         from helix.ops.causal_conv.cpu import causal_conv1d_silu_cpu
 
+        if lengths is not None:
+            mask = valid_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)  # (B, 1, L)
+            return causal_conv1d_silu_cpu(x * mask, weight, bias, bidirectional) * mask
         return causal_conv1d_silu_cpu(x, weight, bias, bidirectional)
     return causal_conv1d_silu_reference(x, weight, bias, bidirectional, lengths)
 

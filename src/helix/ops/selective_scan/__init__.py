@@ -3,14 +3,20 @@
 Backends and their resolution: :mod:`helix.ops.backend`.
 
 Variable lengths: every entry point takes ``lengths`` (B,) (None = all full). The reference, the
-export loop and the Triton kernels handle it natively; a backend without lengths support (the numba
-``"cpu"`` kernels) falls back to the reference when lengths are given, never ignoring them.
+export loop and the Triton kernels handle it natively. A kernel without lengths support (the numba
+``"cpu"`` kernels) gets the same masked problem: delta with its bias and softplus applied and zeroed
+past each clip's end (so the state passes the padding untouched, and a reversed scan reaches each
+clip's last valid step with a zero state), and the output zeroed there. Other backends without
+lengths support would fall back to the reference; lengths are never ignored.
 """
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+
 from helix.ops.backend import BACKENDS, load_kernels, resolve_backend, triton_available
-from helix.ops.lengths import check_token_lengths
+from helix.ops.lengths import check_token_lengths, valid_mask
 from helix.ops.selective_scan.bidirectional import selective_scan_bidirectional_reference
 from helix.ops.selective_scan.reference import selective_scan_reference
 
@@ -19,13 +25,30 @@ def _triton():
     return load_kernels("selective_scan.triton")
 
 
-# backends whose kernels take per-sample lengths; others fall back to the reference when given some
+# backends whose kernels take per-sample lengths; "cpu" gets masked inputs (module docstring), any
+# other falls back to the reference when given some
 LENGTHS_BACKENDS = ("reference", "export", "triton")
+MASKED_BACKENDS = ("cpu",)
 
 
 def lengths_backend(resolved: str, lengths) -> str:
-    """``resolved``, or "reference" when ``lengths`` are given and ``resolved`` cannot take them."""
-    return resolved if lengths is None or resolved in LENGTHS_BACKENDS else "reference"
+    """``resolved``, or "reference" when ``lengths`` are given and ``resolved`` can take them neither
+    natively nor masked."""
+    ok = lengths is None or resolved in LENGTHS_BACKENDS or resolved in MASKED_BACKENDS
+    return resolved if ok else "reference"
+
+
+def _masked_call(kernel, u, delta, A, B, C, D, z, delta_bias, delta_softplus, lengths, **kw):
+    """``kernel`` (no lengths support) on the masked problem: delta = softplus(delta + bias) (fp32),
+    zero past each clip's end; outputs zeroed there. Exact: a zero step leaves the state untouched."""
+    mask = valid_mask(lengths, u.shape[-1])[:, None, :]  # (B, 1, L)
+    d = delta.to(torch.promote_types(delta.dtype, torch.float32))
+    if delta_bias is not None:
+        d = d + delta_bias.to(d.dtype)[None, :, None]
+    if delta_softplus:
+        d = F.softplus(d)
+    y = kernel(u, (d * mask).to(delta.dtype), A, B, C, D, z, None, False, **kw)
+    return y * mask.to(y.dtype)
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend="auto",
@@ -46,6 +69,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if resolved == "cpu":
         from helix.ops.selective_scan.cpu import selective_scan_cpu
 
+        if lengths is not None:
+            return _masked_call(selective_scan_cpu, u, delta, A, B, C, D, z, delta_bias, delta_softplus, lengths)
         return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if resolved == "export":
         from helix.ops.selective_scan.export import selective_scan_export
@@ -71,9 +96,12 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
     if resolved == "cpu":
         from helix.ops.selective_scan.cpu import selective_scan_cpu
 
+        if lengths is not None:  # the reversed half reads the (inert) padding first
+            return _masked_call(selective_scan_cpu, u, delta, A, B, C, D, z, delta_bias, delta_softplus, lengths,
+                                bidirectional=True)
         return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, bidirectional=True)
     return selective_scan_bidirectional_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, lengths)
 
 
-__all__ = ["BACKENDS", "LENGTHS_BACKENDS", "lengths_backend", "selective_scan", "selective_scan_bidirectional",
+__all__ = ["BACKENDS", "LENGTHS_BACKENDS", "MASKED_BACKENDS", "lengths_backend", "selective_scan", "selective_scan_bidirectional",
            "selective_scan_bidirectional_reference", "selective_scan_reference", "triton_available"]
