@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from helix.cli import main
-from helix.inference.export import ExportedModel, export_checkpoint, export_model
+from helix.inference.export import ExportedModel, export_checkpoint, export_model, export_twin
 from helix.models import create_model
 from helix.ops.selective_scan import selective_scan_reference
-from helix.ops.selective_scan.export import export_scan, selective_scan_export
+from helix.ops.selective_scan.export import selective_scan_export
 from helix.models.checkpoint import save_checkpoint
 
 SR = 16000
@@ -46,15 +46,20 @@ def test_export_scan_matches_reference(loop, Bsz, D, N, L):
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_export_scan_switches_only_this_model_and_restores_it():
-    model = create_model("helix_raw", num_classes=3, d_model=16, d_state=4, pattern="MA")
-    other = create_model("helix_raw", num_classes=3, d_model=16, d_state=4, pattern="MA")
+@pytest.mark.parametrize("name", ["helix_mel", "aum_tiny"])
+def test_export_twin_is_the_same_network_built_for_export(name):
+    """Export is a construction mode (scan_backend="export", mel_stft="conv"), not a patch: the twin
+    gives the model's outputs and the model itself is untouched."""
+    kw = {"depth": 2, "max_seconds": 1.0} if name.startswith("aum") else {"pattern": "MA"}
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, d_model=16, d_state=4, **kw).eval()
+    twin = export_twin(model)
     backends = lambda m: {x.scan_backend for x in m.modules() if hasattr(x, "scan_backend")}  # noqa: E731
-    with pytest.raises(KeyError):
-        with export_scan(model):
-            assert backends(model) == {"export"} and backends(other) == {"auto"}
-            raise KeyError("boom")
-    assert backends(model) == {"auto"}
+    assert backends(twin) == {"export"} and backends(model) == {"auto"}
+    assert twin.config.mel_stft == "conv" and model.config.mel_stft == "fft"
+    wave = torch.randn(2, 8000)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(wave), model(wave), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])

@@ -18,6 +18,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from helix.frontends.checks import check_lengths, check_waveform
 from helix.ops.lengths import valid_mask
@@ -41,14 +42,43 @@ def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int, f_min: float = 0
     return torch.clamp(torch.minimum(up, down), min=0).float()
 
 
-class LogMel(nn.Module):
-    """(B, T) -> (B, n_mels, F) per-clip standardised log-mel power spectrogram."""
+STFT_MODES = ("fft", "conv")
 
-    def __init__(self, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 512, n_mels: int = 128):
+
+class LogMel(nn.Module):
+    """(B, T) -> (B, n_mels, F) per-clip standardised log-mel power spectrogram.
+
+    ``stft="fft"`` uses ``torch.stft``; ``"conv"`` computes the same transform as a strided
+    convolution with the windowed DFT basis (a buffer, not a parameter), which tracing and ONNX
+    export can follow: torch.stft(center=True, pad_mode="constant") is a zero pad of n_fft/2 on each
+    side, then every hop-th frame dotted with window * cos and window * sin of each frequency bin.
+    """
+
+    def __init__(self, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 512, n_mels: int = 128,
+                 stft: str = "fft"):
         super().__init__()
-        self.n_fft, self.hop = n_fft, hop
+        if stft not in STFT_MODES:
+            raise ValueError(f"stft must be one of {STFT_MODES}, got {stft!r}")
+        self.n_fft, self.hop, self.stft = n_fft, hop, stft
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         self.register_buffer("fbank", mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate), persistent=False)
+        if stft == "conv":
+            n = torch.arange(n_fft, dtype=torch.float64)
+            k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+            angle = 2 * math.pi * k * n / n_fft  # (n_freqs, n_fft)
+            window = torch.hann_window(n_fft, dtype=torch.float64)
+            basis = torch.cat([torch.cos(angle) * window, -torch.sin(angle) * window])  # (2 n_freqs, n_fft)
+            self.register_buffer("dft_basis", basis.float().unsqueeze(1), persistent=False)
+
+    def power(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, T) fp32 -> |STFT|^2 (B, n_freqs, F)."""
+        if self.stft == "conv":
+            x = F.pad(wave.unsqueeze(1), (self.n_fft // 2, self.n_fft // 2))  # (B, 1, T + n_fft)
+            re, im = F.conv1d(x, self.dft_basis, stride=self.hop).chunk(2, dim=1)  # (B, n_freqs, F) each
+            return re.square() + im.square()
+        spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True,
+                          pad_mode="constant", return_complex=True)
+        return spec.real.square() + spec.imag.square()
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``lengths`` (B,) samples (checked by the caller) or None; frames past a clip's end are 0."""
@@ -57,9 +87,7 @@ class LogMel(nn.Module):
             wave = wave.float()
             if lengths is not None:
                 wave = wave * valid_mask(lengths, wave.shape[1]).to(wave.dtype)
-            spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True,
-                              pad_mode="constant", return_complex=True)
-            power = spec.real.square() + spec.imag.square()  # (B, n_freqs, F)
+            power = self.power(wave)  # (B, n_freqs, F)
             mel = torch.matmul(self.fbank.t(), power)  # (B, n_mels, F)
             logmel = torch.log(mel + 1e-6)
             # per-clip standardisation: dataset-independent, so one checkpoint works on any audio
@@ -77,12 +105,12 @@ class LogMel(nn.Module):
 
 class MelFrontend(nn.Module):
     def __init__(self, d_model: int, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 512,
-                 n_mels: int = 128, patch: int = 16):
+                 n_mels: int = 128, patch: int = 16, stft: str = "fft"):
         super().__init__()
         if n_mels % patch:
             raise ValueError(f"n_mels ({n_mels}) must be a multiple of the patch size ({patch})")
         self.patch, self.n_mels, self.hop, self.n_fft = patch, n_mels, hop, n_fft
-        self.logmel = LogMel(sample_rate, n_fft, hop, n_mels)
+        self.logmel = LogMel(sample_rate, n_fft, hop, n_mels, stft)
         self.conv = nn.Conv2d(1, d_model, kernel_size=patch, stride=patch)
         self.norm = nn.LayerNorm(d_model)
 

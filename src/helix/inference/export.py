@@ -1,15 +1,15 @@
 """Export a trained model for the reference (CPU) path: TorchScript or ONNX, checked against PyTorch.
 
 The exported graph maps waveforms (B, T) float32 at the checkpoint's sample rate to logits (B, C).
-Two model parts are swapped for export-friendly equivalents while tracing (see
-:mod:`helix.ops.selective_scan.export`):
+The model is rebuilt in its export mode (:func:`export_twin`: same weights, two construction
+options; see :mod:`helix.ops.selective_scan.export` and :class:`helix.frontends.mel.LogMel`):
 
 - the selective scan's autograd Function -> a TorchScript loop over time (``prim::Loop`` in
   TorchScript, an ONNX ``Loop``), so one export serves every batch size and, where the model's
   graph does not depend on the length, every input length;
 - the mel frontend's complex STFT (which the TorchScript-based ONNX exporter cannot translate) ->
-  the same windowed DFT as a strided real convolution (mel models only; TorchScript needs no swap
-  but gets the same graph, so both formats run the same arithmetic).
+  the same windowed DFT as a strided real convolution (``mel_stft="conv"``; TorchScript gets the
+  same graph, so both formats run the same arithmetic).
 
 ONNX goes through ``torch.onnx.export(..., dynamo=False)`` (TorchScript-based): the dynamo exporter
 unrolls Python loops (minutes and a graph of L x layers steps for a 500-token raw model) and, with
@@ -25,7 +25,7 @@ file: ``helix.json`` in the TorchScript archive, ``metadata_props["helix"]`` in 
 from __future__ import annotations
 
 import contextlib
-import types
+import dataclasses
 import json
 import math
 import os
@@ -36,10 +36,8 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from helix.utils.io import atomic_path, check_output
-from helix.ops.selective_scan.export import export_scan
 
 EXPORT_FORMATS = ("torchscript", "onnx", "safetensors", "pretrained")
 SUFFIXES = {"torchscript": ".ts.pt", "onnx": ".onnx", "safetensors": ".safetensors", "pretrained": "_pretrained"}
@@ -50,44 +48,16 @@ ONNX_OPSET = 17
 ATOL, RTOL = 1e-4, 1e-4
 
 
-def _logmel_real_dft(self, wave: torch.Tensor) -> torch.Tensor:
-    """:class:`helix.frontends.mel.LogMel` with the STFT as a strided convolution: (B, T) -> (B, n_mels, F).
-
-    torch.stft(center=True, pad_mode="constant") = zero-pad n_fft/2 each side, then frames every hop
-    sample dotted with window * cos / window * sin of each frequency bin.
-    """
-    n_fft = self.n_fft
-    n = torch.arange(n_fft, dtype=torch.float64)
-    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
-    angle = 2 * math.pi * k * n / n_fft  # (n_freqs, n_fft)
-    window = self.window.double()
-    basis = torch.cat([torch.cos(angle) * window, -torch.sin(angle) * window])  # (2 n_freqs, n_fft)
-    x = F.pad(wave.float().unsqueeze(1), (n_fft // 2, n_fft // 2))  # (B, 1, T + n_fft)
-    spec = F.conv1d(x, basis.float().unsqueeze(1).to(wave.device), stride=self.hop)  # (B, 2 n_freqs, F)
-    re, im = spec.chunk(2, dim=1)
-    power = re.square() + im.square()  # (B, n_freqs, F)
-    mel = torch.matmul(self.fbank.t(), power)  # (B, n_mels, F)
-    logmel = torch.log(mel + 1e-6)
-    mean = logmel.mean(dim=(1, 2), keepdim=True)
-    std = logmel.std(dim=(1, 2), keepdim=True)
-    return (logmel - mean) / (std + 1e-5)
-
-
-@contextlib.contextmanager
-def export_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Give ``model`` the export-friendly scan and STFT (module docstring) for the duration of the
-    block; only this instance changes."""
-    from helix.frontends.mel import LogMel
-
-    logmels = [m for m in model.modules() if isinstance(m, LogMel)]
-    for m in logmels:
-        m.forward = types.MethodType(_logmel_real_dft, m)  # instance attribute shadows the class method
-    try:
-        with export_scan(model):
-            yield
-    finally:
-        for m in logmels:
-            del m.forward
+def export_twin(model: torch.nn.Module) -> torch.nn.Module:
+    """The same network built in its export mode (``scan_backend="export"``, ``mel_stft="conv"``)
+    with the same weights, in eval mode; ``model`` itself is left as it is. Every registered model
+    takes its config dataclass as its one constructor argument and has both fields."""
+    config = getattr(model, "config", None)
+    if not dataclasses.is_dataclass(config):
+        raise ValueError(f"{type(model).__name__} has no config dataclass; export needs a registered helix model")
+    twin = type(model)(dataclasses.replace(config, scan_backend="export", mel_stft="conv"))
+    twin.load_state_dict(model.state_dict())
+    return twin.eval()
 
 
 @dataclass
@@ -138,7 +108,8 @@ def _quiet_jit() -> Iterator[None]:
 
 
 def _trace(model: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
-    with torch.no_grad(), export_mode(model), _quiet_jit(), warnings.catch_warnings():
+    model = export_twin(model)
+    with torch.no_grad(), _quiet_jit(), warnings.catch_warnings():
         # shape checks in Python become constants of the trace; the check below is what matters
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         return torch.jit.trace(model, example, check_trace=False)
@@ -148,7 +119,8 @@ def _export_onnx(model, example, path: Path, dynamic_length: bool, metadata: dic
     import onnx
 
     axes = {"wave": {0: "batch", 1: "samples"} if dynamic_length else {0: "batch"}, "logits": {0: "batch"}}
-    with torch.no_grad(), export_mode(model), warnings.catch_warnings():
+    model = export_twin(model)
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings and the TorchScript-exporter deprecation notice
         torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["wave"],
                           output_names=["logits"], dynamic_axes=axes, opset_version=ONNX_OPSET)

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helix.frontends.checks import check_lengths, check_waveform
-from helix.frontends.mel import MelFrontend
+from helix.frontends.mel import STFT_MODES, MelFrontend
 from helix.layers.mamba import SelectiveSSM
 from helix.ops.lengths import reverse_within, valid_mask
 
@@ -46,6 +46,9 @@ class AuMConfig:
     scan_backend: str = "auto"
     """Selective-scan backend, as in ModelConfig."""
     sample_rate: int = 16000
+    mel_stft: str = "fft"
+    """How the log-mel frontend computes its STFT: "fft" (``torch.stft``) or "conv" (the same DFT as
+    a strided convolution, which tracing and ONNX export can follow; ``helix export`` builds with it)."""
     n_mels: int = 128
     patch: int = 16
 
@@ -53,6 +56,8 @@ class AuMConfig:
         for name in ("num_classes", "d_model", "depth", "d_state", "expand", "sample_rate"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.mel_stft not in STFT_MODES:
+            raise ValueError(f"mel_stft must be one of {STFT_MODES}, got {self.mel_stft!r}")
         if self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive, got {self.max_seconds!r}")
 
@@ -90,7 +95,8 @@ class AudioMamba(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.frontend = MelFrontend(d, sample_rate=config.sample_rate, n_mels=config.n_mels, patch=config.patch)
+        self.frontend = MelFrontend(d, sample_rate=config.sample_rate, n_mels=config.n_mels, patch=config.patch,
+                                    stft=config.mel_stft)
         self.freq_patches = config.n_mels // config.patch
         self.max_time_patches = math.ceil(self.frontend.num_frames(int(config.max_seconds * config.sample_rate))
                                           / config.patch)

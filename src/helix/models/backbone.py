@@ -51,7 +51,8 @@ class HelixClassifier(nn.Module):
         )
         self.frontend = build_frontend(
             config.frontend, config.d_model, config.sample_rate,
-            **({"n_fft": config.n_fft, "hop": config.hop, "n_mels": config.n_mels, "patch": config.patch}
+            **({"n_fft": config.n_fft, "hop": config.hop, "n_mels": config.n_mels, "patch": config.patch,
+                "stft": config.mel_stft}
                if config.frontend == "mel" else {}),
         )
         self.layers = nn.ModuleList(build_layer(k, config, self.d_ffn) for k in config.pattern)

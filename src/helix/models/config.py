@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+from helix.frontends.mel import STFT_MODES
 from helix.names import FRONTENDS
 
 LAYER_TYPES = {"M": "BiMamba block", "A": "attention block"}
@@ -52,6 +53,9 @@ class ModelConfig:
     rest in backward (~1/4 of the activation memory for ~+10% step time); False keeps everything."""
     sample_rate: int = 16000
     """Input sample rate in Hz; waveforms must already be at this rate."""
+    mel_stft: str = "fft"
+    """How the log-mel frontend computes its STFT: "fft" (``torch.stft``) or "conv" (the same DFT as
+    a strided convolution, which tracing and ONNX export can follow; ``helix export`` builds with it)."""
     n_mels: int = 128
     n_fft: int = 1024
     hop: int = 512
@@ -80,6 +84,8 @@ class ModelConfig:
             raise ValueError(
                 f"scan_backend must be 'auto', 'reference', 'triton', 'cpu' or 'export', got {self.scan_backend!r}"
             )
+        if self.mel_stft not in STFT_MODES:
+            raise ValueError(f"mel_stft must be one of {STFT_MODES}, got {self.mel_stft!r}")
         if self.pos_encoding not in ("none", "sinusoidal"):
             raise ValueError(f"pos_encoding must be 'none' or 'sinusoidal', got {self.pos_encoding!r}")
         if self.d_model % self.n_heads:

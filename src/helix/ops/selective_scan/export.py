@@ -21,9 +21,7 @@ accumulation; they differ from it only by floating-point summation order.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from typing import Iterator
 
 import torch
 
@@ -87,20 +85,3 @@ def selective_scan_export(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     scan = _scan_script if loop == "script" else _scan_unrolled
     return scan_with_prologue(scan, u, delta, A, B, C, D, z, delta_bias, delta_softplus, lengths,
                               trim=False)
-
-
-@contextlib.contextmanager
-def export_scan(model: torch.nn.Module) -> Iterator[None]:
-    """Within the block, every scanning layer of ``model`` uses ``scan_backend="export"`` (the
-    TorchScript loop); the previous backends are restored after, even on error. Only this model
-    instance changes, so other models keep running normally in other threads.
-    """
-    layers = [m for m in model.modules() if hasattr(m, "scan_backend")]
-    previous = [m.scan_backend for m in layers]
-    for m in layers:
-        m.scan_backend = "export"
-    try:
-        yield
-    finally:
-        for m, backend in zip(layers, previous):
-            m.scan_backend = backend
