@@ -18,7 +18,20 @@ import time
 import torch
 import triton
 
+from helix.ops.selective_scan import triton as scan_kernels
 from helix.ops.selective_scan.triton import ScanConfig, selective_scan_triton
+
+# kernel name -> the last compiled kernel launched (registers, spills, shared memory)
+LAST_COMPILED: dict = {}
+_launch = scan_kernels._launch
+
+
+def _recording_launch(kernel, grid, *args, **kwargs):
+    LAST_COMPILED[kernel.fn.__name__] = compiled = _launch(kernel, grid, *args, **kwargs)
+    return compiled
+
+
+scan_kernels._launch = _recording_launch  # benchmark only: the library launches without bookkeeping
 
 EXP_RATE = 3.83e12  # tl.exp throughput measured on the H100 (ANCHORS.md)
 COPY_RATE = 3.0e12  # device-to-device copy, bytes read + written
@@ -26,7 +39,6 @@ BIDIR = False  # --bidir: D channels = two directions of D/2, B/C (B, 2, N, L), 
 
 CONFIGS = {
     "t32-dg64-w2": ScanConfig(32, 64, 2),
-    "t32-dg64-w2-nopad": ScanConfig(32, 64, 2, pad_bc=False),
     "t32-dg16-w2": ScanConfig(32, 16, 2),
     "t32-dg64-w1": ScanConfig(32, 64, 1),
     "t32-dg64-w4": ScanConfig(32, 64, 4),
@@ -34,16 +46,10 @@ CONFIGS = {
     "t64-dg64-w2": ScanConfig(64, 64, 2),
     "t16-dg64-w1": ScanConfig(16, 64, 1),
     "t32-dg32-w1": ScanConfig(32, 32, 1),
-    "t32-dg64-w1-r128": ScanConfig(32, 64, 1, maxnreg=128),
-    "t32-dg64-w1-r168": ScanConfig(32, 64, 1, maxnreg=168),
-    "t32-dg64-w1-r96": ScanConfig(32, 64, 1, maxnreg=96),
-    "t32-dg64-w2-r128": ScanConfig(32, 64, 2, maxnreg=128),
-    "t16-dg64-w1-r128": ScanConfig(16, 64, 1, maxnreg=128),
     "t64-dg64-w1": ScanConfig(64, 64, 1),
     "t32-dg128-w1": ScanConfig(32, 128, 1),
     "t64-dg32-w2": ScanConfig(64, 32, 2),
     "t128-dg64-w4": ScanConfig(128, 64, 4),
-    "t32-dg64-w1-r224": ScanConfig(32, 64, 1, maxnreg=224),
 }
 
 
@@ -128,13 +134,13 @@ def kernel_report(Bsz, D, L, N, cfg, layout="first"):
             total = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
             times[ev.key] = total / 3 / 1e3  # ms per fwd+bwd
     print(f"kernels at B={Bsz} L={L} {cfg} ({layout}):")
-    for name, k in scan_mod.LAST_COMPILED.items():
+    for name, k in LAST_COMPILED.items():
         regs = getattr(k, "n_regs", "?")
         spills = getattr(k, "n_spills", "?")
         shared = getattr(getattr(k, "metadata", None), "shared", "?")
         t = sum(v for key, v in times.items() if name in key)
         print(f"  {name:18s} regs {regs:>4} spills {spills:>4} smem {shared:>6}  {t:7.2f} ms")
-    other = sum(v for key, v in times.items() if not any(n in key for n in scan_mod.LAST_COMPILED))
+    other = sum(v for key, v in times.items() if not any(n in key for n in LAST_COMPILED))
     print(f"  {'other kernels':18s} {'':34s} {other:7.2f} ms")
 
 
