@@ -37,13 +37,51 @@ def test_prepare_then_train_with_the_folder_preset(tmp_path, capsys):
     assert ck["class_names"] == ["hum", "whistle"] and ck["clip_seconds"] == pytest.approx(0.3)
 
 
-def test_multi_label_data_is_refused_until_multi_label_training_exists(tmp_path, capsys):
-    root = tmp_path / "tags"
+def _tags(root: Path) -> Path:
+    """A multi-label CSV corpus: a low tone ``a``, a high tone ``b``, and files carrying both."""
     lines = ["path,label"]
-    for i in range(12):
-        corpora.write_audio(root / f"{i}.wav", 0.2, 16000)
-        lines.append(f"{i}.wav,{('a', 'b', 'a;b')[i % 3]}")
+    for i in range(18):
+        label = ("a", "b", "a;b")[i % 3]
+        freq = {"a": 300.0, "b": 2000.0, "a;b": 1000.0}[label]
+        corpora.write_audio(root / f"{i}.wav", 0.2, 16000, freq=freq)
+        lines.append(f"{i}.wav,{label}")
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_multi_label_prepare_train_report_predict(tmp_path, capsys):
+    import json
+
+    root = _tags(tmp_path / "tags")
     assert main(["data", "prepare", "csv", "--root", str(root), "--csv", str(root / "labels.csv"), "--no-progress"]) == 0
-    assert main(["train", "--config", "csv", "--data-root", str(root), "--out", str(tmp_path / "run"), *TINY]) == 1
-    assert "is multi-label" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main(["train", "--config", "csv", "--data-root", str(root), "--out", str(out), *TINY,
+                 "optim.epochs=2"]) == 0
+    printed = capsys.readouterr().out
+    assert "val mAP" in printed and "test mAP (%) at" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metric"] == "map" and summary["multilabel"] is True
+    assert 0.0 <= summary["test_map_at_best_val"] <= 1.0
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_map" in r and "test_macro_auc" in r for r in history)
+    ck = load_checkpoint(out / "best.pt")
+    assert ck["multilabel"] is True and ck["class_names"] == ["a", "b"]
+    # best.pt is the epoch with the best validation mAP (first on ties)
+    best = max(history, key=lambda r: (r["val_map"], -r["val_loss"]))
+    assert ck["epoch"] == best["epoch"]
+
+    assert main(["report", str(out), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
+    assert "| mAP |" in (tmp_path / "report" / "results.md").read_text()
+
+    capsys.readouterr()
+    clip = str(root / "2.wav")
+    assert main(["predict", str(out / "best.pt"), clip, "--threshold", "0", "-q"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines()[1:] if r.strip()]
+    assert sorted(r.split()[-2] for r in rows) == ["a", "b"]  # every label is >= 0
+    assert main(["predict", str(out / "best.pt"), clip, "--threshold", "1", "-q"]) == 0
+    assert "(none >= 1)" in capsys.readouterr().out
+    assert main(["predict", str(out / "best.pt"), clip, "--threshold", "0", "-q", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "sigmoid" in doc["aggregation"] and {t["label"] for t in doc["predictions"][0]["labels"]} == {"a", "b"}
+    assert main(["predict", str(out / "best.pt"), clip, "--threshold", "1.5"]) == 1
+    assert "--threshold must be in [0, 1]" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler, Sampler
@@ -58,6 +59,16 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def all_gather_rows(array: np.ndarray) -> np.ndarray:
+    """Concatenate every rank's ``(n_r, ...)`` array along the first axis (rank order; a no-op for
+    one process). The ranks' shapes may differ in the first dimension only."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return array
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, array)
+    return np.concatenate(parts, axis=0)
 
 
 class ResumableDistributedSampler(DistributedSampler):

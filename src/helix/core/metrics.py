@@ -16,17 +16,37 @@ import torch
 PAPER_PROTOCOL_LABEL = "best test (paper protocol)"
 
 
+METRIC_NAMES = {"acc": "accuracy", "map": "mAP"}
+"""The metric that selects and reports a run, by its key in the epoch records (``val_<key>``):
+accuracy for single-label tasks, mean average precision for multi-label ones."""
+
+
+def task_metric(multilabel: bool) -> str:
+    """``"map"`` for multi-label tasks, ``"acc"`` otherwise."""
+    return "map" if multilabel else "acc"
+
+
 def count_correct(logits: torch.Tensor, labels: torch.Tensor) -> int:
     """logits (B, C), labels (B,) -> number of top-1 hits."""
     return int((logits.argmax(dim=-1) == labels).sum())
 
 
-def best_val_index(history: Sequence[dict]) -> int | None:
-    """Epoch record with the highest validation accuracy; ties go to the lower validation loss,
-    then to the earlier epoch. None when no record has validation metrics."""
+def top1_hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Items whose highest-scoring class is one of theirs (a 0-dim tensor, no host sync): top-1
+    accuracy for class indices (B,), top-1 precision for 0/1 label vectors (B, C)."""
+    top = logits.argmax(-1)
+    if labels.ndim == 2:
+        return (labels.gather(1, top[:, None]).squeeze(1) > 0.5).sum()
+    return (top == labels).sum()
+
+
+def best_val_index(history: Sequence[dict], metric: str = "acc") -> int | None:
+    """Epoch record with the highest validation ``metric`` (``val_acc``, or ``val_map`` for a
+    multi-label run); ties go to the lower validation loss, then to the earlier epoch. None when no
+    record has validation metrics."""
     best, best_key = None, None
     for i, rec in enumerate(history):
-        acc = rec.get("val_acc")
+        acc = rec.get(f"val_{metric}")
         if acc is None or not math.isfinite(acc):
             continue
         loss = rec.get("val_loss")
@@ -36,29 +56,32 @@ def best_val_index(history: Sequence[dict]) -> int | None:
     return best
 
 
-def summarize_history(history: Sequence[dict]) -> dict:
-    """Per-epoch records (``epoch``, ``val_acc``, ``val_loss``, ``test_acc``) -> the run's summary."""
+def summarize_history(history: Sequence[dict], metric: str = "acc") -> dict:
+    """Per-epoch records (``epoch``, ``val_<metric>``, ``val_loss``, ``test_<metric>``) -> the run's
+    summary: ``final_test_<metric>``, ``test_<metric>_at_best_val``, ``best_test_<metric>`` and
+    their epochs (``metric`` ``"acc"`` gives the accuracy keys every report reads)."""
     if not history:
         raise ValueError("no completed epochs to summarize")
-    last = history[-1]
+    last, val, test = history[-1], f"val_{metric}", f"test_{metric}"
     out = {
+        "metric": metric,
         "epochs_completed": len(history),
         "final_epoch": last["epoch"],
-        "final_val_acc": last.get("val_acc"),
-        "final_test_acc": last.get("test_acc"),
+        f"final_val_{metric}": last.get(val),
+        f"final_test_{metric}": last.get(test),
     }
-    i = best_val_index(history)
+    i = best_val_index(history, metric)
     out["best_val_epoch"] = history[i]["epoch"] if i is not None else None
-    out["best_val_acc"] = history[i]["val_acc"] if i is not None else None
-    out["test_acc_at_best_val"] = history[i].get("test_acc") if i is not None else None
-    tests = [(rec["test_acc"], rec["epoch"]) for rec in history if rec.get("test_acc") is not None]
+    out[f"best_val_{metric}"] = history[i][val] if i is not None else None
+    out[f"test_{metric}_at_best_val"] = history[i].get(test) if i is not None else None
+    tests = [(rec[test], rec["epoch"]) for rec in history if rec.get(test) is not None]
     if tests:
         # max over epochs; the earliest epoch wins a tie
-        best_acc = max(t[0] for t in tests)
-        out["best_test_acc"] = best_acc
-        out["best_test_epoch"] = min(e for a, e in tests if a == best_acc)
+        best = max(t[0] for t in tests)
+        out[f"best_test_{metric}"] = best
+        out["best_test_epoch"] = min(e for a, e in tests if a == best)
     else:
-        out["best_test_acc"] = out["best_test_epoch"] = None
+        out[f"best_test_{metric}"] = out["best_test_epoch"] = None
     return out
 
 
@@ -96,14 +119,18 @@ def format_table(headers: list[str], rows: list[list], markdown: bool = False) -
 
 
 def run_summary_table(summary: dict) -> str:
-    """The end-of-run table: the three test accuracies with their epochs, and chance level."""
+    """The end-of-run table: the three test figures (accuracy, or mAP for a multi-label run) with
+    their epochs, and chance level (accuracy only)."""
+    m = summary.get("metric", "acc")
     rows = [
-        ["final epoch", summary["final_epoch"], format_pct(summary["final_test_acc"])],
-        ["best validation epoch", summary["best_val_epoch"], format_pct(summary["test_acc_at_best_val"])],
-        [PAPER_PROTOCOL_LABEL, summary["best_test_epoch"], format_pct(summary["best_test_acc"])],
-        ["chance level", "-", format_pct(summary.get("chance_acc"))],
+        ["final epoch", summary["final_epoch"], format_pct(summary[f"final_test_{m}"])],
+        ["best validation epoch", summary["best_val_epoch"], format_pct(summary[f"test_{m}_at_best_val"])],
+        [PAPER_PROTOCOL_LABEL, summary["best_test_epoch"], format_pct(summary[f"best_test_{m}"])],
     ]
+    if m == "acc":
+        rows.append(["chance level", "-", format_pct(summary.get("chance_acc"))])
     title = (f"{summary.get('model', '?')} on {summary.get('dataset', '?')}"
              + (f" fold {summary['fold']}" if summary.get("fold") else "")
              + f": {summary['epochs_completed']}/{summary.get('epochs_planned', '?')} epochs")
-    return title + "\n" + format_table(["test accuracy (%) at", "epoch", "accuracy"], rows)
+    name = METRIC_NAMES.get(m, m)
+    return title + "\n" + format_table([f"test {name} (%) at", "epoch", name], rows)

@@ -4,7 +4,9 @@ A checkpoint carries everything needed: the model's registry name and options, i
 class names, the sample rate and the training clip length. Audio of any length is cut into sliding
 windows (:mod:`helix.inference.windows`; default window = the training clip, hop = half of it),
 windows are scored in batches, and the file-level prediction is the **mean over windows of the
-softmax probabilities** (every window weighs the same). Files are decoded block by block, so an
+softmax probabilities** (every window weighs the same). A multi-label checkpoint (tagging) scores
+each class with its own sigmoid instead; the file keeps every label whose mean probability reaches
+a threshold (default 0.5). Files are decoded block by block, so an
 hour-long recording needs no more memory than a few windows.
 
 Shapes: waveform ``(T,)`` or ``(C, T)`` (channels are averaged); windows ``(B, T_w)``;
@@ -52,12 +54,23 @@ class Prediction:
     duration: float
     """Seconds of audio (at the model's rate)."""
     probs: np.ndarray
-    """(C,) mean over windows of the softmax probabilities."""
+    """(C,) mean over windows of the softmax probabilities (per-class sigmoids when ``multilabel``)."""
     class_names: list[str]
     num_windows: int
     top_k: int = 5
     timeline: list[WindowScore] | None = None
     warnings: list[str] = field(default_factory=list)
+    multilabel: bool = False
+    """The model tags: any number of labels per file, each with its own probability."""
+    threshold: float = 0.5
+    """Probability at or above which a multi-label prediction keeps a label."""
+
+    @property
+    def tags(self) -> list[tuple[str, float]]:
+        """(label, probability) of every class at or above ``threshold``, most probable first."""
+        from helix.core.multilabel import labels_above
+
+        return labels_above(self.probs[None], self.class_names, self.threshold)[0]
 
     @property
     def top(self) -> list[tuple[str, float]]:
@@ -71,6 +84,9 @@ class Prediction:
     def to_dict(self) -> dict:
         out = {"file": self.source, "duration": round(self.duration, 4), "windows": self.num_windows,
                "top": [{"label": k, "prob": round(p, 6)} for k, p in self.top], "warnings": list(self.warnings)}
+        if self.multilabel:
+            out["threshold"] = self.threshold
+            out["labels"] = [{"label": k, "prob": round(p, 6)} for k, p in self.tags]
         if self.timeline is not None:
             out["timeline"] = [{"start": round(w.start, 4), "end": round(w.end, 4),
                                 "top": [{"label": k, "prob": round(p, 6)}
@@ -101,7 +117,7 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, class_names: list[str], sample_rate: int,
                  clip_seconds: float | None, device: str | torch.device = "cpu",
-                 batch_size: int = DEFAULT_BATCH_SIZE, checkpoint: str | None = None):
+                 batch_size: int = DEFAULT_BATCH_SIZE, checkpoint: str | None = None, multilabel: bool = False):
         if len(class_names) == 0:
             raise ValueError("a predictor needs at least one class name")
         self.device = torch.device(device)
@@ -111,6 +127,7 @@ class Predictor:
         self.clip_seconds = clip_seconds
         self.batch_size = int(batch_size)
         self.checkpoint = checkpoint
+        self.multilabel = bool(multilabel)
 
     def __repr__(self) -> str:
         return (f"Predictor({type(self.model).__name__}, {len(self.class_names)} classes, "
@@ -130,13 +147,14 @@ class Predictor:
     # ---------------------------------------------------------------- prediction
     def predict(self, audio, *, top_k: int = 5, window_seconds: float | None = None,
                 hop_seconds: float | None = None, timeline: bool = False,
-                sample_rate: int | None = None) -> Prediction:
+                sample_rate: int | None = None, threshold: float = 0.5) -> Prediction:
         """Predict one file path or waveform ((T,) or (C, T); ``sample_rate`` defaults to the model's).
 
         Raises AudioError / ValueError for unusable input; warns (and still predicts) on silence.
         """
         (result,) = self.predict_many([audio], top_k=top_k, window_seconds=window_seconds,
-                                      hop_seconds=hop_seconds, timeline=timeline, sample_rate=sample_rate)
+                                      hop_seconds=hop_seconds, timeline=timeline, sample_rate=sample_rate,
+                                      threshold=threshold)
         if isinstance(result, Failure):
             raise result.error
         for message in result.warnings:
@@ -145,10 +163,13 @@ class Predictor:
 
     def predict_many(self, inputs: Iterable, *, top_k: int = 5, window_seconds: float | None = None,
                      hop_seconds: float | None = None, timeline: bool = False, sample_rate: int | None = None,
-                     progress=None) -> Iterator[Prediction | Failure]:
-        """One :class:`Prediction` or :class:`Failure` per input, in order; windows batch across inputs."""
+                     progress=None, threshold: float = 0.5) -> Iterator[Prediction | Failure]:
+        """One :class:`Prediction` or :class:`Failure` per input, in order; windows batch across inputs.
+        ``threshold`` picks a multi-label model's labels (:attr:`Prediction.tags`)."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         top_k = min(top_k, self.num_classes)
         for res in self.run(inputs, "probs", window_seconds, hop_seconds, timeline, sample_rate, progress):
             if res.error is not None:
@@ -160,7 +181,7 @@ class Predictor:
                 line = [WindowScore(s / self.sample_rate, (s + n) / self.sample_rate, p)
                         for s, n, p in zip(res.starts, res.lengths, res.per_window["probs"])]
             yield Prediction(str(res.key), res.num_samples / self.sample_rate, probs, self.class_names,
-                             res.count, top_k, line, self.notes(res))
+                             res.count, top_k, line, self.notes(res), self.multilabel, threshold)
 
     def notes(self, res: WindowedResult) -> list[str]:
         """Warnings about a source that was still processed (currently: silence)."""
@@ -187,7 +208,8 @@ class Predictor:
     def run(self, inputs: Iterable, output: str, window_seconds: float | None = None,
             hop_seconds: float | None = None, keep_windows: bool = False, sample_rate: int | None = None,
             progress=None) -> Iterator[WindowedResult]:
-        """Window, batch and score ``inputs``; ``output`` is "probs" (softmax) or "embedding" (pooled).
+        """Window, batch and score ``inputs``; ``output`` is "probs" (softmax, or per-class sigmoid
+        for a multi-label model) or "embedding" (pooled).
 
         ``progress(seconds)`` is called as audio is decoded.
         """
@@ -205,7 +227,8 @@ class Predictor:
             with torch.inference_mode():
                 wave = torch.from_numpy(x).to(device)  # (B, T_w)
                 if output == "probs":
-                    out = torch.softmax(model(wave).float(), dim=-1)  # (B, C)
+                    logits = model(wave).float()  # (B, C)
+                    out = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
                 else:
                     out = model.forward_features(wave).float()  # (B, D)
             out = out.cpu().numpy()  # rows with NaN/inf fail their own file (run_windows)
@@ -263,4 +286,4 @@ def build_predictor(ckpt: dict, path: str | os.PathLike, device: str | torch.dev
     """:func:`load_predictor` for a checkpoint dict already read from ``path`` (named in errors)."""
     loaded = build_model(ckpt, path)
     return Predictor(loaded.model, loaded.class_names, loaded.sample_rate, loaded.clip_seconds, device,
-                     batch_size, str(path))
+                     batch_size, str(path), multilabel=loaded.multilabel)

@@ -11,6 +11,7 @@ Python object is refused, naming the file). The keys every consumer may rely on:
   -- enough to rebuild the network with :func:`helix.models.create_model`.
 - ``class_names`` (list[str]): label names, index = class id.
 - ``sample_rate`` (int) and ``clip_seconds`` (float): what the model was trained on.
+- ``multilabel`` (bool, optional, default False): per-class sigmoid outputs (tagging), not a softmax.
 - ``model_state``: the model's ``state_dict``.
 - optional training state: ``config``, ``optimizer_state``, ``scheduler_state``, ``scaler_state``,
   ``epoch``, ``step``, ``rng_state``, ``metrics``.
@@ -108,7 +109,8 @@ def model_config(ckpt: dict) -> dict:
     return {"format": "helix-model", "format_version": CHECKPOINT_FORMAT, "helix_version": __version__,
             "model": {"name": spec["name"], "kwargs": kwargs, "num_classes": int(spec["num_classes"])},
             "num_classes": int(spec["num_classes"]), "class_names": [str(c) for c in ckpt["class_names"]],
-            "sample_rate": int(ckpt["sample_rate"]), "clip_seconds": float(clip) if clip else None}
+            "sample_rate": int(ckpt["sample_rate"]), "clip_seconds": float(clip) if clip else None,
+            "multilabel": bool(ckpt.get("multilabel", False))}
 
 
 def _weights(state: dict) -> dict[str, torch.Tensor]:
@@ -233,7 +235,8 @@ def _from_config(config: Any, weights: dict, source: Path) -> dict:
         raise CheckpointError(f"{source} lacks required keys {missing}")
     ckpt = {"format": CHECKPOINT_FORMAT, "helix_version": config.get("helix_version"), "model": config["model"],
             "class_names": config["class_names"], "sample_rate": config["sample_rate"],
-            "clip_seconds": config.get("clip_seconds"), "model_state": weights}
+            "clip_seconds": config.get("clip_seconds"), "multilabel": bool(config.get("multilabel", False)),
+            "model_state": weights}
     check_model_spec(ckpt, source)
     return ckpt
 

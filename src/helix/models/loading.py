@@ -31,11 +31,15 @@ class LoadedModel:
     clip_seconds: float | None
     """The training clip length (the default inference window)."""
     source: str
+    multilabel: bool = False
+    """Trained on label vectors (sigmoid per class, any number of labels per clip) rather than one class."""
 
 
 def model_payload(name: str, num_classes: int, options: dict[str, Any], model: torch.nn.Module,
-                  class_names: list[str], sample_rate: int, clip_seconds: float | None) -> dict[str, Any]:
-    """The model part of a checkpoint: registry name, resolved kwargs, classes, rate, weights."""
+                  class_names: list[str], sample_rate: int, clip_seconds: float | None,
+                  multilabel: bool = False) -> dict[str, Any]:
+    """The model part of a checkpoint: registry name, resolved kwargs, classes, rate, weights, and
+    ``multilabel`` (outputs are independent per-class sigmoids, not one softmax)."""
     kwargs = {**model_defaults(name), **dict(options)}
     config = getattr(model, "config", None)
     if dataclasses.is_dataclass(config):  # every field, defaults included
@@ -43,7 +47,7 @@ def model_payload(name: str, num_classes: int, options: dict[str, Any], model: t
     return {"model": {"name": name, "kwargs": kwargs, "num_classes": int(num_classes)},
             "class_names": list(class_names), "sample_rate": int(sample_rate),
             "clip_seconds": float(clip_seconds) if clip_seconds else None,
-            "model_state": model.state_dict()}
+            "multilabel": bool(multilabel), "model_state": model.state_dict()}
 
 
 def build_model(ckpt: dict, path: str | os.PathLike) -> LoadedModel:
@@ -68,7 +72,8 @@ def build_model(ckpt: dict, path: str | os.PathLike) -> LoadedModel:
         detail = detail if len(detail) <= 400 else detail[:397] + "..."
         raise CheckpointError(f"checkpoint {path} cannot be loaded by this helix: {detail}") from None
     clip = ckpt.get("clip_seconds")
-    return LoadedModel(model.eval(), class_names, sample_rate, float(clip) if clip else None, str(path))
+    return LoadedModel(model.eval(), class_names, sample_rate, float(clip) if clip else None, str(path),
+                       multilabel=bool(ckpt.get("multilabel", False)))
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:

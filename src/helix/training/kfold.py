@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from helix.core.metrics import PAPER_PROTOCOL_LABEL, format_pct, mean_std
+from helix.core.metrics import METRIC_NAMES, PAPER_PROTOCOL_LABEL, format_pct, mean_std
 from helix.training.config import TrainConfig
 
 
@@ -53,8 +53,9 @@ def run_experiment(cfg: TrainConfig, folds: list[int] | None = None, resume: boo
             print(f"== {fold_cfg.model.name} on {fold_cfg.data.name}, fold {fold_cfg.data.fold}"
                   f"/{fold_cfg.data.num_folds} -> {fold_cfg.out_dir}", flush=True)
         summaries.append(Trainer(fold_cfg, resume=resume, verbose=verbose, allow_changes=allow_changes).fit())
-    result = {"runs": summaries}
-    for key in ("final_test_acc", "test_acc_at_best_val", "best_test_acc"):
+    metric = summaries[0].get("metric", "acc") if summaries else "acc"
+    result = {"runs": summaries, "metric": metric}
+    for key in _keys(metric):
         result[key + "_mean"], result[key + "_std"] = mean_std(s.get(key) for s in summaries)
     if len(configs) > 1 and is_main:
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
@@ -64,11 +65,15 @@ def run_experiment(cfg: TrainConfig, folds: list[int] | None = None, resume: boo
     return result
 
 
+def _keys(metric: str) -> tuple[str, str, str]:
+    """The three test figures of a run's summary: accuracy, or mAP for a multi-label run."""
+    return f"final_test_{metric}", f"test_{metric}_at_best_val", f"best_test_{metric}"
+
+
 def kfold_table(result: dict) -> str:
-    n = len(result["runs"])
-    lines = [f"over {n} folds (mean +- std, ddof=1):"]
-    for key, name in (("final_test_acc", "final test"), ("test_acc_at_best_val", "test @ best val"),
-                      ("best_test_acc", PAPER_PROTOCOL_LABEL)):
+    n, metric = len(result["runs"]), result.get("metric", "acc")
+    lines = [f"{METRIC_NAMES.get(metric, metric)} over {n} folds (mean +- std, ddof=1):"]
+    for key, name in zip(_keys(metric), ("final test", "test @ best val", PAPER_PROTOCOL_LABEL)):
         lines.append(f"  {name:<28} {format_pct(result[key + '_mean'], result[key + '_std'], n)}")
     return "\n".join(lines)
 

@@ -29,6 +29,8 @@ class RunData:
     """"official" or "held out <fraction> of train"."""
     clip_seconds: float | None = None
     """The clip length the datasets use (chosen by the task when ``data.clip_seconds`` is null)."""
+    multilabel: bool = False
+    """Items carry 0/1 label vectors (C,) instead of class indices: sigmoid outputs, BCE, mAP."""
 
 
 def build_run_data(cfg: DataConfig, fold: int | None = None) -> RunData:
@@ -49,11 +51,9 @@ def build_run_data(cfg: DataConfig, fold: int | None = None) -> RunData:
         source = f"held out {cfg.val_fraction:.0%} of train"
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"dataset {cfg.name!r} has an empty split (train {len(train)}, test {len(test)})")
-    if hasattr(_base(train), "targets"):
-        raise ValueError(f"{cfg.name} at {cfg.root} is multi-label (labels joined by ';'); multi-label training "
-                         "(sigmoid outputs, BCE, mAP) is not implemented yet: train on single-label data")
     clip = getattr(_base(train), "clip_seconds", None) or cfg.clip_seconds
-    return RunData(train, val, test, list(names), source, clip)
+    # the data decides: a multi-label task's datasets carry a (N, C) ``targets`` table
+    return RunData(train, val, test, list(names), source, clip, multilabel=hasattr(_base(train), "targets"))
 
 
 def _base(dataset: Dataset) -> Dataset:

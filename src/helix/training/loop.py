@@ -7,7 +7,7 @@ Per optimizer step: ``grad_accum_steps`` micro-batches, each augmented on the de
 noise, mixup), forward under autocast (bf16/fp16 on GPU, fp32 on CPU; parameters stay fp32),
 backward (loss-scaled for fp16), unscale, clip the global norm, check the loss is finite, step
 AdamW and the cosine schedule. After every epoch: validation and test evaluation, one JSONL record,
-``best.pt`` when validation accuracy improves, ``last.pt`` always (and every
+``best.pt`` when validation accuracy (mAP for multi-label data) improves, ``last.pt`` always (and every
 ``checkpoint_every_steps``). ``resume=True`` continues from ``last.pt`` exactly: data order comes
 from (seed, epoch), augmentation from (seed, step, rank), so nothing else needs replaying;
 ``allow_changes`` names optimiser settings a resumed run may change (e.g. a lower ``optim.lr``
@@ -30,7 +30,8 @@ import torch
 from tqdm.auto import tqdm
 
 from helix.core.evaluate import evaluate
-from helix.core.metrics import PAPER_PROTOCOL_LABEL, best_val_index, summarize_history
+from helix.core.metrics import (METRIC_NAMES, PAPER_PROTOCOL_LABEL, best_val_index, summarize_history, task_metric,
+                                top1_hits)
 from helix.training.augment import augment_waveforms, step_generators
 from helix.models.checkpoint import load_checkpoint, save_checkpoint
 from helix.models.loading import model_payload
@@ -39,7 +40,7 @@ from helix.training.config_io import ENV_OVERRIDES, env_overrides
 from helix.core.distributed import all_reduce_sum, setup_distributed
 from helix.training.loaders import (RunData, build_run_data, eval_loader, micro_batch_size, start_epoch,
                                    train_loader)
-from helix.training.mixup import mixup_batch, mixup_cross_entropy
+from helix.training.mixup import mixup_batch, mixup_loss
 from helix.core.rundir import RunFolderLock, RunLogger, environment
 from helix.training.schedule import build_optimizer, build_scheduler
 from helix.core.threads import choose_cpu_threads, set_cpu_threads
@@ -165,6 +166,9 @@ class Trainer:
         if self.data is None:
             self.data = build_run_data(cfg.data)
         self.num_classes = len(self.data.class_names)
+        # multi-label data (label vectors): sigmoid outputs, BCE, selection on validation mAP
+        self.multilabel = bool(getattr(self.data, "multilabel", False))
+        self.metric = task_metric(self.multilabel)
 
         from helix.models import create_model
 
@@ -290,7 +294,8 @@ class Trainer:
         cfg, st = self.cfg, self.state
         payload = {
             **model_payload(cfg.model.name, self.num_classes, cfg.model_kwargs(), self.raw_model,
-                            self.data.class_names, cfg.data.sample_rate, self.clip_seconds),
+                            self.data.class_names, cfg.data.sample_rate, self.clip_seconds,
+                            multilabel=self.multilabel),
             "config": cfg.to_dict(),
             "epoch": st.epoch,
             "step": st.step,
@@ -325,14 +330,17 @@ class Trainer:
                 record = {"epoch": epoch + 1, "step": st.step, "lr": self.optimizer.param_groups[0]["lr"],
                           **train, "val_loss": val["loss"], "val_acc": val["acc"],
                           "test_loss": test["loss"], "test_acc": test["acc"]}
+                if self.multilabel:
+                    record.update(val_map=val["map"], val_macro_auc=val["macro_auc"],
+                                  test_map=test["map"], test_macro_auc=test["macro_auc"])
                 st.history.append(record)
                 st.epoch, st.batch_in_epoch = epoch + 1, 0
                 st.epoch_sums = TrainState().epoch_sums
                 self.logger.log_epoch(record)
-                if best_val_index(st.history) == len(st.history) - 1:
+                if best_val_index(st.history, self.metric) == len(st.history) - 1:
                     self._save(self.best_path, training_state=False)
                 self._save(self.last_path)
-                self._say(_epoch_line(record, cfg.optim.epochs))  # stays on screen after the bar closes
+                self._say(_epoch_line(record, cfg.optim.epochs, self.metric))  # stays on screen after the bar closes
             summary = self._summary()
             self.logger.write_summary(summary)
             if self.verbose and self.print_summary and self.env.is_main:
@@ -418,7 +426,7 @@ class Trainer:
         for micro in range(accum):
             wave, labels = next(batches)
             wave = wave.to(self.device, non_blocking=True).float()       # (B, T)
-            labels = labels.to(self.device, non_blocking=True)           # (B,)
+            labels = labels.to(self.device, non_blocking=True)           # (B,) or (B, C) label vectors
             labels_b, lam = labels, 1.0
             if cfg.augment.enabled:
                 host, dev = step_generators(cfg.seed, self.state.step * accum + micro, self.env.rank, self.device)
@@ -429,11 +437,11 @@ class Trainer:
             with sync:
                 with self.autocast:
                     logits = self.model(wave)                            # (B, C)
-                loss = mixup_cross_entropy(logits, labels, labels_b, lam)
+                loss = mixup_loss(logits, labels, labels_b, lam)
                 self.scaler.scale(loss / accum).backward()
             losses.append(loss.detach())
-            correct += (logits.detach().argmax(-1) == (labels if lam >= 0.5 else labels_b)).sum()
-            count += labels.numel()
+            correct += top1_hits(logits.detach(), labels if lam >= 0.5 else labels_b)
+            count += labels.shape[0]
         self.scaler.unscale_(self.optimizer)
         max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
@@ -479,10 +487,10 @@ class Trainer:
     # ------------------------------------------------------------------ reporting
     def _summary(self) -> dict:
         cfg = self.cfg
-        summary = summarize_history(self.state.history)
+        summary = summarize_history(self.state.history, self.metric)
         summary.update(
             model=cfg.model.name, dataset=cfg.data.name, fold=cfg.data.fold, num_classes=self.num_classes,
-            chance_acc=1.0 / self.num_classes, params=self.num_params, tokens_per_clip=self.tokens,
+            multilabel=self.multilabel, chance_acc=None if self.multilabel else 1.0 / self.num_classes, params=self.num_params, tokens_per_clip=self.tokens,
             epochs_planned=cfg.optim.epochs, val_source=self.data.val_source, device=str(self.device),
             precision=self.precision, world_size=self.env.world_size, out_dir=str(self.out),
             train_seconds=sum(r["epoch_seconds"] for r in self.state.history),
@@ -495,7 +503,9 @@ class Trainer:
             print(text, flush=True)
 
 
-def _epoch_line(r: dict, epochs: int) -> str:
+def _epoch_line(r: dict, epochs: int, metric: str = "acc") -> str:
     rate = f"{r['tokens_per_s']:.0f} tok/s" if r.get("tokens_per_s") else f"{r['clips_per_s']:.1f} clips/s"
+    scores = (f"val {r['val_acc']:.3f}  test {r['test_acc']:.3f}" if metric == "acc" else
+              f"val {METRIC_NAMES[metric]} {r['val_' + metric]:.3f}  test {METRIC_NAMES[metric]} {r['test_' + metric]:.3f}")
     return (f"epoch {r['epoch']}/{epochs}  loss {r['train_loss']:.4f}  train {r['train_acc']:.3f}  "
-            f"val {r['val_acc']:.3f}  test {r['test_acc']:.3f}  lr {r['lr']:.2e}  {rate}  {r['epoch_seconds']:.1f}s")
+            f"{scores}  lr {r['lr']:.2e}  {rate}  {r['epoch_seconds']:.1f}s")

@@ -1,5 +1,9 @@
 """Mixup (Zhang et al., 2018) for classification: one Beta(alpha, alpha) weight per batch, each
-example mixed with a partner from a random permutation of the batch (the timm convention)."""
+example mixed with a partner from a random permutation of the batch (the timm convention).
+
+Single-label batches carry class indices ``(B,)`` and the loss mixes two cross-entropies;
+multi-label batches carry 0/1 label vectors ``(B, C)`` and the loss is binary cross-entropy
+against the mixed vector ``lam * a + (1 - lam) * b`` (the AudioSet recipe of AST / EfficientAT)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import torch.nn.functional as F
 
 
 def mixup_batch(wave: torch.Tensor, labels: torch.Tensor, alpha: float, host: np.random.Generator):
-    """wave (B, T), labels (B,) -> (mixed wave (B, T), labels_a (B,), labels_b (B,), lam).
+    """wave (B, T), labels (B,) or (B, C) -> (mixed wave (B, T), labels_a, labels_b, lam).
 
     ``lam`` weighs ``labels_a``; alpha <= 0 returns the batch unmixed with lam = 1.
     """
@@ -22,10 +26,30 @@ def mixup_batch(wave: torch.Tensor, labels: torch.Tensor, alpha: float, host: np
 
 
 def mixup_cross_entropy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor,
-                        lam: float) -> torch.Tensor:
-    """Mean cross-entropy against the mixed targets; logits (B, C), computed in fp32."""
+                        lam: float, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy against the mixed targets; logits (B, C), labels (B,), computed in fp32.
+    ``weight`` (C,) weighs each class's terms (class-balanced loss)."""
     logits = logits.float()
-    loss = F.cross_entropy(logits, labels_a)
+    loss = F.cross_entropy(logits, labels_a, weight=weight)
     if lam < 1.0:
-        loss = lam * loss + (1.0 - lam) * F.cross_entropy(logits, labels_b)
+        loss = lam * loss + (1.0 - lam) * F.cross_entropy(logits, labels_b, weight=weight)
     return loss
+
+
+def mixup_binary_cross_entropy(logits: torch.Tensor, targets_a: torch.Tensor, targets_b: torch.Tensor,
+                               lam: float, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean binary cross-entropy of logits (B, C) against ``lam * a + (1 - lam) * b`` (B, C), in
+    fp32 (mean over items and classes); ``pos_weight`` (C,) weighs each class's positive terms."""
+    targets = targets_a.float() if lam >= 1.0 else lam * targets_a.float() + (1.0 - lam) * targets_b.float()
+    return F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight)
+
+
+def mixup_loss(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor, lam: float,
+               class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The training loss for either kind of label: class indices (B,) -> cross-entropy, label
+    vectors (B, C) -> binary cross-entropy; ``class_weights`` (C,) is CE's ``weight`` or BCE's
+    ``pos_weight``."""
+    if labels_a.ndim == 2:
+        return mixup_binary_cross_entropy(logits, labels_a, labels_b, lam, class_weights)
+    return mixup_cross_entropy(logits, labels_a, labels_b, lam, class_weights)
+
