@@ -31,14 +31,19 @@ from helix.ops.causal_conv import causal_conv1d_silu
 from helix.ops.selective_scan import selective_scan, selective_scan_bidirectional
 
 
-def best_time(fn, repeats: int) -> float:
+def best_time(fn, repeats: int) -> tuple[float, float]:
+    """Best wall time and best process CPU time (all threads) of ``repeats`` calls after a warm-up.
+
+    CPU time is the steadier figure on a shared machine: it does not count time spent waiting for
+    a core, only the (cache-polluted) work itself."""
     fn()  # warm-up (and JIT compile or cache load on the first call)
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return min(walls), min(cpus)
 
 
 def scan_inputs(B, D, L, N, bidirectional, seed=0):
@@ -50,13 +55,17 @@ def scan_inputs(B, D, L, N, bidirectional, seed=0):
                 z=torch.randn(B, D, L, generator=g), delta_bias=torch.randn(D, generator=g) * 0.3)
 
 
-def row(name, t_kernel, t_ref):
-    print(f"| {name} | {t_kernel * 1e3:.1f} | {t_ref * 1e3:.1f} | {t_ref / t_kernel:.1f}x |", flush=True)
+def row(name, t_kernel, t_ref, scale=1e3):
+    """Markdown row: wall and CPU time of the kernel and the reference, and the speed-ups."""
+    (wk, ck), (wr, cr) = t_kernel, t_ref
+    print(f"| {name} | {wk * scale:.3g} / {ck * scale:.3g} | {wr * scale:.3g} / {cr * scale:.3g} | "
+          f"{wr / wk:.1f}x / {cr / ck:.1f}x |", flush=True)
 
 
 def time_ops(repeats: int) -> None:
     B, L, N = 8, 500, 32
-    print("\n| op (B=8, L=500, N=32) | numba (ms) | reference (ms) | speed-up |\n| --- | ---: | ---: | ---: |")
+    print("\n| op (B=8, L=500, N=32) | numba (ms), wall / CPU | reference (ms), wall / CPU | speed-up, wall / CPU |"
+          "\n| --- | ---: | ---: | ---: |")
     for name, bidir, D in (("scan fwd+bwd, D=512", False, 512), ("scan fwd+bwd, both directions, D=2x256", True, 512)):
         ins = scan_inputs(B, D, L, N, bidir)
         params = {k: v.requires_grad_() for k, v in ins.items()}
@@ -90,7 +99,8 @@ def time_models(repeats: int) -> None:
 
     wave = torch.randn(32, 16000) * 0.1
     labels = torch.randint(0, 50, (32,))
-    print("\n| training step, B=32, 1 s clips | numba (s) | reference (s) | speed-up |\n| --- | ---: | ---: | ---: |")
+    print("\n| training step, B=32, 1 s clips | numba (s), wall / CPU | reference (s), wall / CPU | "
+          "speed-up, wall / CPU |\n| --- | ---: | ---: | ---: |")
     for name in ("pure_mamba_mel", "pure_mamba_raw"):
         times = []
         for backend in ("auto", "reference"):
@@ -102,7 +112,7 @@ def time_models(repeats: int) -> None:
                 torch.nn.functional.cross_entropy(model(wave), labels).backward()
 
             times.append(best_time(step, repeats))
-        print(f"| {name} | {times[0]:.3f} | {times[1]:.3f} | {times[1] / times[0]:.1f}x |", flush=True)
+        row(name, *times, scale=1)
 
 
 _FIRST_CALL = """
@@ -150,7 +160,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     time_ops(args.repeats)
     if args.models:
-        time_models(max(1, args.repeats // 2))
+        time_models(args.repeats)
     if args.jit:
         time_jit()
     print(f"\nload average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")

@@ -157,6 +157,7 @@ def test_thread_count_follows_torch(one_thread):
     with torch.no_grad():
         y1 = selective_scan_cpu(**inputs, delta_softplus=True, bidirectional=True)
     assert numba.get_num_threads() == 1
+    assert torch.get_num_threads() == 1  # starting numba's OpenMP pool must not reset torch's count
     torch.set_num_threads(2)
     with torch.no_grad():
         y2 = selective_scan_cpu(**inputs, delta_softplus=True, bidirectional=True)
@@ -220,4 +221,29 @@ def test_without_numba_auto_falls_back_to_the_reference():
     import sys
 
     out = subprocess.run([sys.executable, "-c", _WITHOUT_NUMBA], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+_THREADS_KEPT = """
+import torch
+torch.set_num_threads(1)
+import numba  # noqa: F401  (numba imported before the kernels: the order that reset torch's count)
+from helix.ops.selective_scan.cpu import selective_scan_cpu
+assert torch.get_num_threads() == 1, torch.get_num_threads()
+from helix.ops.causal_conv.cpu import causal_conv1d_silu_cpu
+u = torch.randn(1, 2, 5, requires_grad=True)
+B = torch.randn(1, 4, 5)
+selective_scan_cpu(u, u, -torch.rand(2, 4), B, B, delta_softplus=True).sum().backward()
+causal_conv1d_silu_cpu(u, torch.randn(2, 4), torch.randn(2)).sum().backward()
+assert torch.get_num_threads() == 1, torch.get_num_threads()
+print("ok")
+"""
+
+
+def test_first_kernel_call_keeps_torchs_thread_count():
+    """In a fresh process (numba's OpenMP pool starts on the first call) --threads 1 stays 1."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _THREADS_KEPT], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

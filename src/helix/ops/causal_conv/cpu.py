@@ -18,6 +18,8 @@ function on its own file, so a helper imported from another module could go stal
 
 from __future__ import annotations
 
+import contextlib
+
 import numba
 import numpy as np
 import torch
@@ -26,6 +28,9 @@ from numba import njit, prange
 from numba.core import types
 from numba.extending import intrinsic
 
+# loading the compiled parallel kernels can start numba's OpenMP pool, which may reset a shared
+# OpenMP runtime's thread count (torch's): restored at the end of this module
+_TORCH_THREADS_AT_IMPORT = torch.get_num_threads()
 _F0, _F1, _HALF = np.float32(0.0), np.float32(1.0), np.float32(0.5)
 _LOG2E = np.float32(1.4426950408889634)
 _EXP_LO, _EXP_HI = np.float32(-126.0), np.float32(127.0)
@@ -131,9 +136,21 @@ def _conv_bwd(x, w, bias, bidirectional, dout, dx, dw_part, dbias_part):
             dw_part[b, c, j] = acc
 
 
-def _set_threads() -> None:
-    """Run numba's parallel loops on torch's thread count (``--threads``, torch.set_num_threads)."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+@contextlib.contextmanager
+def _torch_threads():
+    """Run numba's parallel loops on torch's thread count (``--threads``, torch.set_num_threads).
+
+    numba's OpenMP layer can share torch's OpenMP runtime, and launching its pool sets the runtime's
+    thread count to numba's maximum: torch's count is put back, so a kernel call never changes it.
+    """
+    before = torch.get_num_threads()
+    n = max(1, min(before, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _f32(t: torch.Tensor) -> torch.Tensor:
@@ -168,9 +185,9 @@ class _CausalConvCpuFn(torch.autograd.Function):
         Bsz, C, L = x32.shape
         dx = _empty_like_bcl(x32)
         dw_part, dbias_part = torch.empty(Bsz, C, weight.shape[1]), torch.empty(Bsz, C)
-        _set_threads()
-        _conv_bwd(x32.numpy(), _f32(weight).numpy(), _bias(bias, C).numpy(), ctx.bidirectional,
-                  _f32_view(dout).numpy(), dx.numpy(), dw_part.numpy(), dbias_part.numpy())
+        with _torch_threads():
+            _conv_bwd(x32.numpy(), _f32(weight).numpy(), _bias(bias, C).numpy(), ctx.bidirectional,
+                      _f32_view(dout).numpy(), dx.numpy(), dw_part.numpy(), dbias_part.numpy())
         dbias = None if bias is None else dbias_part.sum(0).to(bias.dtype)
         return dx.to(x.dtype), dw_part.sum(0).to(weight.dtype), dbias, None
 
@@ -178,8 +195,8 @@ class _CausalConvCpuFn(torch.autograd.Function):
 def _forward(x, weight, bias, bidirectional):
     x32 = _f32_view(x)
     out = _empty_like_bcl(x32)
-    _set_threads()
-    _conv_fwd(x32.numpy(), _f32(weight).numpy(), _bias(bias, x.shape[1]).numpy(), bidirectional, out.numpy())
+    with _torch_threads():
+        _conv_fwd(x32.numpy(), _f32(weight).numpy(), _bias(bias, x.shape[1]).numpy(), bidirectional, out.numpy())
     return out
 
 
@@ -195,3 +212,7 @@ def causal_conv1d_silu_cpu(x, weight, bias, bidirectional: bool = False):
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
         return _CausalConvCpuFn.apply(x, weight, bias, bool(bidirectional))
     return _forward(x, weight, bias, bool(bidirectional)).to(x.dtype)
+
+
+if torch.get_num_threads() != _TORCH_THREADS_AT_IMPORT:
+    torch.set_num_threads(_TORCH_THREADS_AT_IMPORT)

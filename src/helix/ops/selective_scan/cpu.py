@@ -24,6 +24,8 @@ code on disk (``cache=True``: the first call in a fresh environment compiles for
 
 from __future__ import annotations
 
+import contextlib
+
 import numba
 import numpy as np
 import torch
@@ -34,6 +36,9 @@ from numba.extending import intrinsic
 
 from helix.ops.selective_scan.reference import _check_shapes
 
+# loading the compiled parallel kernels can start numba's OpenMP pool, which may reset a shared
+# OpenMP runtime's thread count (torch's): restored at the end of this module
+_TORCH_THREADS_AT_IMPORT = torch.get_num_threads()
 CHUNK = 64  # steps per saved state; (CHUNK + 1) x N states and CHUNK x N decays stay in L1
 _TASKS_PER_THREAD = 8  # backward work items per thread: balance when another process takes a core
 
@@ -291,11 +296,21 @@ def _scan_bwd(u, delta, A, Bt, Ct, Dv, z, bias, reverse, softplus, has_z, starts
             dbias_part[b, d] = dbias_acc
 
 
-def _set_threads() -> int:
-    """Run numba's parallel loops on torch's thread count (``--threads``, torch.set_num_threads)."""
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+@contextlib.contextmanager
+def _torch_threads():
+    """Run numba's parallel loops on torch's thread count (``--threads``, torch.set_num_threads).
+
+    numba's OpenMP layer can share torch's OpenMP runtime, and launching its pool sets the runtime's
+    thread count to numba's maximum: torch's count is put back, so a kernel call never changes it.
+    """
+    before = torch.get_num_threads()
+    n = max(1, min(before, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
-    return n
+    try:
+        yield n
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _f32(x: torch.Tensor) -> torch.Tensor:
@@ -341,8 +356,8 @@ def _forward(p: _Prepared, softplus: bool, save: bool):
     out = _empty_like_bdl(u)
     # without grad a placeholder: only the (N,) state of each row in flight exists, O(B*D*N) in all
     starts = torch.empty(Bsz, Dch, (L + CHUNK - 1) // CHUNK, A.shape[1]) if save else torch.empty(1, 1, 1, 1)
-    _set_threads()
-    _scan_fwd(*p.arrays(), softplus, p.has_z, out.numpy(), starts.numpy(), save)
+    with _torch_threads():
+        _scan_fwd(*p.arrays(), softplus, p.has_z, out.numpy(), starts.numpy(), save)
     return out, starts
 
 
@@ -352,7 +367,7 @@ def _backward(p: _Prepared, softplus: bool, starts: torch.Tensor, dout: torch.Te
     Bsz, Dch, L = u.shape
     N, G = p.tensors[2].shape[1], p.tensors[3].shape[1]
     E = Dch // G
-    threads = _set_threads()
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     # enough (batch, channel block) tasks to balance the threads; each block owns a dB/dC slice
     per_group = min(E, max(1, -(-_TASKS_PER_THREAD * threads // (Bsz * G))))
     block = -(-E // per_group)
@@ -363,9 +378,10 @@ def _backward(p: _Prepared, softplus: bool, starts: torch.Tensor, dout: torch.Te
     dC_part = torch.zeros(G * per_group, Bsz, L, N)
     dA_part = torch.empty(Bsz, Dch, N)
     dD_part, dbias_part = torch.empty(Bsz, Dch), torch.empty(Bsz, Dch)
-    _scan_bwd(*p.arrays(), softplus, p.has_z, starts.numpy(), _f32_view(dout).numpy(), block,
-              du.numpy(), ddelta.numpy(), dz.numpy(), dB_part.numpy(), dC_part.numpy(), dA_part.numpy(),
-              dD_part.numpy(), dbias_part.numpy())
+    with _torch_threads():
+        _scan_bwd(*p.arrays(), softplus, p.has_z, starts.numpy(), _f32_view(dout).numpy(), block,
+                  du.numpy(), ddelta.numpy(), dz.numpy(), dB_part.numpy(), dC_part.numpy(), dA_part.numpy(),
+                  dD_part.numpy(), dbias_part.numpy())
 
     def per_group_sum(part):  # (G * per_group, B, L, N) -> (B, G, N, L)
         return part.view(G, per_group, Bsz, L, N).sum(1).permute(1, 0, 3, 2)
@@ -423,3 +439,7 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
         return _ScanCpuFn.apply(*inputs, bool(delta_softplus), bool(bidirectional))
     p = _Prepared(*inputs, bidirectional)
     return _forward(p, bool(delta_softplus), save=False)[0].to(u.dtype)
+
+
+if torch.get_num_threads() != _TORCH_THREADS_AT_IMPORT:
+    torch.set_num_threads(_TORCH_THREADS_AT_IMPORT)
