@@ -11,6 +11,7 @@ import zipfile
 
 import pytest
 
+from helix.data.archives import ArchiveError
 from helix.data.download import (
     ChecksumError,
     DownloadError,
@@ -141,14 +142,14 @@ def test_extract_refuses_paths_outside_the_folder(tmp_path):
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("../outside.txt", "x")
-    with pytest.raises(DownloadError, match="outside the dataset folder"):
+    with pytest.raises(ArchiveError, match="outside the dataset folder"):
         extract_archive(evil, tmp_path / "out", progress=False)
     assert not (tmp_path / "outside.txt").exists()
     evil_tar = tmp_path / "evil.tar"
     with tarfile.open(evil_tar, "w") as tar:
         info = tarfile.TarInfo("../../escape.txt")
         tar.addfile(info)
-    with pytest.raises(DownloadError, match="cannot extract"):
+    with pytest.raises(ArchiveError, match="cannot extract"):
         extract_archive(evil_tar, tmp_path / "out2", progress=False)
 
 
@@ -235,7 +236,7 @@ def test_lengthless_broken_archive_is_deleted_and_a_rerun_downloads_again(tmp_pa
 
 
 def test_zip_integrity_is_checked_member_by_member(tmp_path):
-    from helix.data.download import archive_problem
+    from helix.data.archives import archive_problem
 
     folder = tmp_path / "ESC-50-master"
     (folder / "audio").mkdir(parents=True)
