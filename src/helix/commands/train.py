@@ -22,6 +22,8 @@ def resolve_train_config(args: argparse.Namespace):
     from helix.training.config_io import load_config
 
     overrides = flag_overrides(args) + list(args.overrides)
+    if getattr(args, "init", None):
+        overrides.insert(0, f"init={args.init}")  # a later init=... override still wins
     if args.config is None:
         stored = Path(args.out or "") / "config.yaml"
         if args.resume and args.out and stored.is_file():
@@ -44,6 +46,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="RUN_DIR", help="out_dir (default runs/<preset>/<model>)")
     p.add_argument("--fold", type=int, help="data.fold: train one fold of a fold dataset")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="init: start from this checkpoint's weights (fine-tuning; the classifier head is "
+                        "re-initialised when the classes differ; see model.freeze_backbone, optim.backbone_lr_scale)")
     p.add_argument("--allow-changes", metavar="KEY[,KEY...]", default="",
                    help="with --resume: optimiser settings that may differ from the run's config "
                         "(optim.lr, optim.min_lr, optim.weight_decay, optim.betas, optim.grad_clip)")

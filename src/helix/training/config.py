@@ -87,6 +87,9 @@ class ModelSpec:
     Ignored when ``overrides`` sets ``pattern``."""
     overrides: dict = field(default_factory=dict)
     """Further ``ModelConfig`` fields (d_model, pattern, d_state, scan_backend, ...)."""
+    freeze_backbone: bool = False
+    """Train only the classifier head (a linear probe on the backbone's pooled features); mostly
+    with ``init`` (fine-tuning from a checkpoint)."""
 
     def __post_init__(self):
         check_finite(self)
@@ -131,6 +134,9 @@ class OptimConfig:
     """AdamW betas."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value; 0 disables clipping."""
+    backbone_lr_scale: float = 1.0
+    """Learning rate of everything but the classifier head, as a share of ``lr`` (and of the whole
+    schedule), e.g. 0.1 when fine-tuning from ``init``; 1 trains every parameter alike."""
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -145,6 +151,9 @@ class OptimConfig:
             raise ValueError(f"optim.warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("optim.weight_decay and optim.grad_clip must be >= 0")
+        if not 0 < self.backbone_lr_scale <= 1:
+            raise ValueError(f"optim.backbone_lr_scale must be in (0, 1], got {self.backbone_lr_scale} "
+                             "(model.freeze_backbone=true stops the backbone entirely)")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
 
@@ -199,6 +208,11 @@ class TrainConfig:
     """Per-rank evaluation batch size (None: the per-rank training micro-batch)."""
     compile: bool = False
     """Wrap the model in ``torch.compile`` (GPU runs; adds start-up time)."""
+    init: str | None = None
+    """Checkpoint (``.pt``, ``.safetensors`` or a pretrained folder) whose weights start a new run
+    (``--init``): read with ``helix.models.load_model``, never unpickling code. The architecture must
+    match ``model``; the classifier head is re-initialised when the class names differ. A resumed
+    run continues from its own ``last.pt`` instead."""
     cpu_threads: int | None = None
     """PyTorch intra-op threads for a CPU run (``--threads``). None picks them: the
     ``OMP_NUM_THREADS`` environment variable if set, else 1 for small models (tiny ops lose more to

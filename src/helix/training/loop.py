@@ -46,6 +46,9 @@ from helix.training.schedule import build_optimizer, build_scheduler
 from helix.core.threads import choose_cpu_threads, set_cpu_threads
 
 
+HEAD_PREFIX = "head."
+"""Parameter-name prefix of every registered model's classifier head (``model.head``)."""
+
 # settings that do not change the optimisation, so a resumed run may use other values
 RESUME_MAY_CHANGE = ("out_dir", "device", "precision", "compile", "log_every_steps", "checkpoint_every_steps",
                      "eval_batch_size", "data.root", "data.num_workers", "cpu_threads")
@@ -172,7 +175,15 @@ class Trainer:
 
         from helix.models import create_model
 
-        self.raw_model = create_model(cfg.model.name, self.num_classes, **cfg.model_kwargs()).to(self.device)
+        self.raw_model = create_model(cfg.model.name, self.num_classes, **cfg.model_kwargs())
+        if cfg.init and ckpt is None:  # a resumed run continues from its own weights
+            self._init_weights(cfg.init)
+        if cfg.model.freeze_backbone:
+            # before the DDP wrapper, which registers the parameters that take gradients
+            for name, p in self.raw_model.named_parameters():
+                p.requires_grad_(name.startswith(HEAD_PREFIX))
+            self._say("backbone frozen: training the classifier head only")
+        self.raw_model = self.raw_model.to(self.device)
         self.num_params = sum(p.numel() for p in self.raw_model.parameters())
         self.clip_seconds = self.data.clip_seconds or cfg.data.clip_seconds
         if not self.clip_seconds:
@@ -203,7 +214,7 @@ class Trainer:
             raise ValueError(f"training set too small for one step of global batch {o.batch_size}")
         self._setup_threads()
 
-        self.optimizer = build_optimizer(self.raw_model, o.lr, o.weight_decay, o.betas)
+        self.optimizer = build_optimizer(self.raw_model, o.lr, o.weight_decay, o.betas, o.backbone_lr_scale, HEAD_PREFIX)
         total = self.steps_per_epoch * o.epochs
         self.scheduler = build_scheduler(self.optimizer, total, int(o.warmup_epochs * self.steps_per_epoch), o.min_lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
@@ -244,6 +255,32 @@ class Trainer:
         self._resume_changes = [c for c in config_changes(old, self.cfg.to_dict())
                                 if c.split(":")[0] in self.allow_changes]
         return ckpt
+
+    def _init_weights(self, path: str) -> None:
+        """Start from ``path``'s weights (``helix.models.load_model``: no code is unpickled). The
+        classifier head keeps its fresh initialisation when the checkpoint's classes differ."""
+        from helix.models import load_model
+
+        loaded = load_model(path)
+        if loaded.sample_rate != self.cfg.data.sample_rate:
+            raise ValueError(f"--init {path}: the model was trained at {loaded.sample_rate} Hz, this run is at "
+                             f"{self.cfg.data.sample_rate} Hz; set data.sample_rate={loaded.sample_rate}")
+        source, target = loaded.model.state_dict(), self.raw_model.state_dict()
+        same_classes = loaded.class_names == list(self.data.class_names)
+        keep = [k for k in target if same_classes or not k.startswith(HEAD_PREFIX)]
+        differ = sorted([k for k in keep if k not in source or source[k].shape != target[k].shape]
+                        + [k for k in source if k not in target])
+        if differ:
+            raise ValueError(f"--init {path}: its network does not match model.name={self.cfg.model.name} with this "
+                             f"run's options ({len(differ)} weights differ, e.g. {differ[0]}); use the same model "
+                             "name and model options as the checkpoint's run")
+        self.raw_model.load_state_dict({k: source[k] for k in keep}, strict=False)
+        if same_classes:
+            self._say(f"initialised from {path} (every weight, classes unchanged)")
+        else:
+            self._say(f"initialised from {path}; classifier head re-initialised: the checkpoint has "
+                      f"{len(loaded.class_names)} classes ({_names(loaded.class_names)}), the data "
+                      f"{self.num_classes} ({_names(self.data.class_names)})")
 
     def _setup_threads(self) -> None:
         """Pick the intra-op thread count of a CPU run (restored when ``fit`` ends)."""
@@ -501,6 +538,10 @@ class Trainer:
     def _say(self, text: str) -> None:
         if self.verbose and self.env.is_main:
             print(text, flush=True)
+
+
+def _names(names, shown: int = 5) -> str:
+    return ", ".join(list(names)[:shown]) + (", ..." if len(names) > shown else "")
 
 
 def _epoch_line(r: dict, epochs: int, metric: str = "acc") -> str:

@@ -22,7 +22,8 @@ def cosine_lr(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
                     min_lr: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Scale every param group's initial lr along :func:`cosine_lr`."""
+    """Scale every param group's initial lr along :func:`cosine_lr` (group 0 runs at the peak lr;
+    a group at a share of it, the backbone's, follows the same curve at that share)."""
     base = optimizer.param_groups[0]["lr"]
 
     def factor(step: int) -> float:
@@ -32,17 +33,28 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
-                    betas: tuple[float, float]) -> torch.optim.AdamW:
+                    betas: tuple[float, float], backbone_lr_scale: float = 1.0,
+                    head_prefix: str = "head.") -> torch.optim.AdamW:
     """AdamW with decay on weight matrices only: biases, norm gains and parameters flagged
-    ``_no_weight_decay`` (Mamba's A_log and D, as in mamba-ssm) are not decayed.
+    ``_no_weight_decay`` (Mamba's A_log and D, as in mamba-ssm) are not decayed. Frozen parameters
+    (``requires_grad=False``) are left out.
+
+    ``backbone_lr_scale`` != 1 puts every parameter outside the classifier head (names not starting
+    with ``head_prefix``) into groups at ``lr * backbone_lr_scale``, after the head's groups, so group
+    0 always runs at ``lr`` (the schedule scales every group alike).
 
     The fused implementation is used because it can skip an update on the device (its ``found_inf``
     input): the loop guards every step against non-finite values without a host sync."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+    split = backbone_lr_scale != 1.0
+    groups = {(part, decays): [] for part in ("head", "backbone") for decays in (True, False)}
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or getattr(p, "_no_weight_decay", False) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, fused=True)
+        part = "head" if not split or name.startswith(head_prefix) else "backbone"
+        groups[part, not (p.ndim < 2 or getattr(p, "_no_weight_decay", False))].append(p)
+    out = [{"params": params, "weight_decay": weight_decay if decays else 0.0,
+            "lr": lr * (backbone_lr_scale if part == "backbone" else 1.0)}
+           for (part, decays), params in groups.items() if params]
+    if not out:
+        raise ValueError("no trainable parameters (is everything frozen?)")
+    return torch.optim.AdamW(out, lr=lr, betas=betas, fused=True)
