@@ -96,6 +96,37 @@ class ResumableDistributedSampler(DistributedSampler):
         return self.num_samples - self.start_index
 
 
+class ResumableWeightedSampler(Sampler[int]):
+    """Weighted draws with replacement (class-balanced sampling), sharded and resumable like
+    :class:`ResumableDistributedSampler`.
+
+    An epoch draws ``world * (N // world)`` indices from ``weights`` (N,) with a generator seeded by
+    (seed, epoch), the same on every rank; rank r takes positions r, r + world, ... of that draw, so
+    the ranks' i-th micro-batches together are the single-process i-th batch, and ``start_index``
+    skips what a resumed epoch has already consumed.
+    """
+
+    def __init__(self, weights, num_replicas: int, rank: int, seed: int):
+        self.weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        if self.weights.ndim != 1 or len(self.weights) == 0 or not bool((self.weights >= 0).all()) \
+                or not float(self.weights.sum()) > 0:
+            raise ValueError("sampling weights must be a non-empty (N,) array of non-negative numbers, not all 0")
+        self.num_replicas, self.rank, self.seed = num_replicas, rank, seed
+        self.num_samples = len(self.weights) // num_replicas
+        self.epoch, self.start_index = 0, 0
+
+    def set_epoch(self, epoch: int, start_index: int = 0) -> None:
+        self.epoch, self.start_index = epoch, start_index
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        draws = torch.multinomial(self.weights, self.num_samples * self.num_replicas, replacement=True, generator=g)
+        return iter(draws[self.rank::self.num_replicas].tolist()[self.start_index:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start_index
+
+
 class ShardSampler(Sampler[int]):
     """Evaluation order: rank r reads indices r, r + world, ... without padding, so summed counts
     over ranks are exact (DistributedSampler would repeat examples to even out the shards)."""

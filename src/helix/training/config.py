@@ -54,6 +54,10 @@ class DataConfig:
     """DataLoader worker processes per rank (0 loads in the main process)."""
     task_kwargs: dict = field(default_factory=dict)
     """Extra keyword arguments for the dataset builder (e.g. ``num_segments`` for concatenated tasks)."""
+    balanced_sampling: bool = False
+    """Draw training clips with replacement, weighted by ``1 / class count`` (multi-label: summed
+    over the clip's labels), so rare classes come up as often as common ones
+    (``helix.data.sampling.balanced_sample_weights``). An epoch keeps its usual length."""
 
     def __post_init__(self):
         check_finite(self)
@@ -134,6 +138,10 @@ class OptimConfig:
     """AdamW betas."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value; 0 disables clipping."""
+    class_weights: str | None = None
+    """``balanced``: weigh the loss by inverse class frequency of the training set (cross-entropy
+    ``weight``; for multi-label data BCE ``pos_weight`` = negatives / positives per class,
+    ``helix.data.sampling.class_loss_weights``); null: every class alike."""
     backbone_lr_scale: float = 1.0
     """Learning rate of everything but the classifier head, as a share of ``lr`` (and of the whole
     schedule), e.g. 0.1 when fine-tuning from ``init``; 1 trains every parameter alike."""
@@ -151,6 +159,8 @@ class OptimConfig:
             raise ValueError(f"optim.warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("optim.weight_decay and optim.grad_clip must be >= 0")
+        if self.class_weights not in (None, "balanced"):
+            raise ValueError(f"optim.class_weights must be balanced or null, got {self.class_weights!r}")
         if not 0 < self.backbone_lr_scale <= 1:
             raise ValueError(f"optim.backbone_lr_scale must be in (0, 1], got {self.backbone_lr_scale} "
                              "(model.freeze_backbone=true stops the backbone entirely)")

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from helix.data.tasks import SYNTHETIC_TASKS, build_task
 from helix.training.config import DataConfig
-from helix.core.distributed import DistEnv, ResumableDistributedSampler, ShardSampler
+from helix.core.distributed import DistEnv, ResumableDistributedSampler, ResumableWeightedSampler, ShardSampler
 
 # the validation split does not depend on the training seed, so runs with different seeds are
 # selected on the same held-out examples
@@ -95,14 +95,18 @@ def micro_batch_size(batch_size: int, world_size: int, accum: int) -> int:
 
 
 def train_loader(ds: Dataset, micro_batch: int, env: DistEnv, seed: int, num_workers: int,
-                 pin_memory: bool) -> DataLoader:
+                 pin_memory: bool, sample_weights=None) -> DataLoader:
     """Shuffled, sharded over ranks, incomplete last batch dropped (every step has the full global
     batch, which keeps one-GPU and multi-GPU runs identical). Call :func:`start_epoch` before
-    iterating each epoch."""
+    iterating each epoch. ``sample_weights`` (N,) draws the epoch with replacement in proportion to
+    them instead (class-balanced sampling, ``data.balanced_sampling``), sharded and resumable alike."""
     if len(ds) < micro_batch * env.world_size:
         raise ValueError(f"training set ({len(ds)} examples) is smaller than one global batch "
                          f"({micro_batch * env.world_size}); lower optim.batch_size")
-    sampler = ResumableDistributedSampler(ds, num_replicas=env.world_size, rank=env.rank, seed=seed)
+    if sample_weights is not None:
+        sampler = ResumableWeightedSampler(sample_weights, num_replicas=env.world_size, rank=env.rank, seed=seed)
+    else:
+        sampler = ResumableDistributedSampler(ds, num_replicas=env.world_size, rank=env.rank, seed=seed)
     # workers are not persistent: they restart each epoch with seeds drawn from a generator that
     # start_epoch reseeds, so random crops depend on (seed, epoch, rank) and survive a resume
     return DataLoader(ds, batch_size=micro_batch, sampler=sampler, drop_last=True,

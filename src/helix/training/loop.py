@@ -204,7 +204,9 @@ class Trainer:
         o = cfg.optim
         self.micro = micro_batch_size(o.batch_size, self.env.world_size, o.grad_accum_steps)
         pin = self.device.type == "cuda"
-        self.train_loader = train_loader(self.data.train, self.micro, self.env, cfg.seed, cfg.data.num_workers, pin)
+        self.train_loader = train_loader(self.data.train, self.micro, self.env, cfg.seed, cfg.data.num_workers, pin,
+                                         sample_weights=self._balance("data.balanced_sampling", cfg.data.balanced_sampling))
+        self.class_weights = self._balance("optim.class_weights", o.class_weights == "balanced", loss=True)
         eval_bs = cfg.eval_batch_size or self.micro
         self.val_loader = eval_loader(self.data.val, eval_bs, self.env, cfg.data.num_workers, pin)
         self.test_loader = eval_loader(self.data.test, eval_bs, self.env, cfg.data.num_workers, pin)
@@ -255,6 +257,21 @@ class Trainer:
         self._resume_changes = [c for c in config_changes(old, self.cfg.to_dict())
                                 if c.split(":")[0] in self.allow_changes]
         return ckpt
+
+    def _balance(self, option: str, wanted: bool, loss: bool = False):
+        """Class-imbalance remedies from the training labels (:mod:`helix.data.sampling`): per-item
+        sampling weights (N,), or per-class loss weights (C,) on the device; None when not ``wanted``."""
+        if not wanted:
+            return None
+        from helix.data.sampling import balanced_sample_weights, class_loss_weights
+
+        try:
+            if loss:
+                weights = class_loss_weights(self.data.train, self.multilabel)
+                return torch.as_tensor(weights, dtype=torch.float32, device=self.device)
+            return balanced_sample_weights(self.data.train)
+        except TypeError as err:  # a dataset without class labels (the synthetic tasks)
+            raise ValueError(f"{option}: {err}") from None
 
     def _init_weights(self, path: str) -> None:
         """Start from ``path``'s weights (``helix.models.load_model``: no code is unpickled). The
@@ -474,7 +491,7 @@ class Trainer:
             with sync:
                 with self.autocast:
                     logits = self.model(wave)                            # (B, C)
-                loss = mixup_loss(logits, labels, labels_b, lam)
+                loss = mixup_loss(logits, labels, labels_b, lam, self.class_weights)
                 self.scaler.scale(loss / accum).backward()
             losses.append(loss.detach())
             correct += top1_hits(logits.detach(), labels if lam >= 0.5 else labels_b)
