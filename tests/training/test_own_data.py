@@ -66,6 +66,7 @@ def test_multi_label_prepare_train_report_predict(tmp_path, capsys):
     assert all("val_map" in r and "test_macro_auc" in r for r in history)
     ck = load_checkpoint(out / "best.pt")
     assert ck["multilabel"] is True and ck["class_names"] == ["a", "b"]
+    assert not (out / "confusion_matrix.png").exists()  # single-label runs only
     # best.pt is the epoch with the best validation mAP (first on ties)
     best = max(history, key=lambda r: (r["val_map"], -r["val_loss"]))
     assert ck["epoch"] == best["epoch"]

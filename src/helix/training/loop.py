@@ -149,6 +149,7 @@ class Trainer:
         self._lock: RunFolderLock | None = None
         self._threads_before: int | None = None
         self._resume_changes: list[str] = []
+        self._best_state: dict | None = None
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -393,9 +394,13 @@ class Trainer:
                 self.logger.log_epoch(record)
                 if best_val_index(st.history, self.metric) == len(st.history) - 1:
                     self._save(self.best_path, training_state=False)
+                    # every rank keeps the best weights for the end-of-run diagnosis
+                    self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.raw_model.state_dict().items()}
                 self._save(self.last_path)
                 self._say(_epoch_line(record, cfg.optim.epochs, self.metric))  # stays on screen after the bar closes
             summary = self._summary()
+            if not self.multilabel:
+                summary.update(self._diagnose())
             self.logger.write_summary(summary)
             if self.verbose and self.print_summary and self.env.is_main:
                 from helix.core.metrics import run_summary_table
@@ -551,6 +556,30 @@ class Trainer:
             best_test_label=PAPER_PROTOCOL_LABEL,
         )
         return summary
+
+    def _diagnose(self) -> dict:
+        """Per-class test accuracy and F1 and the confusion matrix of the best-validation model
+        (``per_class.csv``, ``confusion_matrix.png`` in the run folder); its summary entries."""
+        import copy
+
+        state = self._best_state
+        if state is None:  # a resumed run whose best epoch came before the interruption
+            if not self.best_path.exists():
+                return {}
+            state = load_checkpoint(self.best_path)["model_state"]
+        model = copy.deepcopy(self.raw_model)
+        model.load_state_dict(state)
+        result = evaluate(model, self.test_loader, self.device, self.autocast, keep_outputs=True)
+        if not self.env.is_main or result["count"] == 0:
+            return {}
+        from helix.core.diagnosis import write_diagnosis
+
+        best = best_val_index(self.state.history, self.metric)
+        epoch = self.state.history[best]["epoch"] if best is not None else "?"
+        title = f"{self.cfg.model.name}, test set, best validation epoch {epoch}"
+        d = write_diagnosis(self.out, result["targets"], result["scores"].argmax(1), self.data.class_names, title)
+        self._say(f"per-class test accuracy and F1 at the best validation epoch: {d['csv']}; confusion matrix: {d['png']}")
+        return {"test_macro_f1_at_best_val": d["macro_f1"], "test_balanced_acc_at_best_val": d["balanced_accuracy"]}
 
     def _say(self, text: str) -> None:
         if self.verbose and self.env.is_main:
