@@ -7,7 +7,7 @@ lean Triton autograd function that saves three activations and recomputes the re
 
 from __future__ import annotations
 
-from helix.ops.backend import resolve_backend
+from helix.ops.backend import resolve_backend, through_custom_op
 from helix.ops.bimamba.reference import bimamba_inner_reference
 
 
@@ -20,7 +20,10 @@ def bimamba_inner(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out,
     """
     resolved = resolve_backend(backend, h)
     if resolved == "triton" and lean:
-        from helix.ops.bimamba.fused import bimamba_inner_fused
+        if through_custom_op():  # compile/export see one opaque op (.library)
+            from helix.ops.bimamba.library import bimamba_inner_triton_op as bimamba_inner_fused
+        else:
+            from helix.ops.bimamba.fused import bimamba_inner_fused
 
         return bimamba_inner_fused(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
                                    lengths=lengths)

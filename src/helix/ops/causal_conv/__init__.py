@@ -15,7 +15,7 @@ the clip alone reads there) and its outputs are zeroed there.
 
 from __future__ import annotations
 
-from helix.ops.backend import load_kernels, resolve_backend
+from helix.ops.backend import load_kernels, resolve_backend, through_custom_op
 from helix.ops.causal_conv.reference import causal_conv1d_silu_reference
 from helix.ops.lengths import check_token_lengths, valid_mask
 
@@ -29,9 +29,16 @@ def causal_conv1d_silu(x, weight, bias, bidirectional: bool = False, backend: st
     if lengths is not None and resolved not in LENGTHS_BACKENDS:
         resolved = "reference"
     if resolved == "triton":
+        if through_custom_op():  # compile/export see one opaque op (.library)
+            from helix.ops.causal_conv.library import causal_conv_triton_op
+
+            return causal_conv_triton_op(x, weight, bias, bool(bidirectional), lengths)
         return load_kernels("causal_conv.triton").CausalConvFn.apply(x, weight, bias, bool(bidirectional), lengths)
     if resolved == "cpu":
-        from helix.ops.causal_conv.cpu import causal_conv1d_silu_cpu
+        if through_custom_op():
+            from helix.ops.causal_conv.library import causal_conv_cpu_op as causal_conv1d_silu_cpu
+        else:
+            from helix.ops.causal_conv.cpu import causal_conv1d_silu_cpu
 
         if lengths is not None:
             mask = valid_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)  # (B, 1, L)

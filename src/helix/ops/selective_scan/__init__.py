@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from helix.ops.backend import BACKENDS, load_kernels, resolve_backend, triton_available
+from helix.ops.backend import BACKENDS, load_kernels, resolve_backend, through_custom_op, triton_available
 from helix.ops.lengths import check_token_lengths, valid_mask
 from helix.ops.selective_scan.bidirectional import selective_scan_bidirectional_reference
 from helix.ops.selective_scan.reference import selective_scan_reference
@@ -23,6 +23,26 @@ from helix.ops.selective_scan.reference import selective_scan_reference
 
 def _triton():
     return load_kernels("selective_scan.triton")
+
+
+def _triton_scan():
+    """The Triton scan: through its custom op while compile/export traces (:mod:`.library`)."""
+    if through_custom_op():
+        from helix.ops.selective_scan.library import selective_scan_triton_op
+
+        return selective_scan_triton_op
+    return _triton().selective_scan_triton
+
+
+def _cpu_scan():
+    """The numba scan: through its custom op while compile/export traces (:mod:`.library`)."""
+    if through_custom_op():
+        from helix.ops.selective_scan.library import selective_scan_cpu_op
+
+        return selective_scan_cpu_op
+    from helix.ops.selective_scan.cpu import selective_scan_cpu
+
+    return selective_scan_cpu
 
 
 # backends whose kernels take per-sample lengths; "cpu" gets masked inputs (module docstring), any
@@ -64,11 +84,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     lengths = check_token_lengths(lengths, u.shape[0], u.shape[-1])
     resolved = lengths_backend(resolve_backend(backend, u), lengths)
     if resolved == "triton":
-        return _triton().selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                               lengths=lengths)
+        return _triton_scan()(u, delta, A, B, C, D, z, delta_bias, delta_softplus, lengths=lengths)
     if resolved == "cpu":
-        from helix.ops.selective_scan.cpu import selective_scan_cpu
-
+        selective_scan_cpu = _cpu_scan()
         if lengths is not None:
             return _masked_call(selective_scan_cpu, u, delta, A, B, C, D, z, delta_bias, delta_softplus, lengths)
         return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
@@ -91,11 +109,10 @@ def selective_scan_bidirectional(u, delta, A, B, C, D=None, z=None, delta_bias=N
     lengths = check_token_lengths(lengths, u.shape[0], u.shape[-1])
     resolved = lengths_backend(resolve_backend(backend, u), lengths)
     if resolved == "triton":
-        return _triton().selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                               bidirectional=True, lengths=lengths)
+        return _triton_scan()(u, delta, A, B, C, D, z, delta_bias, delta_softplus, bidirectional=True,
+                              lengths=lengths)
     if resolved == "cpu":
-        from helix.ops.selective_scan.cpu import selective_scan_cpu
-
+        selective_scan_cpu = _cpu_scan()
         if lengths is not None:  # the reversed half reads the (inert) padding first
             return _masked_call(selective_scan_cpu, u, delta, A, B, C, D, z, delta_bias, delta_softplus, lengths,
                                 bidirectional=True)
