@@ -184,6 +184,22 @@ def _trials(folder: Path) -> None:
         "1 id10002/1.wav id10002/2.wav\n0 id10002/2.wav id10001/2.wav\n")
 
 
+def _tags(folder: Path) -> None:
+    """A multi-label CSV corpus: a low tone tagged ``engine``, a high one ``bird``, both mixed tagged
+    ``bird;engine``; six clips of each."""
+    lines = ["path,label"]
+    for i in range(18):
+        label, freqs = (("engine", (220,)), ("bird", (2400,)), ("bird;engine", (220, 2400)))[i % 3]
+        for freq in freqs:
+            _tone(folder / f"tmp{freq}.wav", 0.6 + 0.05 * (i % 4), freq=freq)
+        waves = [sf.read(folder / f"tmp{freq}.wav")[0] for freq in freqs]
+        sf.write(folder / f"clip{i:02d}.wav", sum(waves) / len(waves), 16000)
+        lines.append(f"clip{i:02d}.wav,{label}")
+    for tmp in folder.glob("tmp*.wav"):
+        tmp.unlink()
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+
+
 #: files the documents assume the reader has (their own recordings); each is written into the
 #: session folder just before the first command that names it
 USER_FILES = {
@@ -201,6 +217,8 @@ USER_FILES = {
     # README "your own sounds": one folder per class, five files each (enough for a 3-way split)
     "my_sounds": lambda d: [_tone(d / "my_sounds" / c / f"{i}.wav", 0.6 + 0.1 * i, 16000 + 6050 * (i % 2), freq=f)
                             for c, f in (("hum", 250), ("whistle", 1800)) for i in range(5)],
+    # docs/data.md "your own files": a CSV of multi-label tags (tags/labels.csv + 18 clips)
+    "tags/": lambda d: _tags(d / "tags"),
 }
 
 
