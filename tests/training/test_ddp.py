@@ -55,3 +55,41 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=2e-4)
     assert len(mb) == 2  # only rank 0 logs
+
+
+def test_multi_label_balanced_run_on_two_gloo_processes_matches_one_process(tmp_path):
+    """The weighted sampler shards one draw over the ranks, and mAP is computed over the scores
+    gathered from both ranks: the same steps and the same validation mAP as one process."""
+    import importlib.util
+
+    from helix.cli import main
+    from helix.training.config_io import load_config
+
+    spec = importlib.util.spec_from_file_location("corpora", Path(__file__).parents[1] / "data" / "corpora.py")
+    corpora = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(corpora)
+    root, lines = tmp_path / "tags", ["path,label,split"]
+    splits = ["train"] * 16 + ["validation"] * 7 + ["test"] * 7  # odd evaluation sizes on purpose
+    for i, split in enumerate(splits):
+        label = ("a", "b", "a;b", "a", "a")[i % 5]  # b is the rarer tag
+        corpora.write_audio(root / f"{i}.wav", 0.25, 16000, freq={"a": 300, "b": 2000, "a;b": 900}[label] + 7 * i)
+        lines.append(f"{i}.wav,{label},{split}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    assert main(["data", "prepare", "csv", "--root", str(root), "--csv", str(root / "labels.csv"), "--no-progress"]) == 0
+    settings = ["data.name=csv", f"data.root={root}", "data.clip_seconds=0.25", "data.num_workers=0",
+                "model.name=helix_raw", "model.num_layers=2", "model.overrides={d_model: 32, d_state: 4}",
+                "optim.epochs=2", "optim.batch_size=4", "optim.lr=0.003", "device=cpu", "log_every_steps=1",
+                "augment.enabled=false", "eval_batch_size=2", "data.balanced_sampling=true",
+                "optim.class_weights=balanced"]
+    (tmp_path / "cfg.yaml").write_text(load_config(None, settings).to_yaml())
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    _train([sys.executable], single)
+    _train([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], ddp)
+    a, b = (read_jsonl(d / "steps.jsonl") for d in (single, ddp))
+    assert len(a) == len(b) == 8
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-4)
+    ma, mb = (read_jsonl(d / "metrics.jsonl") for d in (single, ddp))
+    for ra, rb in zip(ma, mb):
+        assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-4)
+        assert ra["val_map"] == pytest.approx(rb["val_map"], abs=1e-6) and ra["test_map"] == pytest.approx(rb["test_map"], abs=1e-6)
+    assert json.loads((ddp / "summary.json").read_text())["metric"] == "map"
