@@ -16,6 +16,7 @@ from helix.models import create_model
 from helix.ops.backend import cpu_kernels_available, through_custom_op, triton_available
 from helix.ops.bimamba import bimamba_inner
 from helix.ops.causal_conv import causal_conv1d_silu
+from helix.ops.custom_ops import bcl_strides, conform
 from helix.ops.selective_scan import selective_scan, selective_scan_bidirectional
 
 CUDA = torch.cuda.is_available()
@@ -72,6 +73,16 @@ def test_custom_ops_only_while_tracing():
 
     _compiled(probe)(torch.zeros(2))
     assert seen == [True]
+
+
+def test_conform_copies_only_other_layouts():
+    """The real implementations hand back exactly what the fakes declare (custom_ops.conform)."""
+    token_major = torch.randn(2, 5, 3).transpose(1, 2)  # (B, C, L) laid out as (B, L, C)
+    assert conform(token_major, (2, 3, 5), bcl_strides(token_major, True)) is token_major
+    fixed = conform(token_major, (2, 3, 5), dtype=torch.float64)
+    assert fixed.is_contiguous() and fixed.dtype == torch.float64 and torch.equal(fixed.float(), token_major)
+    with pytest.raises(RuntimeError, match="declared"):
+        conform(token_major, (2, 5, 3))
 
 
 # ---- the numba ops

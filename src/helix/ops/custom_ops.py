@@ -74,8 +74,8 @@ def conform(t: torch.Tensor, shape, strides=None, dtype=None) -> torch.Tensor:
     dtype = dtype if dtype is not None else t.dtype
     if tuple(t.shape) != shape:
         raise RuntimeError(f"helix custom op: a kernel returned shape {tuple(t.shape)}, declared {shape}")
-    same_layout = all(st == want or size <= 1 for st, want, size in zip(t.stride(), strides, shape))
-    if same_layout and t.dtype == dtype:
+    # strict, size-1 dims included: compilers may check every stride of an op's output
+    if tuple(t.stride()) == tuple(strides) and t.dtype == dtype:
         return t
     out = t.new_empty_strided(shape, strides, dtype=dtype)
     out.copy_(t)

@@ -23,6 +23,11 @@ def _fused():
     return load_kernels("bimamba.fused")
 
 
+def _dense(*tensors):
+    """The per-channel parameters the kernels index as dense arrays (a compiler may hand over other layouts)."""
+    return tuple(t.contiguous() if t is not None else None for t in tensors)
+
+
 def _config():
     return load_kernels("selective_scan.triton").DEFAULT_CONFIG
 
@@ -32,6 +37,7 @@ def _inner(h: Tensor, w_x: Tensor, w_z: Tensor, conv_w: Tensor, conv_b: Tensor, 
            A: Tensor, D: Tensor, dt_bias: Tensor, w_out: Tensor, R: int,
            lengths: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     ctx = SavedCtx()
+    conv_w, conv_b, A, D, dt_bias, lengths = _dense(conv_w, conv_b, A, D, dt_bias, lengths)
     out = _fused().BiMambaInnerFn.forward(ctx, h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
                                           _config(), lengths)
     x_dbl, y = ctx.saved_tensors[11:13]
@@ -53,6 +59,7 @@ def _inner_fake(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R
 def _inner_bwd(dout: Tensor, h: Tensor, w_x: Tensor, w_z: Tensor, conv_w: Tensor, conv_b: Tensor, w_xp: Tensor,
                w_dt: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor, w_out: Tensor, x_dbl: Tensor, y: Tensor, R: int,
                lengths: Optional[Tensor]) -> list[Tensor]:
+    conv_w, conv_b, A, D, dt_bias, lengths = _dense(conv_w, conv_b, A, D, dt_bias, lengths)
     weights = (w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out)
     ctx = SavedCtx((h, *weights, x_dbl, y, lengths), R=R, cfg=_config())
     grads = _fused().BiMambaInnerFn.backward(ctx, dout)[:11]

@@ -22,8 +22,16 @@ def _kernels():
 
 # ---- Triton
 
+def _unit_stride(x, weight, bias, lengths):
+    """What the kernels index as dense, made so (a no-op from our wrapper; a compiler may hand over
+    other layouts)."""
+    return (x if x.stride(-1) == 1 else x.contiguous(), weight.contiguous(), bias.contiguous(),
+            lengths.contiguous() if lengths is not None else None)
+
+
 @torch.library.custom_op(f"{NAMESPACE}::causal_conv_triton", mutates_args=())
 def _conv_triton(x: Tensor, weight: Tensor, bias: Tensor, bidirectional: bool, lengths: Optional[Tensor]) -> Tensor:
+    x, weight, bias, lengths = _unit_stride(x, weight, bias, lengths)
     out = _kernels().conv_forward(x, weight, bias, bidirectional, lengths)
     return conform(out, x.shape, dtype=x.dtype)
 
@@ -36,6 +44,7 @@ def _conv_triton_fake(x, weight, bias, bidirectional, lengths):
 @torch.library.custom_op(f"{NAMESPACE}::causal_conv_triton_backward", mutates_args=())
 def _conv_triton_bwd(dout: Tensor, x: Tensor, weight: Tensor, bias: Tensor, bidirectional: bool,
                      lengths: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    x, weight, bias, lengths = _unit_stride(x, weight, bias, lengths)
     dx, dw, db = _kernels().conv_backward(x, weight, bias, dout, bidirectional, lengths)
     return conform(dx, x.shape, dtype=x.dtype), conform(dw, weight.shape), conform(db, bias.shape)
 

@@ -39,19 +39,25 @@ def _scan_triton(u: Tensor, delta: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, D:
                  lengths: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     k = _kernels()
     cfg = k.DEFAULT_CONFIG
+    A, D, bias, lengths = _contiguous(A, D, bias, lengths)  # a compiler may hand over other layouts
     out, H = k.scan_forward(u, delta, A, k.aligned_rows(Bm, cfg), k.aligned_rows(Cm, cfg), D, z, bias, softplus,
                             bidirectional, False, cfg, lengths)
-    return _scan_triton_fake(u, delta, A, Bm, Cm, D, z, bias, softplus, bidirectional, lengths, real=(out, H))
+    return tuple(conform(t, *m) for t, m in zip((out, H), _scan_triton_meta(u, A)))
+
+
+def _contiguous(*tensors):
+    return tuple(t.contiguous() if t is not None else None for t in tensors)
+
+
+def _scan_triton_meta(u, A):
+    Bsz, Dch, L = u.shape
+    return [((Bsz, Dch, L), None, u.dtype),
+            ((Bsz, Dch, _n_chunks(L, _kernels().DEFAULT_CONFIG.block_t), A.shape[1]), None, torch.float32)]
 
 
 @_scan_triton.register_fake
-def _scan_triton_fake(u, delta, A, Bm, Cm, D, z, bias, softplus, bidirectional, lengths, real=None):
-    Bsz, Dch, L = u.shape
-    meta = [((Bsz, Dch, L), None, u.dtype),
-            ((Bsz, Dch, _n_chunks(L, _kernels().DEFAULT_CONFIG.block_t), A.shape[1]), None, torch.float32)]
-    if real is None:
-        return tuple(fake(u, *m) for m in meta)
-    return tuple(conform(t, *m) for t, m in zip(real, meta))
+def _scan_triton_fake(u, delta, A, Bm, Cm, D, z, bias, softplus, bidirectional, lengths):
+    return tuple(fake(u, *m) for m in _scan_triton_meta(u, A))
 
 
 @torch.library.custom_op(f"{NAMESPACE}::selective_scan_triton_backward", mutates_args=())
@@ -61,15 +67,19 @@ def _scan_triton_bwd(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, Bm: Tens
                                                                               Tensor, Tensor, Tensor, Tensor]:
     k = _kernels()
     cfg = k.DEFAULT_CONFIG
+    A, D, bias, H, lengths = _contiguous(A, D, bias, H, lengths)
     grads = k.scan_backward(dout, u, delta, A, k.aligned_rows(Bm, cfg), k.aligned_rows(Cm, cfg), D, z, bias, H,
                             softplus, bidirectional, False, cfg, lengths=lengths)
     grads = tuple(empty_like_absent(u) if g is None else g for g in grads)
-    return _scan_triton_bwd_fake(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidirectional, lengths,
-                                 real=grads)
+    return tuple(conform(t, *m) for t, m in zip(grads, _scan_triton_bwd_meta(u, delta, A, Bm, z)))
 
 
 @_scan_triton_bwd.register_fake
-def _scan_triton_bwd_fake(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidirectional, lengths, real=None):
+def _scan_triton_bwd_fake(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidirectional, lengths):
+    return tuple(fake(u, *m) for m in _scan_triton_bwd_meta(u, delta, A, Bm, z))
+
+
+def _scan_triton_bwd_meta(u, delta, A, Bm, z):
     Bsz, Dch, L = u.shape
     f32 = torch.float32
     lp = (L + 15) // 16 * 16  # dB, dC: views of rows padded to 16 elements (the kernels' alignment)
@@ -78,9 +88,7 @@ def _scan_triton_bwd_fake(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bi
     meta = [((Bsz, Dch, L), None, u.dtype), ((Bsz, Dch, L), None, delta.dtype), (tuple(A.shape), None, f32),
             (bc_shape, bc_strides, f32), (bc_shape, bc_strides, f32), ((Dch,), None, f32),
             (((Bsz, Dch, L), None, z.dtype) if z is not None else ((0,), None, u.dtype)), ((Dch,), None, f32)]
-    if real is None:
-        return tuple(fake(u, *m) for m in meta)
-    return tuple(conform(t, *m) for t, m in zip(real, meta))
+    return meta
 
 
 def _scan_triton_setup(ctx, inputs, output):
@@ -137,19 +145,20 @@ def _scan_cpu(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Opti
         with torch.no_grad():
             out = cpu.selective_scan_cpu(u, delta, A, B, C, D, z, bias, softplus, bidirectional)
         starts = u.new_empty((1, 1, 1, 1), dtype=torch.float32)
-    return _scan_cpu_fake(u, delta, A, B, C, D, z, bias, softplus, bidirectional, save, real=(out, starts))
+    return tuple(conform(t, *m) for t, m in zip((out, starts), _scan_cpu_meta(u, A, save)))
 
 
-@_scan_cpu.register_fake
-def _scan_cpu_fake(u, delta, A, B, C, D, z, bias, softplus, bidirectional, save, real=None):
+def _scan_cpu_meta(u, A, save):
     from helix.ops.selective_scan.cpu import CHUNK
 
     Bsz, Dch, L = u.shape
     starts = (Bsz, Dch, _n_chunks(L, CHUNK), A.shape[1]) if save else (1, 1, 1, 1)
-    meta = [(tuple(u.shape), bcl_strides(u, token_major(u)), u.dtype), (starts, None, torch.float32)]
-    if real is None:
-        return tuple(fake(u, *m) for m in meta)
-    return tuple(conform(t, *m) for t, m in zip(real, meta))
+    return [(tuple(u.shape), bcl_strides(u, token_major(u)), u.dtype), (starts, None, torch.float32)]
+
+
+@_scan_cpu.register_fake
+def _scan_cpu_fake(u, delta, A, B, C, D, z, bias, softplus, bidirectional, save):
+    return tuple(fake(u, *m) for m in _scan_cpu_meta(u, A, save))
 
 
 @torch.library.custom_op(f"{NAMESPACE}::selective_scan_cpu_backward", mutates_args=())
@@ -161,20 +170,21 @@ def _scan_cpu_bwd(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
     ctx = SavedCtx((u, delta, A, B, C, D, z, bias, starts), flags=(softplus, bidirectional))
     grads = cpu._ScanCpuFn.backward(ctx, dout)[:8]
     grads = tuple(empty_like_absent(u) if g is None else g for g in grads)
-    return _scan_cpu_bwd_fake(dout, u, delta, A, B, C, D, z, bias, starts, softplus, bidirectional, real=grads)
+    return tuple(conform(t, *m) for t, m in zip(grads, _scan_cpu_bwd_meta(u, delta, A, B, C, D, z, bias)))
 
 
 @_scan_cpu_bwd.register_fake
-def _scan_cpu_bwd_fake(dout, u, delta, A, B, C, D, z, bias, starts, softplus, bidirectional, real=None):
+def _scan_cpu_bwd_fake(dout, u, delta, A, B, C, D, z, bias, starts, softplus, bidirectional):
+    return tuple(fake(u, *m) for m in _scan_cpu_bwd_meta(u, delta, A, B, C, D, z, bias))
+
+
+def _scan_cpu_bwd_meta(u, delta, A, B, C, D, z, bias):
     def like(x, activation=False):  # a gradient in its input's dtype; activations keep the kernels' layout
         if x is None:
             return (0,), None, u.dtype
         return tuple(x.shape), (bcl_strides(x, token_major(x)) if activation else None), x.dtype
 
-    meta = [like(u, True), like(delta, True), like(A), like(B), like(C), like(D), like(z, True), like(bias)]
-    if real is None:
-        return tuple(fake(u, *m) for m in meta)
-    return tuple(conform(t, *m) for t, m in zip(real, meta))
+    return [like(u, True), like(delta, True), like(A), like(B), like(C), like(D), like(z, True), like(bias)]
 
 
 def _scan_cpu_setup(ctx, inputs, output):
