@@ -88,3 +88,22 @@ def test_init_refuses_another_architecture_and_bad_options(pretrained, tmp_path,
         load_config("folder", ["optim.backbone_lr_scale=0"])
     with pytest.raises(ValueError, match="freeze_backbone: expected true/false"):
         load_config("folder", ["model.freeze_backbone=maybe"])
+
+
+def test_a_run_from_before_the_new_options_still_resumes(tiny):
+    from helix.models.checkpoint import save_checkpoint
+    from helix.training.loop import Trainer
+
+    cfg = tiny("optim.epochs=1")
+    Trainer(cfg, verbose=False).fit()
+    last = Path(cfg.out_dir) / "last.pt"
+    ck = load_checkpoint(last)
+    for section, key in (("data", "balanced_sampling"), ("optim", "class_weights"), ("optim", "backbone_lr_scale"),
+                         ("model", "freeze_backbone")):
+        del ck["config"][section][key]
+    del ck["config"]["init"]
+    save_checkpoint(last, ck)
+    summary = Trainer(tiny("optim.epochs=1"), resume=True, verbose=False).fit()  # absent = the default
+    assert summary["epochs_completed"] == 1
+    with pytest.raises(ValueError, match="optim.class_weights: None -> 'balanced'"):
+        Trainer(tiny("optim.epochs=1", "optim.class_weights=balanced"), resume=True, verbose=False).fit()

@@ -82,6 +82,17 @@ def check_allowed_changes(keys) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _with_defaults(config: dict, defaults: dict) -> dict:
+    """``config`` with the keys it lacks taken from ``defaults`` (nested sections merged)."""
+    out = dict(config)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(out[key], dict) and isinstance(value, dict) and key not in ("task_kwargs", "overrides"):
+            out[key] = _with_defaults(out[key], value)
+    return out
+
+
 def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
@@ -248,7 +259,8 @@ class Trainer:
             self._say(f"no checkpoint in {self.out}; starting a new run there")
             return None
         ckpt = load_checkpoint(self.last_path, map_location="cpu")
-        old = ckpt.get("config", {})
+        # a run written before a config field existed ran with that field's default
+        old = _with_defaults(ckpt.get("config", {}), TrainConfig().to_dict())
         changed = config_changes(old, self.cfg.to_dict(), allowed=self.allow_changes)
         if changed:
             hint = [c.split(":")[0] for c in changed if c.split(":")[0] in RESUME_MAY_CHANGE_ON_REQUEST]
