@@ -43,3 +43,11 @@ def test_run_writes_per_class_table_and_confusion_png_of_the_best_model(tiny):
     assert image.ndim == 3 and min(image.shape[:2]) > 100
     stored = json.loads(open(f"{out}/summary.json").read())
     assert 0.0 <= stored["test_macro_f1_at_best_val"] <= 1.0
+    # helix report lists them under the results table
+    from helix.cli import main
+
+    assert main(["report", str(out), "--out", f"{out}/report", "--no-plots"]) == 0
+    text = open(f"{out}/report/results.md").read()
+    assert "## Per class (test set, best validation epoch, %)" in text and "confusion_matrix.png" in text
+    first = rows[0]
+    assert f"| {first['class']} | {first['support']} | {100 * float(first['accuracy']):.2f} |" in text

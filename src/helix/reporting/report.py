@@ -119,6 +119,22 @@ def write_results(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
     return {"markdown": md, "csv": csv_path}
 
 
+def per_class_markdown(runs: list[dict]) -> str:
+    """Per-class test accuracy and F1 at the best validation epoch of every single-label run that
+    wrote them (``per_class.csv`` and ``confusion_matrix.png`` in its folder); "" when none did."""
+    parts = []
+    for run in runs:
+        path = Path(run["dir"]) / "per_class.csv"
+        if not path.is_file():
+            continue
+        with open(path, newline="") as f:
+            body = [[r["class"], r["support"], format_pct(float(r["accuracy"])), format_pct(float(r["f1"]))]
+                    for r in csv.DictReader(f)]
+        parts.append(f"### {run['dir']}\n\n" + format_table(["class", "test clips", "accuracy", "F1"], body, markdown=True)
+                     + f"\n\nConfusion matrix: `{Path(run['dir']) / 'confusion_matrix.png'}`\n")
+    return "\n## Per class (test set, best validation epoch, %)\n\n" + "\n".join(parts) if parts else ""
+
+
 def build_report(run_paths: list[str | Path], out_dir: str | Path, plots: bool = True) -> dict[str, Path]:
     """Find runs under ``run_paths``, write results.md/.csv and (optionally) the figures to ``out_dir``."""
     dirs = find_run_dirs(run_paths)
@@ -127,6 +143,10 @@ def build_report(run_paths: list[str | Path], out_dir: str | Path, plots: bool =
     runs = [load_run(d) for d in dirs]
     rows = aggregate_runs(runs)
     written = write_results(rows, out_dir)
+    per_class = per_class_markdown(runs)
+    if per_class:
+        with open(written["markdown"], "a") as f:
+            f.write(per_class)
     if plots:
         from helix.reporting.plots import plot_accuracy_bars, plot_training_curves
 
