@@ -2,7 +2,10 @@
 
 Every dataset returns ``(waveform, label)``: a float32 tensor ``(T,)`` with
 ``T = round(clip_seconds * sample_rate)`` and an int class index, so one collate (stacking) gives
-``(B, T)`` for any task. Frontends (mel etc.) belong to the model.
+``(B, T)`` for any task. With ``native_length=True`` a clip keeps its own length instead (cropped
+only when longer than ``clip_seconds``, never padded), :meth:`ClipDataset.sample_counts` says each
+item's length without decoding, and :class:`~helix.data.batching.PadCollate` batches them with
+their lengths. Frontends (mel etc.) belong to the model.
 
 The hot path (:meth:`ClipDataset.__getitem__`) touches only flat numpy arrays built once in
 ``__init__`` (no per-item dicts or objects; also no Python objects whose reference counts would
@@ -25,11 +28,12 @@ from helix.data.audio import fit_length, load_audio
 __all__ = ["ClipDataset", "build_dataloader"]
 
 class ClipDataset(Dataset):
-    """One fixed-length clip per manifest row: item ``i`` -> ``(waveform (T,), label)``.
+    """One clip per manifest row: item ``i`` -> ``(waveform (T,), label)``.
 
     Files longer than the clip are cropped -- at a random offset when ``train`` (drawn from the
     torch RNG, which DataLoader seeds per worker), centred otherwise -- and shorter ones are
-    zero-padded at the end. Only the cropped part is decoded.
+    zero-padded at the end, or, with ``native_length``, kept at their own length
+    (``T = sample_counts()[i]``). Only the cropped part is decoded.
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class ClipDataset(Dataset):
         *,
         train: bool = False,
         resample: bool = True,
+        native_length: bool = False,
     ):
         index = {name: i for i, name in enumerate(class_names)}
         unknown = {r["label"] for r in rows} - index.keys()
@@ -52,14 +57,24 @@ class ClipDataset(Dataset):
         self.num_samples = int(round(clip_seconds * sample_rate))
         self.train = train
         self.resample = resample
+        self.native_length = bool(native_length)
         # one bytes buffer, not a list of str: forked workers keep sharing it
         self.paths = np.array([os.fsencode(r["path"]) for r in rows], dtype=np.bytes_)
         self.labels = np.array([index[r["label"]] for r in rows], dtype=np.int64)
         self.frames = np.array([r["frames"] for r in rows], dtype=np.int64)
         self.rates = np.array([r["sample_rate"] for r in rows], dtype=np.int64)
+        # soxr's one-shot output length is the rounded rate ratio (exact at equal rates)
+        at_rate = np.rint(self.frames * (self.sample_rate / np.maximum(self.rates, 1))).astype(np.int64)
+        self._counts = np.maximum(1, np.minimum(at_rate, self.num_samples))
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def sample_counts(self) -> np.ndarray:
+        """(N,) int64: the samples item ``i`` holds at ``sample_rate`` with ``native_length`` --
+        the file's length after resampling, at most the clip's -- read from the manifest (the
+        length-bucketed sampler groups clips by it)."""
+        return self._counts
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         frames, native = int(self.frames[i]), int(self.rates[i])
@@ -72,7 +87,10 @@ class ClipDataset(Dataset):
             os.fsdecode(self.paths[i]), self.sample_rate, offset=start / native, duration=self.clip_seconds,
             resample=self.resample, expected_frames=frames,
         )
-        return torch.from_numpy(fit_length(x, self.num_samples)), int(self.labels[i])
+        # native length: a resampled file may come out a sample off the manifest's count; the
+        # count wins so a batch's lengths are the ones its sampler planned for
+        size = int(self._counts[i]) if self.native_length else self.num_samples
+        return torch.from_numpy(fit_length(x, size)), int(self.labels[i])
 
 
 def build_dataloader(

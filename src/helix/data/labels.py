@@ -62,13 +62,15 @@ class MultiLabelClipDataset(ClipDataset):
     """
 
     def __init__(self, rows: Sequence[dict[str, Any]], class_names: Sequence[str], clip_seconds: float,
-                 sample_rate: int = 16000, *, train: bool = False, resample: bool = True):
+                 sample_rate: int = 16000, *, train: bool = False, resample: bool = True,
+                 native_length: bool = False):
         targets = label_matrix(rows, class_names)
         if len(rows) and not targets.any(axis=1).all():
             empty = next(r["path"] for r, t in zip(rows, targets) if not t.any())
             raise ValueError(f"{empty}: no label")
         first = [{**r, "label": split_label(r["label"])[0]} for r in rows]
-        super().__init__(first, class_names, clip_seconds, sample_rate, train=train, resample=resample)
+        super().__init__(first, class_names, clip_seconds, sample_rate, train=train, resample=resample,
+                         native_length=native_length)
         self.targets = targets
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

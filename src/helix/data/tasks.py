@@ -1,7 +1,9 @@
 """Tasks: one :func:`build_task` for the paper's corpora, the derived tasks and the synthetic ones.
 
 A task turns prepared data (a manifest under ``root``; nothing for synthetic tasks) into
-``(train, validation, test, class_names)``. Every dataset returns ``(waveform (T,), label)``.
+``(train, validation, test, class_names)``. Every dataset returns ``(waveform (T,), label)``;
+the tasks in :data:`NATIVE_LENGTH_TASKS` can instead keep each clip's own length
+(``native_length=True``: cropped only when longer than ``clip_seconds``, never padded).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from helix.data.dataset import ClipDataset
 from helix.data.manifest import class_names as manifest_classes
 from helix.data.synthetic import SYNTHETIC_TASKS, build_synthetic_datasets
 
-__all__ = ["CORPUS_TASKS", "DEFAULT_CLIP_SECONDS", "OWN_TASKS", "SYNTHETIC_TASKS", "TASKS", "build_task",
+__all__ = ["CORPUS_TASKS", "DEFAULT_CLIP_SECONDS", "NATIVE_LENGTH_TASKS", "OWN_TASKS", "SYNTHETIC_TASKS", "TASKS", "build_task",
            "suggest_clip_seconds"]
 
 #: the clip length each corpus task is trained at unless told otherwise (paper, section 4.1)
@@ -33,6 +35,9 @@ CORPUS_TASKS = tuple(DEFAULT_CLIP_SECONDS)
 #: the user's own files (``helix data prepare folder|csv``); clip length from their durations
 OWN_TASKS = ("folder", "csv")
 TASKS = CORPUS_TASKS + OWN_TASKS + SYNTHETIC_TASKS
+#: tasks whose clips are files (one per item) and so can keep their own length; the derived tasks
+#: stitch or concatenate several files to ``clip_seconds`` and the synthetic ones are generated at it
+NATIVE_LENGTH_TASKS = ("esc50", "urbansound8k", "speechcommands") + OWN_TASKS
 
 
 def build_task(
@@ -41,6 +46,7 @@ def build_task(
     clip_seconds: float | None,
     sample_rate: int = 16000,
     fold: int | None = None,
+    native_length: bool = False,
     **task_kwargs: Any,
 ) -> tuple[Dataset, Dataset | None, Dataset, list[str]]:
     """``(train, validation, test, class_names)`` of task ``name`` prepared in ``root``.
@@ -65,22 +71,29 @@ def build_task(
     ``clip_seconds=None`` takes :data:`DEFAULT_CLIP_SECONDS`. Every corpus task also accepts
     ``resample=False``, which refuses files not already at ``sample_rate``.
     Class names are sorted label names found in the manifest; index = class id.
+    ``native_length=True`` (tasks in :data:`NATIVE_LENGTH_TASKS`, else ValueError) gives clips at
+    their own length, each dataset with ``sample_counts()`` for a length-bucketed sampler.
     """
     from helix.data.recipes import get_recipe  # recipes pull in the download code: imported late
 
     if name not in TASKS:
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(TASKS)}")
+    if native_length and name not in NATIVE_LENGTH_TASKS:
+        raise ValueError(f"{name} builds every clip at clip_seconds, so it cannot keep native lengths "
+                         f"(data.batching=bucket); tasks that can: {', '.join(NATIVE_LENGTH_TASKS)}")
+    native = {"native_length": True} if native_length else {}
     if name in SYNTHETIC_TASKS:
         return _synthetic(name, root, clip_seconds, sample_rate, fold, task_kwargs)
     if name in OWN_TASKS:
-        return _own(name, root, clip_seconds, sample_rate, fold, _options(name, task_kwargs, {"resample": True}))
+        return _own(name, root, clip_seconds, sample_rate, fold, _options(name, task_kwargs, {"resample": True}),
+                    native)
     seconds = DEFAULT_CLIP_SECONDS[name] if clip_seconds is None else float(clip_seconds)
     if not seconds > 0:
         raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
     if name in ("esc50", "urbansound8k"):
         opts = _options(name, task_kwargs, {"resample": True})
         rows = get_recipe(name).read_manifest(root)
-        return _kfold(rows, fold, seconds, sample_rate, opts["resample"])
+        return _kfold(rows, fold, seconds, sample_rate, opts["resample"], native=native)
     if fold is not None:
         raise ValueError(f"{name} has one predefined split, not folds (got fold={fold})")
     if name in ("speechcommands", "concat_speechcommands"):
@@ -92,7 +105,7 @@ def build_task(
         _refuse_empty(name, root, {s: sum(r["split"] == s for r in rows) for s in splits})
         if name == "speechcommands":
             parts = [ClipDataset([r for r in rows if r["split"] == s], names, seconds, sample_rate,
-                                 train=(s == "train"), resample=opts["resample"]) for s in splits]
+                                 train=(s == "train"), resample=opts["resample"], **native) for s in splits]
             return (*parts, names)
         parts = [derived.concat_clips([r for r in rows if r["split"] == s], names, seconds, sample_rate,
                                       n_clips=opts["n_clips"], train=(s == "train"), seed=opts["seed"],
@@ -134,7 +147,7 @@ def suggest_clip_seconds(durations: Sequence[float]) -> float:
     return min(30.0, max(0.1, math.ceil(round(p90 * 10, 6)) / 10))
 
 
-def _own(name, root, clip_seconds, sample_rate, fold, opts):
+def _own(name, root, clip_seconds, sample_rate, fold, opts, native):
     from helix.data.labels import MultiLabelClipDataset, is_multilabel
     from helix.data.recipes import get_recipe
 
@@ -144,17 +157,18 @@ def _own(name, root, clip_seconds, sample_rate, fold, opts):
         raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
     dataset = MultiLabelClipDataset if is_multilabel(rows) else ClipDataset
     if any(r["fold"] for r in rows):
-        return _kfold(rows, fold, seconds, sample_rate, opts["resample"], dataset)
+        return _kfold(rows, fold, seconds, sample_rate, opts["resample"], dataset, native)
     if fold is not None:
         raise ValueError(f"{name} at {root} has one recorded split, not folds (got fold={fold})")
     names = manifest_classes(rows)
     parts = {s: [r for r in rows if r["split"] == s] for s in ("train", "validation", "test")}
     _refuse_empty(name, root, {s: len(p) for s, p in parts.items()})
-    return (*(dataset(p, names, seconds, sample_rate, train=(s == "train"), resample=opts["resample"])
+    return (*(dataset(p, names, seconds, sample_rate, train=(s == "train"), resample=opts["resample"], **native)
               for s, p in parts.items()), names)
 
 
-def _kfold(rows, fold, seconds, sample_rate, resample, dataset=ClipDataset):
+def _kfold(rows, fold, seconds, sample_rate, resample, dataset=ClipDataset, native=None):
+    native = native or {}
     folds = sorted({r["fold"] for r in rows})
     if fold is None:
         fold = folds[0]
@@ -167,9 +181,9 @@ def _kfold(rows, fold, seconds, sample_rate, resample, dataset=ClipDataset):
     split = {"test": [r for r in rows if r["fold"] == fold], "val": [r for r in rows if r["fold"] == val_fold],
              "train": [r for r in rows if r["fold"] not in (fold, val_fold)]}
     return (
-        dataset(split["train"], names, seconds, sample_rate, train=True, resample=resample),
-        dataset(split["val"], names, seconds, sample_rate, resample=resample),
-        dataset(split["test"], names, seconds, sample_rate, resample=resample),
+        dataset(split["train"], names, seconds, sample_rate, train=True, resample=resample, **native),
+        dataset(split["val"], names, seconds, sample_rate, resample=resample, **native),
+        dataset(split["test"], names, seconds, sample_rate, resample=resample, **native),
         names,
     )
 
