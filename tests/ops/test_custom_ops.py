@@ -210,17 +210,24 @@ def test_gpu_triton_ops_pass_opcheck():
     import helix.ops.causal_conv.library  # noqa: F401
     import helix.ops.selective_scan.library  # noqa: F401
 
+    # dA, dB, dC, dD and the bias gradient are summed with fp32 atomics, whose order varies between
+    # runs: opcheck's bit-tight eager-vs-AOT gradient comparison would fail on rounding alone, so it
+    # checks schema, autograd registration and fake tensors here; compiled gradients are compared
+    # with a tolerance in test_gpu_model_compiles_fullgraph_and_exports
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor")
     lengths = torch.tensor([300, 177], device="cuda")
     scan = _leaves(_scan_inputs(2, 64, 300, 16, True, "cuda"))
-    torch.library.opcheck(torch.ops.helix.selective_scan_triton.default, (*scan, True, True, lengths))
+    torch.library.opcheck(torch.ops.helix.selective_scan_triton.default, (*scan, True, True, lengths),
+                          test_utils=checks)
     out, H = torch.ops.helix.selective_scan_triton(*scan, True, True, lengths)
     torch.library.opcheck(torch.ops.helix.selective_scan_triton_backward.default,
-                          (torch.randn_like(out), *[x.detach() for x in scan], H.detach(), True, True, lengths))
+                          (torch.randn_like(out), *[x.detach() for x in scan], H.detach(), True, True, lengths),
+                          test_utils=checks)
     x, w, b = _leaves([torch.randn(2, 64, 300, device="cuda"), torch.randn(64, 4, device="cuda"),
                        torch.randn(64, device="cuda")])
-    torch.library.opcheck(torch.ops.helix.causal_conv_triton.default, (x, w, b, True, lengths))
+    torch.library.opcheck(torch.ops.helix.causal_conv_triton.default, (x, w, b, True, lengths), test_utils=checks)
     inner = _leaves(_bimamba_inputs(2, 300, 32, 64, 16, 2, "cuda"))
-    torch.library.opcheck(torch.ops.helix.bimamba_inner_triton.default, (*inner, 2, lengths))
+    torch.library.opcheck(torch.ops.helix.bimamba_inner_triton.default, (*inner, 2, lengths), test_utils=checks)
 
 
 @gpu
