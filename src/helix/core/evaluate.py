@@ -4,7 +4,9 @@ over ranks (each rank reads a disjoint shard, nothing padded).
 Single-label loaders yield class indices ``(B,)``: loss is cross-entropy, the metric top-1
 accuracy. Multi-label loaders yield 0/1 label vectors ``(B, C)``: loss is binary cross-entropy
 (mean over classes), and the scores of the whole set (gathered from every rank) give mAP and macro
-ROC AUC (:mod:`helix.core.multilabel`); ``acc`` is then top-1 precision.
+ROC AUC (:mod:`helix.core.multilabel`); ``acc`` is then top-1 precision. A loader of padded
+clips (:class:`~helix.data.batching.PadCollate`) also yields lengths ``(B,)``, handed to
+``model(wave, lengths)`` so padding does not change a clip's scores.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device,
     loss_sum, correct, count = 0.0, 0, 0
     multilabel = None
     scores, targets = [], []
-    for wave, labels in loader:
+    for wave, labels, *lengths in loader:
         wave = wave.to(device, non_blocking=True)          # (B, T)
+        lengths = lengths[0] if lengths else None           # (B,) on the host, or None: all full
         labels = labels.to(device, non_blocking=True)      # (B,) indices or (B, C) 0/1 vectors
         multilabel = labels.ndim == 2
         with autocast or contextlib.nullcontext():
-            logits = model(wave).float()                   # (B, C)
+            logits = (model(wave) if lengths is None else model(wave, lengths)).float()   # (B, C)
         if multilabel:
             per_item = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none").mean(-1)
             loss_sum += float(per_item.sum())

@@ -24,18 +24,28 @@ def step_generators(seed: int, step: int, rank: int,
 
 
 def augment_waveforms(wave: torch.Tensor, cfg: AugmentConfig, sample_rate: int,
-                      host: np.random.Generator, dev: torch.Generator) -> torch.Tensor:
-    """wave (B, T) -> augmented (B, T), same dtype and device; the input is not modified."""
+                      host: np.random.Generator, dev: torch.Generator,
+                      lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """wave (B, T) -> augmented (B, T), same dtype and device; the input is not modified.
+
+    ``lengths`` (B,) (a padded batch): each clip is shifted around its own ``lengths[i]`` samples
+    and its padding stays zero, so the clip is augmented as if it were alone. The random numbers
+    drawn are the same either way.
+    """
     B, T = wave.shape
+    ends = [T] * B if lengths is None else [int(n) for n in lengths]
     max_shift = int(cfg.time_shift_s * sample_rate)
     if max_shift > 0:
         shifts = host.integers(-max_shift, max_shift + 1, size=B)
         # one roll per example: an index tensor for gather would cost B*T int64s (300 MB at 5 min, B=8)
-        wave = torch.stack([torch.roll(w, int(s)) for w, s in zip(wave, shifts)])
+        wave = torch.stack([torch.roll(w, int(s)) if n >= T else torch.cat([torch.roll(w[:n], int(s)), w[n:]])
+                            for w, s, n in zip(wave, shifts, ends)])
     if cfg.gain_min != 1.0 or cfg.gain_max != 1.0:
         gains = torch.from_numpy(host.uniform(cfg.gain_min, cfg.gain_max, size=(B, 1)))
         wave = wave * gains.to(device=wave.device, dtype=wave.dtype)
     if cfg.noise_std > 0:
         noise = torch.randn(wave.shape, generator=dev, device=wave.device, dtype=wave.dtype)
+        if lengths is not None:  # (B, T) valid-sample mask: noise on the padding would be new signal
+            noise = noise * (torch.arange(T, device=wave.device) < lengths.to(wave.device)[:, None])
         wave = wave + cfg.noise_std * noise
     return wave

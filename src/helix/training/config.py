@@ -58,6 +58,18 @@ class DataConfig:
     """Draw training clips with replacement, weighted by ``1 / class count`` (multi-label: summed
     over the clip's labels), so rare classes come up as often as common ones
     (``helix.data.sampling.balanced_sample_weights``). An epoch keeps its usual length."""
+    batching: str = "fixed"
+    """``fixed``: every clip is cropped or zero-padded to ``clip_seconds`` and batches are stacked
+    (the paper's protocol; the default of the paper presets). ``bucket``: clips keep their own
+    length (cropped only when longer than ``clip_seconds``, never padded), batches group clips of
+    similar length (``helix.data.batching.BucketBatchSampler``, sharded over ranks, exact resume),
+    each padded to one of ``num_buckets`` lengths, and the model gets every clip's length
+    (``model(wave, lengths)``), so the padding changes nothing and costs little. For tasks whose
+    items are single files (``helix.data.tasks.NATIVE_LENGTH_TASKS``: esc50, urbansound8k,
+    speechcommands, folder, csv)."""
+    num_buckets: int = 8
+    """With ``batching=bucket``: how many padded lengths, placed at the quantiles of the training
+    clips' lengths (more buckets pad less; fewer repeat shapes more often)."""
 
     def __post_init__(self):
         check_finite(self)
@@ -76,6 +88,14 @@ class DataConfig:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.batching not in ("fixed", "bucket"):
+            raise ValueError(f"data.batching must be fixed or bucket, got {self.batching!r}")
+        if self.num_buckets < 1:
+            raise ValueError(f"data.num_buckets must be >= 1, got {self.num_buckets}")
+        if self.batching == "bucket" and self.balanced_sampling:
+            raise ValueError("data.balanced_sampling does not combine with data.batching=bucket (weighted draws "
+                             "with replacement and length buckets are two different samplers); use "
+                             "data.batching=fixed, or optim.class_weights=balanced for imbalance")
 
 
 @dataclass

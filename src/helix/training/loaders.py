@@ -1,15 +1,22 @@
 """Datasets and DataLoaders for a run: real corpora through ``helix.data.tasks.build_task``,
 the synthetic tasks through ``helix.data.synthetic``; a held-out validation split when the dataset
-has no official one; samplers that shard over ranks and resume mid-epoch."""
+has no official one; samplers that shard over ranks and resume mid-epoch.
+
+``data.batching=bucket``: the datasets keep each clip's own length, the training loader draws
+length-bucketed batches (:class:`~helix.data.batching.BucketBatchSampler`) padded by
+:class:`~helix.data.batching.PadCollate` to the bucket's length, and every loader yields
+``(wave (B, T), labels, lengths (B,))``."""
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from helix.data.batching import BucketBatchSampler, PadCollate, bucket_lengths
 from helix.data.tasks import SYNTHETIC_TASKS, build_task
 from helix.training.config import DataConfig
 from helix.core.distributed import DistEnv, ResumableDistributedSampler, ResumableWeightedSampler, ShardSampler
@@ -17,6 +24,8 @@ from helix.core.distributed import DistEnv, ResumableDistributedSampler, Resumab
 # the validation split does not depend on the training seed, so runs with different seeds are
 # selected on the same held-out examples
 VAL_SPLIT_SEED = 20260323
+BUCKET_MULTIPLE = 160
+"""Bucket lengths are whole multiples of this many samples (one raw-frontend token at 16 kHz)."""
 
 
 @dataclass
@@ -37,6 +46,8 @@ def build_run_data(cfg: DataConfig, fold: int | None = None) -> RunData:
     """The three splits and class names for ``cfg`` (``fold`` overrides ``cfg.fold``)."""
     fold = cfg.fold if fold is None else fold
     kwargs = dict(clip_seconds=cfg.clip_seconds, sample_rate=cfg.sample_rate, fold=fold, **cfg.task_kwargs)
+    if cfg.batching == "bucket":
+        kwargs["native_length"] = True
     if cfg.name in SYNTHETIC_TASKS:
         _check_synthetic_option_types(cfg.task_kwargs)
     try:
@@ -54,6 +65,17 @@ def build_run_data(cfg: DataConfig, fold: int | None = None) -> RunData:
     clip = getattr(_base(train), "clip_seconds", None) or cfg.clip_seconds
     # the data decides: a multi-label task's datasets carry a (N, C) ``targets`` table
     return RunData(train, val, test, list(names), source, clip, multilabel=hasattr(_base(train), "targets"))
+
+
+def sample_counts(dataset: Dataset) -> np.ndarray:
+    """(N,) samples per item of a native-length dataset (or a Subset of one), from its manifest."""
+    if isinstance(dataset, Subset):
+        return sample_counts(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
+    counts = getattr(dataset, "sample_counts", None)
+    if counts is None:
+        raise ValueError(f"data.batching=bucket needs clips that know their length; {type(dataset).__name__} "
+                         "does not (use data.batching=fixed)")
+    return np.asarray(counts(), dtype=np.int64)
 
 
 def _base(dataset: Dataset) -> Dataset:
@@ -95,14 +117,27 @@ def micro_batch_size(batch_size: int, world_size: int, accum: int) -> int:
 
 
 def train_loader(ds: Dataset, micro_batch: int, env: DistEnv, seed: int, num_workers: int,
-                 pin_memory: bool, sample_weights=None) -> DataLoader:
+                 pin_memory: bool, sample_weights=None, num_buckets: int | None = None) -> DataLoader:
     """Shuffled, sharded over ranks, incomplete last batch dropped (every step has the full global
     batch, which keeps one-GPU and multi-GPU runs identical). Call :func:`start_epoch` before
     iterating each epoch. ``sample_weights`` (N,) draws the epoch with replacement in proportion to
-    them instead (class-balanced sampling, ``data.balanced_sampling``), sharded and resumable alike."""
+    them instead (class-balanced sampling, ``data.balanced_sampling``), sharded and resumable alike.
+    ``num_buckets`` (``data.batching=bucket``): batches of clips of similar length, padded to one of
+    that many lengths, yielding ``(wave, labels, lengths)``; sharded and resumable alike."""
     if len(ds) < micro_batch * env.world_size:
         raise ValueError(f"training set ({len(ds)} examples) is smaller than one global batch "
                          f"({micro_batch * env.world_size}); lower optim.batch_size")
+    if num_buckets is not None:
+        if sample_weights is not None:
+            raise ValueError("data.balanced_sampling does not combine with data.batching=bucket")
+        lengths = sample_counts(ds)
+        buckets = bucket_lengths(lengths, num_buckets, BUCKET_MULTIPLE)
+        batches = BucketBatchSampler(lengths, micro_batch, buckets, env.world_size, env.rank, seed)
+        if batches.batches_per_epoch() < 1:
+            raise ValueError(f"training set ({len(ds)} examples) is smaller than one global batch "
+                             f"({micro_batch * env.world_size}); lower optim.batch_size")
+        return DataLoader(ds, batch_sampler=batches, collate_fn=PadCollate(batches.buckets),
+                          num_workers=num_workers, pin_memory=pin_memory, generator=torch.Generator())
     if sample_weights is not None:
         sampler = ResumableWeightedSampler(sample_weights, num_replicas=env.world_size, rank=env.rank, seed=seed)
     else:
@@ -116,11 +151,15 @@ def train_loader(ds: Dataset, micro_batch: int, env: DistEnv, seed: int, num_wor
 def start_epoch(loader: DataLoader, seed: int, epoch: int, rank: int, start_index: int = 0) -> None:
     """Set the epoch's shuffle (and skip ``start_index`` samples when resuming mid-epoch) and the
     DataLoader workers' seeds."""
-    loader.sampler.set_epoch(epoch, start_index=start_index)
+    sampler = loader.batch_sampler if isinstance(loader.batch_sampler, BucketBatchSampler) else loader.sampler
+    sampler.set_epoch(epoch, start_index=start_index)
     loader.generator.manual_seed(hash((seed, epoch, rank)) & (2**63 - 1))
 
 
-def eval_loader(ds: Dataset, batch_size: int, env: DistEnv, num_workers: int, pin_memory: bool) -> DataLoader:
-    """Fixed order, each rank a disjoint shard, nothing dropped or repeated."""
+def eval_loader(ds: Dataset, batch_size: int, env: DistEnv, num_workers: int, pin_memory: bool,
+                padded: bool = False) -> DataLoader:
+    """Fixed order, each rank a disjoint shard, nothing dropped or repeated. ``padded``
+    (native-length clips): batches padded to their longest clip, with lengths."""
     return DataLoader(ds, batch_size=batch_size, sampler=ShardSampler(len(ds), env.rank, env.world_size),
-                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)
+                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                      collate_fn=PadCollate() if padded else None)

@@ -3,15 +3,12 @@
     helix train --config esc50 --fold 1                          # one GPU or CPU
     torchrun --standalone --nproc_per_node 2 -m helix.cli train --config speechcommands   # DDP
 
-Per optimizer step: ``grad_accum_steps`` micro-batches, each augmented on the device (shift, gain,
-noise, mixup), forward under autocast (bf16/fp16 on GPU, fp32 on CPU; parameters stay fp32),
-backward (loss-scaled for fp16), unscale, clip the global norm, check the loss is finite, step
-AdamW and the cosine schedule. After every epoch: validation and test evaluation, one JSONL record,
-``best.pt`` when validation accuracy (mAP for multi-label data) improves, ``last.pt`` always (and every
-``checkpoint_every_steps``). ``resume=True`` continues from ``last.pt`` exactly: data order comes
-from (seed, epoch), augmentation from (seed, step, rank), so nothing else needs replaying;
-``allow_changes`` names optimiser settings a resumed run may change (e.g. a lower ``optim.lr``
-after a NaN stop). The run holds a lock on its folder from set-up to the end.
+Each optimizer step (:mod:`helix.training.step`: augment, autocast forward, backward, clip, AdamW,
+schedule) is checked for a finite loss here. After every epoch: validation and test evaluation, one
+JSONL record, ``best.pt`` when validation accuracy (mAP for multi-label data) improves, ``last.pt``
+always (and every ``checkpoint_every_steps``). ``resume=True`` continues from ``last.pt`` exactly
+(:mod:`helix.training.resume`); ``allow_changes`` names optimiser settings a resumed run may
+change (e.g. a lower ``optim.lr`` after a NaN stop). The run holds a lock on its folder throughout.
 """
 
 from __future__ import annotations
@@ -19,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shlex
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,71 +25,19 @@ import torch
 from tqdm.auto import tqdm
 
 from helix.core.evaluate import evaluate
-from helix.core.metrics import (METRIC_NAMES, PAPER_PROTOCOL_LABEL, best_val_index, summarize_history, task_metric,
-                                top1_hits)
-from helix.training.augment import augment_waveforms, step_generators
+from helix.core.metrics import METRIC_NAMES, PAPER_PROTOCOL_LABEL, best_val_index, summarize_history, task_metric
 from helix.models.checkpoint import load_checkpoint, save_checkpoint
-from helix.models.loading import model_payload
 from helix.training.config import TrainConfig
 from helix.training.config_io import ENV_OVERRIDES, env_overrides
 from helix.core.distributed import all_reduce_sum, setup_distributed
 from helix.training.loaders import (RunData, build_run_data, eval_loader, micro_batch_size, start_epoch,
                                    train_loader)
-from helix.training.mixup import mixup_batch, mixup_loss
+from helix.training.resume import (HEAD_PREFIX, TrainState, check_allowed_changes, check_resume_config, init_weights,
+                                   nonfinite_message, restore_training_state, resume_command, training_payload)
 from helix.core.rundir import RunFolderLock, RunLogger, environment
 from helix.training.schedule import build_optimizer, build_scheduler
+from helix.training.step import StepParts, optimizer_step
 from helix.core.threads import choose_cpu_threads, set_cpu_threads
-
-
-HEAD_PREFIX = "head."
-"""Parameter-name prefix of every registered model's classifier head (``model.head``)."""
-
-# settings that do not change the optimisation, so a resumed run may use other values
-RESUME_MAY_CHANGE = ("out_dir", "device", "precision", "compile", "log_every_steps", "checkpoint_every_steps",
-                     "eval_batch_size", "data.root", "data.num_workers", "cpu_threads")
-# optimiser settings a resumed run may change when asked to (``--allow-changes``): the model, the
-# data and the schedule's length stay those of the run, so the steps already taken keep their meaning
-RESUME_MAY_CHANGE_ON_REQUEST = ("optim.lr", "optim.min_lr", "optim.weight_decay", "optim.betas", "optim.grad_clip")
-
-
-def config_changes(old: dict, new: dict, prefix: str = "", allowed: tuple[str, ...] = ()) -> list[str]:
-    """``"key: old -> new"`` for dotted keys whose values differ between two config dicts, minus
-    :data:`RESUME_MAY_CHANGE` and ``allowed``."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b, name = old.get(key), new.get(key), prefix + key
-        if isinstance(a, dict) and isinstance(b, dict) and key not in ("task_kwargs", "overrides"):
-            out += config_changes(a, b, name + ".", allowed)
-        elif name not in RESUME_MAY_CHANGE and name not in allowed and _plain(a) != _plain(b):
-            out.append(f"{name}: {a!r} -> {b!r}")
-    return out
-
-
-def check_allowed_changes(keys) -> tuple[str, ...]:
-    """Validate ``--allow-changes`` keys (bare ``lr`` means ``optim.lr``)."""
-    out = []
-    for key in keys:
-        full = key if key.startswith("optim.") else f"optim.{key}"
-        if full not in RESUME_MAY_CHANGE_ON_REQUEST:
-            raise ValueError(f"--allow-changes takes {', '.join(RESUME_MAY_CHANGE_ON_REQUEST)}; got {key!r} "
-                             f"(the model, data and schedule length of a run cannot change on resume)")
-        out.append(full)
-    return tuple(out)
-
-
-def _with_defaults(config: dict, defaults: dict) -> dict:
-    """``config`` with the keys it lacks taken from ``defaults`` (nested sections merged)."""
-    out = dict(config)
-    for key, value in defaults.items():
-        if key not in out:
-            out[key] = value
-        elif isinstance(out[key], dict) and isinstance(value, dict) and key not in ("task_kwargs", "overrides"):
-            out[key] = _with_defaults(out[key], value)
-    return out
-
-
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
 
 
 class NonFiniteLossError(RuntimeError):
@@ -131,19 +74,6 @@ def tokens_per_clip(model: torch.nn.Module, num_samples: int, device: torch.devi
         return None
     with torch.no_grad():
         return int(frontend(torch.zeros(1, num_samples, device=device)).shape[1])
-
-
-@dataclass
-class TrainState:
-    """Everything besides model/optimizer/scheduler state that a resumed run needs."""
-    epoch: int = 0
-    """Completed epochs (the epoch in progress is ``epoch + 1``, 1-based in the logs)."""
-    batch_in_epoch: int = 0
-    """Optimizer steps already done in the epoch in progress."""
-    step: int = 0
-    """Optimizer steps done overall."""
-    epoch_sums: dict = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "count": 0.0, "seconds": 0.0})
-    history: list = field(default_factory=list)
 
 
 class Trainer:
@@ -189,7 +119,7 @@ class Trainer:
 
         self.raw_model = create_model(cfg.model.name, self.num_classes, **cfg.model_kwargs())
         if cfg.init and ckpt is None:  # a resumed run continues from its own weights
-            self._init_weights(cfg.init)
+            self._say(init_weights(self.raw_model, cfg.init, cfg, self.data.class_names))
         if cfg.model.freeze_backbone:
             # before the DDP wrapper, which registers the parameters that take gradients
             for name, p in self.raw_model.named_parameters():
@@ -216,14 +146,16 @@ class Trainer:
         o = cfg.optim
         self.micro = micro_batch_size(o.batch_size, self.env.world_size, o.grad_accum_steps)
         pin = self.device.type == "cuda"
+        bucket = cfg.data.batching == "bucket"
         self.train_loader = train_loader(self.data.train, self.micro, self.env, cfg.seed, cfg.data.num_workers, pin,
-                                         sample_weights=self._balance("data.balanced_sampling", cfg.data.balanced_sampling))
+                                         sample_weights=self._balance("data.balanced_sampling", cfg.data.balanced_sampling),
+                                         num_buckets=cfg.data.num_buckets if bucket else None)
         self.class_weights = self._balance("optim.class_weights", o.class_weights == "balanced", loss=True)
         eval_bs = cfg.eval_batch_size or self.micro
-        self.val_loader = eval_loader(self.data.val, eval_bs, self.env, cfg.data.num_workers, pin)
-        self.test_loader = eval_loader(self.data.test, eval_bs, self.env, cfg.data.num_workers, pin)
-        per_rank = len(self.data.train) // self.env.world_size
-        self.steps_per_epoch = per_rank // self.micro // o.grad_accum_steps
+        self.val_loader = eval_loader(self.data.val, eval_bs, self.env, cfg.data.num_workers, pin, bucket)
+        self.test_loader = eval_loader(self.data.test, eval_bs, self.env, cfg.data.num_workers, pin, bucket)
+        # batches per rank and epoch: the same on every rank, and in every epoch
+        self.steps_per_epoch = len(self.train_loader) // o.grad_accum_steps
         if self.steps_per_epoch < 1:
             raise ValueError(f"training set too small for one step of global batch {o.batch_size}")
         self._setup_threads()
@@ -234,6 +166,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext())
+        self.step_parts = StepParts(cfg, self.model, self.raw_model, self.optimizer, self.scheduler, self.scaler,
+                                    self.autocast, self.device, self.env.rank, self.env.enabled, self.class_weights)
 
         if ckpt is not None:
             self._load_training_state(ckpt)
@@ -259,16 +193,7 @@ class Trainer:
             self._say(f"no checkpoint in {self.out}; starting a new run there")
             return None
         ckpt = load_checkpoint(self.last_path, map_location="cpu")
-        # a run written before a config field existed ran with that field's default
-        old = _with_defaults(ckpt.get("config", {}), TrainConfig().to_dict())
-        changed = config_changes(old, self.cfg.to_dict(), allowed=self.allow_changes)
-        if changed:
-            hint = [c.split(":")[0] for c in changed if c.split(":")[0] in RESUME_MAY_CHANGE_ON_REQUEST]
-            hint = f"; to change them on purpose add --allow-changes {','.join(hint)}" if len(hint) == len(changed) else ""
-            raise ValueError(f"--resume with a different config would not continue the same run; changed: "
-                             f"{', '.join(changed)} (only {', '.join(RESUME_MAY_CHANGE)} may change{hint})")
-        self._resume_changes = [c for c in config_changes(old, self.cfg.to_dict())
-                                if c.split(":")[0] in self.allow_changes]
+        self._resume_changes = check_resume_config(ckpt, self.cfg, self.allow_changes)
         return ckpt
 
     def _balance(self, option: str, wanted: bool, loss: bool = False):
@@ -286,32 +211,6 @@ class Trainer:
         except TypeError as err:  # a dataset without class labels (the synthetic tasks)
             raise ValueError(f"{option}: {err}") from None
 
-    def _init_weights(self, path: str) -> None:
-        """Start from ``path``'s weights (``helix.models.load_model``: no code is unpickled). The
-        classifier head keeps its fresh initialisation when the checkpoint's classes differ."""
-        from helix.models import load_model
-
-        loaded = load_model(path)
-        if loaded.sample_rate != self.cfg.data.sample_rate:
-            raise ValueError(f"--init {path}: the model was trained at {loaded.sample_rate} Hz, this run is at "
-                             f"{self.cfg.data.sample_rate} Hz; set data.sample_rate={loaded.sample_rate}")
-        source, target = loaded.model.state_dict(), self.raw_model.state_dict()
-        same_classes = loaded.class_names == list(self.data.class_names)
-        keep = [k for k in target if same_classes or not k.startswith(HEAD_PREFIX)]
-        differ = sorted([k for k in keep if k not in source or source[k].shape != target[k].shape]
-                        + [k for k in source if k not in target])
-        if differ:
-            raise ValueError(f"--init {path}: its network does not match model.name={self.cfg.model.name} with this "
-                             f"run's options ({len(differ)} weights differ, e.g. {differ[0]}); use the same model "
-                             "name and model options as the checkpoint's run")
-        self.raw_model.load_state_dict({k: source[k] for k in keep}, strict=False)
-        if same_classes:
-            self._say(f"initialised from {path} (every weight, classes unchanged)")
-        else:
-            self._say(f"initialised from {path}; classifier head re-initialised: the checkpoint has "
-                      f"{len(loaded.class_names)} classes ({_names(loaded.class_names)}), the data "
-                      f"{self.num_classes} ({_names(self.data.class_names)})")
-
     def _setup_threads(self) -> None:
         """Pick the intra-op thread count of a CPU run (restored when ``fit`` ends)."""
         if self.device.type != "cpu" and self.cfg.cpu_threads is None:
@@ -324,65 +223,18 @@ class Trainer:
         self._say(f"CPU threads: {torch.get_num_threads()} ({why})")
 
     def _load_training_state(self, ckpt: dict) -> None:
-        self.raw_model.load_state_dict(ckpt["model_state"])
-        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(ckpt["optimizer_state"])
-        self.scheduler.load_state_dict(ckpt["scheduler_state"])
+        self.state = restore_training_state(ckpt, self.raw_model, self.optimizer, self.scheduler, self.scaler,
+                                            self.device, changed=bool(self._resume_changes))
         if self._resume_changes:
-            self._apply_optimizer_changes(fresh)
-        if ckpt.get("scaler_state") and self.scaler.is_enabled():
-            self.scaler.load_state_dict(ckpt["scaler_state"])
-        rng = ckpt.get("rng_state") or {}
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if rng.get("cuda") and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        t = ckpt["train_state"]
-        self.state = TrainState(epoch=ckpt["epoch"], batch_in_epoch=t["batch_in_epoch"], step=ckpt["step"],
-                                epoch_sums=dict(t["epoch_sums"]), history=list(t["history"]))
+            self._say(f"resumed with changed settings: {', '.join(self._resume_changes)}")
         self._say(f"resumed {self.out} at epoch {self.state.epoch + 1}, step {self.state.step}")
-
-    def _apply_optimizer_changes(self, fresh: list[dict]) -> None:
-        """After loading the checkpoint's optimizer and schedule, put back the settings that
-        ``--allow-changes`` let change: betas and weight decay from the new config, and the
-        schedule's peak (``base_lrs``) with the learning rate at the current step recomputed
-        along the new cosine (``min_lr`` lives in the new schedule's function)."""
-        for group, new in zip(self.optimizer.param_groups, fresh):
-            group.update({k: new[k] for k in ("betas", "weight_decay", "initial_lr") if k in new})
-        sched = self.scheduler
-        sched.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
-        for group, base, fn in zip(self.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
-            group["lr"] = base * fn(sched.last_epoch)
-        sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-        self._say(f"resumed with changed settings: {', '.join(self._resume_changes)}")
-
-    # ------------------------------------------------------------------ checkpoints
-    def _payload(self, training_state: bool) -> dict:
-        cfg, st = self.cfg, self.state
-        payload = {
-            **model_payload(cfg.model.name, self.num_classes, cfg.model_kwargs(), self.raw_model,
-                            self.data.class_names, cfg.data.sample_rate, self.clip_seconds,
-                            multilabel=self.multilabel),
-            "config": cfg.to_dict(),
-            "epoch": st.epoch,
-            "step": st.step,
-            "metrics": st.history[-1] if st.history else {},
-        }
-        if training_state:
-            payload.update(
-                optimizer_state=self.optimizer.state_dict(),
-                scheduler_state=self.scheduler.state_dict(),
-                scaler_state=self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                rng_state={"torch": torch.get_rng_state(),
-                           "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None},
-                train_state={"batch_in_epoch": st.batch_in_epoch, "epoch_sums": dict(st.epoch_sums),
-                             "history": list(st.history)},
-            )
-        return payload
 
     def _save(self, path: Path, training_state: bool = True) -> None:
         if self.env.is_main:
-            save_checkpoint(path, self._payload(training_state))
+            extra = (dict(optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, device=self.device)
+                     if training_state else {})
+            save_checkpoint(path, training_payload(self.cfg, self.state, self.raw_model, self.data.class_names,
+                                                   self.clip_seconds, self.multilabel, **extra))
 
     # ------------------------------------------------------------------ training
     def fit(self) -> dict:
@@ -442,7 +294,7 @@ class Trainer:
         self._mark = time.perf_counter()
         for batch in range(st.batch_in_epoch, self.steps_per_epoch):
             lr = self.optimizer.param_groups[0]["lr"]
-            stats, count = self._optimizer_step(batches)
+            stats, count = optimizer_step(self.step_parts, batches, st.step)
             st.step, st.batch_in_epoch = st.step + 1, batch + 1
             if pending is not None:
                 self._account(*pending, bar)
@@ -489,71 +341,16 @@ class Trainer:
                         **{"tok/s" if self.tokens else "clips/s": f"{rate * (self.tokens or 1):.0f}"})
         bar.update(1)
 
-    def _optimizer_step(self, batches) -> tuple[torch.Tensor, int]:
-        """One optimizer step over ``grad_accum_steps`` micro-batches
-        -> ((mean loss, gradient norm before clipping, hits) on the device, examples)."""
-        cfg, accum = self.cfg, self.cfg.optim.grad_accum_steps
-        losses, correct, count = [], torch.zeros((), device=self.device), 0
-        for micro in range(accum):
-            wave, labels = next(batches)
-            wave = wave.to(self.device, non_blocking=True).float()       # (B, T)
-            labels = labels.to(self.device, non_blocking=True)           # (B,) or (B, C) label vectors
-            labels_b, lam = labels, 1.0
-            if cfg.augment.enabled:
-                host, dev = step_generators(cfg.seed, self.state.step * accum + micro, self.env.rank, self.device)
-                wave = augment_waveforms(wave, cfg.augment, cfg.data.sample_rate, host, dev)
-                wave, labels, labels_b, lam = mixup_batch(wave, labels, cfg.augment.mixup_alpha, host)
-            # only the last micro-batch all-reduces gradients under DDP
-            sync = self.model.no_sync() if self.env.enabled and micro < accum - 1 else contextlib.nullcontext()
-            with sync:
-                with self.autocast:
-                    logits = self.model(wave)                            # (B, C)
-                loss = mixup_loss(logits, labels, labels_b, lam, self.class_weights)
-                self.scaler.scale(loss / accum).backward()
-            losses.append(loss.detach())
-            correct += top1_hits(logits.detach(), labels if lam >= 0.5 else labels_b)
-            count += labels.shape[0]
-        self.scaler.unscale_(self.optimizer)
-        max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
-        stats = torch.stack([torch.stack(losses).mean().float(), grad_norm.float(), correct.float()])
-        if self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)  # fp16: the scaler skips overflowing updates itself
-            self.scaler.update()
-        else:
-            # a non-finite loss or gradient norm skips this update on the device, so the model is
-            # never trained on garbage even before the host reads the numbers
-            self.optimizer.found_inf = (~torch.isfinite(stats[:2]).all()).float()
-            self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return stats, count
-
     def _stop_nonfinite(self, loss: float, norm: float, epoch: int, batch: int, step: int) -> None:
-        if self.last_path.exists():
-            ck = load_checkpoint(self.last_path)
-            keep = f"the last good checkpoint {self.last_path} (epoch {ck['epoch']}, step {ck['step']}) is kept"
-        else:
-            keep = "no checkpoint had been written yet"
-        msg = (f"non-finite training {'loss' if not math.isfinite(loss) else 'gradient norm'} "
-               f"(loss={loss}, grad norm={norm}) at optimizer step {step} (epoch {epoch + 1}, batch "
-               f"{batch + 1}/{self.steps_per_epoch}); that update was skipped so the model is not trained "
-               f"on garbage; {keep}. To continue with a 10x lower learning rate: {self.resume_command()} "
-               f"(optim.grad_clip, optim.betas, optim.weight_decay and precision change the same way)")
+        where = f"optimizer step {step} (epoch {epoch + 1}, batch {batch + 1}/{self.steps_per_epoch})"
+        msg = nonfinite_message(loss, norm, where, self.last_path, self.resume_command())
         self.logger.log_event({"event": "non_finite_loss", "step": step, "epoch": epoch + 1, "loss": loss,
                                "grad_norm": norm})
         raise NonFiniteLossError(msg)
 
     def resume_command(self, lr_factor: float = 0.1) -> str:
         """The command that continues this run from ``last.pt`` with the peak learning rate scaled."""
-        o = self.cfg.optim
-        lr = float(f"{o.lr * lr_factor:.3g}")
-        keys, sets = ["optim.lr"], [f"optim.lr={lr:g}"]
-        if o.min_lr > lr:  # the schedule's floor must stay below its peak
-            keys.append("optim.min_lr")
-            sets.append(f"optim.min_lr={lr:g}")
-        return " ".join(["helix train --out", shlex.quote(str(self.out)), "--resume --allow-changes",
-                         ",".join(keys), *sets])
+        return resume_command(self.out, self.cfg.optim, lr_factor)
 
     # ------------------------------------------------------------------ reporting
     def _summary(self) -> dict:
@@ -596,10 +393,6 @@ class Trainer:
     def _say(self, text: str) -> None:
         if self.verbose and self.env.is_main:
             print(text, flush=True)
-
-
-def _names(names, shown: int = 5) -> str:
-    return ", ".join(list(names)[:shown]) + (", ..." if len(names) > shown else "")
 
 
 def _epoch_line(r: dict, epochs: int, metric: str = "acc") -> str:

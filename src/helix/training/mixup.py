@@ -17,12 +17,25 @@ def mixup_batch(wave: torch.Tensor, labels: torch.Tensor, alpha: float, host: np
 
     ``lam`` weighs ``labels_a``; alpha <= 0 returns the batch unmixed with lam = 1.
     """
+    return mixup_clips(wave, labels, None, alpha, host)[:4]
+
+
+def mixup_clips(wave: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor | None, alpha: float,
+                host: np.random.Generator):
+    """:func:`mixup_batch` for a padded batch: also lengths (B,) -> the mixed clips' lengths, each
+    the longer of its pair (the shorter clip's padding is zeros, so the sum is the longer clip
+    with the shorter one over its start). Draws the same numbers as :func:`mixup_batch`.
+
+    -> (mixed wave (B, T), labels_a, labels_b, lam, lengths (B,) or None).
+    """
     if alpha <= 0 or wave.shape[0] < 2:
-        return wave, labels, labels, 1.0
+        return wave, labels, labels, 1.0, lengths
     lam = float(host.beta(alpha, alpha))
-    perm = torch.from_numpy(host.permutation(wave.shape[0])).to(wave.device)
-    mixed = lam * wave + (1.0 - lam) * wave[perm]
-    return mixed, labels, labels[perm], lam
+    perm = torch.from_numpy(host.permutation(wave.shape[0]))
+    mixed = lam * wave + (1.0 - lam) * wave[perm.to(wave.device)]
+    if lengths is not None:
+        lengths = torch.maximum(lengths, lengths[perm.to(lengths.device)])
+    return mixed, labels, labels[perm.to(labels.device)], lam, lengths
 
 
 def mixup_cross_entropy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor,
