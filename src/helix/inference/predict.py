@@ -4,7 +4,9 @@ A checkpoint carries everything needed: the model's registry name and options, i
 class names, the sample rate and the training clip length. Audio of any length is cut into sliding
 windows (:mod:`helix.inference.windows`; default window = the training clip, hop = half of it),
 windows are scored in batches, and the file-level prediction is the **mean over windows of the
-softmax probabilities** (every window weighs the same). A multi-label checkpoint (tagging) scores
+softmax probabilities** (every window weighs the same). Audio shorter than one window is one
+shorter window: the model is told its length (``model(wave, lengths)``), so it is scored as that
+audio alone, not with zero padding. A multi-label checkpoint (tagging) scores
 each class with its own sigmoid instead; the file keeps every label whose mean probability reaches
 a threshold (default 0.5). Files are decoded block by block, so an
 hour-long recording needs no more memory than a few windows.
@@ -218,19 +220,27 @@ class Predictor:
         window, hop = self.window(window_seconds, hop_seconds)
         sources = (self._source(item, i, sample_rate) for i, item in enumerate(inputs))
         report = None if progress is None else (lambda n: progress(n / self.sample_rate))
-        return run_windows(self._forward(output), sources, window, hop, self.batch_size, keep_windows, report)
+        return run_windows(self._forward(output), sources, window, hop, self.batch_size, keep_windows, report,
+                           masked=True)
 
     def _forward(self, output: str):
         model, device = self.model, self.device
 
-        def forward(x: np.ndarray) -> dict[str, np.ndarray]:
+        # audio shorter than the model's shortest input keeps just enough of its zero padding
+        shortest = int(getattr(model, "min_samples", 1))
+
+        def forward(x: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
+            n = torch.from_numpy(np.maximum(lengths, shortest))  # (B,) real samples per window
+            full = bool((n >= x.shape[1]).all())
             with torch.inference_mode():
-                wave = torch.from_numpy(x).to(device)  # (B, T_w)
+                # a batch of short windows is cut to its longest: no compute spent on padding
+                wave = torch.from_numpy(x[:, :int(n.max())]).to(device)  # (B, T_w)
+                lens = None if full else n  # all full: the unmasked path
                 if output == "probs":
-                    logits = model(wave).float()  # (B, C)
+                    logits = model(wave, lens).float()  # (B, C)
                     out = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
                 else:
-                    out = model.forward_features(wave).float()  # (B, D)
+                    out = model.forward_features(wave, lens).float()  # (B, D)
             out = out.cpu().numpy()  # rows with NaN/inf fail their own file (run_windows)
             return {output: out}
 
