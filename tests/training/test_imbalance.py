@@ -66,7 +66,7 @@ def test_a_run_with_balanced_sampling_and_class_weights(skewed, tmp_path):
     cfg = load_config("folder", [f"data.root={skewed}", f"out_dir={tmp_path / 'run'}", "data.num_workers=0",
                                  "model.num_layers=2", "model.overrides={d_model: 16, d_state: 4}",
                                  "optim.epochs=1", "optim.batch_size=4", "device=cpu",
-                                 "data.balanced_sampling=true", "optim.class_weights=balanced"])
+                                 "data.batching=fixed", "data.balanced_sampling=true", "optim.class_weights=balanced"])
     trainer = Trainer(cfg, verbose=False)
     summary = trainer.fit()
     assert summary["epochs_completed"] == 1
