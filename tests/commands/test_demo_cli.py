@@ -24,6 +24,7 @@ def test_demo_trains_three_backbones_on_both_tasks(capsys, tmp_path):
         assert label in text
     assert "chance" in text and "16.67" in text  # 6 ordered pairs of 3 events
     assert "helix train --config" in text  # what to run next
+    assert text.count("1 epochs, 2 updates of batch 8") == 2  # each task's schedule: 16 clips // 8
     for task in ("order", "concat"):
         for name in ("results.md", "accuracy.png", "curves.png"):
             assert (out / task / name).is_file(), (task, name)
@@ -49,3 +50,16 @@ def test_demo_out_that_is_a_file_is_refused_and_threads_are_checked(capsys, tmp_
     assert path.read_text() == "x"
     assert main(["demo", "--threads", "0", "--out", str(tmp_path / "d")]) == 1
     assert "--threads must be >= 1" in capsys.readouterr().err
+
+
+def test_demo_presets_train_past_the_order_blind_plateau():
+    """HELIX sits near 50% on task (a) until ~250-300 updates of batch 16 (224 updates of batch 32
+    left it at 48%); the preset must give it well past that, and task (b) its ~200."""
+    from helix.commands.demo import schedule
+    from helix.training.config_io import load_config
+
+    order, concat = load_config("demo", []), load_config("demo_concat", [])
+    assert order.optim.batch_size == concat.optim.batch_size == 16
+    updates = {cfg.data.name: cfg.data.task_kwargs["num_train"] // 16 * cfg.optim.epochs for cfg in (order, concat)}
+    assert updates["synthetic_order"] >= 450 and updates["synthetic_concat_order"] >= 200, updates
+    assert schedule(order) == f"{order.optim.epochs} epochs, {updates['synthetic_order']} updates of batch 16"

@@ -51,6 +51,12 @@ def describe(task: str, cfg) -> str:
             f"pooling over its first {cfg.model.pool_first_k} tokens")
 
 
+def schedule(cfg) -> str:
+    """Epochs and optimizer updates of one training: the demo's budget is counted in updates."""
+    steps = cfg.data.task_kwargs["num_train"] // cfg.optim.batch_size * cfg.optim.epochs  # last batch dropped
+    return f"{cfg.optim.epochs} epochs, {steps} updates of batch {cfg.optim.batch_size}"
+
+
 def _prepare_out(out: Path) -> None:
     """Replace a previous demo, never a folder the demo did not create."""
     from helix.core.rundir import check_run_folder
@@ -96,10 +102,10 @@ def run(args: argparse.Namespace) -> int:
     first = next(iter(jobs.values()))
     on_cpu = all(c.device == "cpu" for c in jobs.values())
     workers = max(1, min(args.workers or os.cpu_count() or 1, len(jobs), 6)) if on_cpu else 1
-    print(f"helix demo: {len(jobs)} trainings on synthetic audio, {first.optim.epochs} epochs each, "
-          f"{workers} at a time on {'CPU' if on_cpu else first.device}; results in {out}/", flush=True)
+    print(f"helix demo: {len(jobs)} trainings on synthetic audio, {workers} at a time on "
+          f"{'CPU' if on_cpu else first.device}; results in {out}/", flush=True)
     for task in tasks:
-        print(f"  task {describe(task, jobs[(task, 'helix')])}", flush=True)
+        print(f"  task {describe(task, jobs[(task, 'helix')])}: {schedule(jobs[(task, 'helix')])}", flush=True)
 
     start, results = time.perf_counter(), {}
     labels = dict(BACKBONES)
@@ -135,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     stuck = [(labels[b], jobs[(t, b)].model.name) for (t, b), s in results.items()
              if t == "order" and b != "pure_attention" and s["test_acc_at_best_val"] < 0.6]
     for label, name in stuck:
-        print(f"\n{label} stayed on the order-blind plateau (~50%) of task (a) within {first.optim.epochs} "
+        epochs = jobs[("order", "helix")].optim.epochs
+        print(f"\n{label} stayed on the order-blind plateau (~50%) of task (a) within {epochs} "
               f"epochs; a longer schedule lets it leave: helix train --config demo --model {name} --epochs 20")
     size = first.model.overrides
     print(f"""
