@@ -131,6 +131,106 @@ def _fwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
 
 
 @triton.jit
+def _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, dout_ptr,
+               du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr,
+               L, D_GROUP, N, n_chunks, L_BC,
+               su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+               sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
+               d0, c, b, g, t, mask_t, n, rev, n_b,
+               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+               BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr):
+    """One program's chunk of ``_bwd_scan`` (every step before the row's end is computed)."""
+    mask_n = n < N
+    mask_tn = mask_t[:, None] & mask_n[None, :]
+    Bt = _bc_tile(B_ptr, b, g, n, t, mask_tn, sB_b, sB_g, sB_n, sB_l, rev)
+    Ct = _bc_tile(C_ptr, b, g, n, t, mask_tn, sC_b, sC_g, sC_n, sC_l, rev)
+    Ct_rev = tl.flip(Ct, 0)  # the adjoint runs on time-reversed tiles
+    tq, mask_st = _logical_time(c, L, rev, BLOCK_T)
+    mask_q = tq < n_b  # loads; stores use mask_st (values past the end come out zero)
+    # a at the logical successor inside the chunk; the chunk's logical last step has its successor
+    # in the next logical chunk, which the carry K accounts for (a := 1)
+    i_t = tl.arange(0, BLOCK_T)
+    step = tl.where(rev, -1, 1)
+    mask_next = mask_q & (i_t < BLOCK_T - 1) & (tq + step < n_b)
+    dB_acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
+    dC_acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
+    Dtot = tl.num_programs(0) * DG
+    pu = u_ptr + b * su_b + d0 * su_d + tq * su_l
+    pv = dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l
+    pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
+    pg = dout_ptr + b * sg_b + d0 * sg_d + tq * sg_l
+    u_nx = tl.load(pu, mask=mask_q, other=0.0)
+    v_nx = tl.load(pv, mask=mask_q, other=0.0)
+    vn_nx = tl.load(pv + step * sdl_l, mask=mask_next, other=0.0)
+    g_nx = tl.load(pg, mask=mask_q, other=0.0)
+    z_nx = tl.load(pz, mask=mask_q, other=0.0) if HAS_Z else u_nx
+    for i in range(DG):
+        d = d0 + i
+        u = u_nx.to(tl.float32)
+        v = v_nx.to(tl.float32)
+        vn = vn_nx.to(tl.float32)
+        dout = g_nx.to(tl.float32)
+        z = z_nx.to(tl.float32)
+        more = mask_q & (i + 1 < DG)
+        u_nx = tl.load(pu + (i + 1) * su_d, mask=more, other=0.0)
+        v_nx = tl.load(pv + (i + 1) * sdl_d, mask=more, other=0.0)
+        vn_nx = tl.load(pv + (i + 1) * sdl_d + step * sdl_l, mask=more & mask_next, other=0.0)
+        g_nx = tl.load(pg + (i + 1) * sg_d, mask=more, other=0.0)
+        if HAS_Z:
+            z_nx = tl.load(pz + (i + 1) * sz_d, mask=more, other=0.0)
+        bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
+        dt = tl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
+        dtn = tl.where(mask_next, _dt_of(vn, bias, SOFTPLUS), 0.0)
+        A = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0)
+        A2 = A * 1.4426950408889634
+        # recompute the chunk's states from the saved carry
+        dtu = dt * u
+        x = dtu[:, None] * Bt
+        a = tl.exp2(dt[:, None] * A2[None, :])
+        pa, hl = tl.associative_scan((a, x), 0, _combine)
+        row = (b * Dtot + d) * n_chunks + c
+        h = hl + pa * tl.load(H_ptr + row * N + n, mask=mask_n, other=0.0)[None, :]
+        Dd = tl.load(D_ptr + d) if HAS_D else 0.0
+        off = (b * Dtot + d) * L + tq  # contiguous (B, D, L) gradient outputs
+        if HAS_Z:
+            sz = tl.sigmoid(z)
+            y = tl.sum(h * Ct, 1) + Dd * u
+            dy = dout * z * sz
+            tl.store(dz_ptr + off, (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty),
+                     mask=mask_st)
+        else:
+            dy = dout
+        # adjoint: g_t = dy_t C_t + a_{t+1} g_{t+1} plus the carry from the next chunk, a reverse
+        # scan done forwards on flipped tiles
+        an_rev = tl.exp2(tl.flip(dtn, 0)[:, None] * A2[None, :])
+        pr, gl = tl.associative_scan((an_rev, tl.flip(dy, 0)[:, None] * Ct_rev), 0, _combine)
+        gg = tl.flip(gl + pr * tl.load(K_ptr + row * N + n, mask=mask_n, other=0.0)[None, :], 0)
+        gh = gg * (h - x)  # g_t a_t h_{t-1}
+        gB = tl.sum(gg * Bt, 1)
+        ddt = gB * u + tl.sum(gh * A[None, :], 1)
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(v + bias)
+        ddt = tl.where(mask_q, ddt, 0.0)
+        tl.store(du_ptr + off, (dt * gB + Dd * dy).to(du_ptr.dtype.element_ty), mask=mask_st)
+        tl.store(ddl_ptr + off, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_st)
+        tl.atomic_add(dA_ptr + d * N + n, tl.sum(gh * dt[:, None], 0), mask=mask_n, sem="relaxed")
+        if HAS_D:
+            tl.atomic_add(dD_ptr + d, tl.sum(dy * u, 0), sem="relaxed")
+        if HAS_BIAS:
+            tl.atomic_add(dbias_ptr + d, tl.sum(ddt, 0), sem="relaxed")
+        dB_acc += gg * dtu[:, None]
+        dC_acc += h * dy[:, None]
+    # dB, dC: (B, G, N, L_BC) fp32, one atomic per element per program, back in ascending time
+    if rev:
+        dB_acc = tl.flip(dB_acc, 0)
+        dC_acc = tl.flip(dC_acc, 0)
+    G = Dtot // D_GROUP
+    off_bc = ((b * G + g) * N + n[None, :]) * L_BC + t[:, None]
+    tl.atomic_add(dB_ptr + off_bc, dB_acc, mask=mask_tn, sem="relaxed")
+    tl.atomic_add(dC_ptr + off_bc, dC_acc, mask=mask_tn, sem="relaxed")
+
+
+@triton.jit
 def _bwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, len_ptr, dout_ptr,
               du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr,
               L, D_GROUP, N, n_chunks, L_BC,
@@ -153,104 +253,32 @@ def _bwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
         rev = REVERSE
     n_b = _valid_len(len_ptr, b, L, HAS_LEN)
     mask_t = t < n_b
-    if c * BLOCK_T >= n_b:
-        tz, mz = _logical_time(c, L, rev, BLOCK_T)
-        Dz = tl.num_programs(0) * DG
-        for i in range(DG):
-            offz = (b * Dz + d0 + i) * L + tz
-            tl.store(du_ptr + offz, tl.zeros((BLOCK_T,), dtype=du_ptr.dtype.element_ty), mask=mz)
-            tl.store(ddl_ptr + offz, tl.zeros((BLOCK_T,), dtype=ddl_ptr.dtype.element_ty), mask=mz)
-            if HAS_Z:
-                tl.store(dz_ptr + offz, tl.zeros((BLOCK_T,), dtype=dz_ptr.dtype.element_ty), mask=mz)
+    if HAS_LEN:  # resolved at compile time: without lengths the kernel is the plain chunk body
+        if c * BLOCK_T >= n_b:  # a chunk wholly past the row's end: zero gradients, nothing computed
+            tz, mz = _logical_time(c, L, rev, BLOCK_T)
+            Dz = tl.num_programs(0) * DG
+            for i in range(DG):
+                offz = (b * Dz + d0 + i) * L + tz
+                tl.store(du_ptr + offz, tl.zeros((BLOCK_T,), dtype=du_ptr.dtype.element_ty), mask=mz)
+                tl.store(ddl_ptr + offz, tl.zeros((BLOCK_T,), dtype=ddl_ptr.dtype.element_ty), mask=mz)
+                if HAS_Z:
+                    tl.store(dz_ptr + offz, tl.zeros((BLOCK_T,), dtype=dz_ptr.dtype.element_ty), mask=mz)
+        else:
+            _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, dout_ptr,
+                       du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr,
+                       L, D_GROUP, N, n_chunks, L_BC,
+                       su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                       sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
+                       d0, c, b, g, t, mask_t, n, rev, n_b,
+                       HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG)
     else:
-        mask_n = n < N
-        mask_tn = mask_t[:, None] & mask_n[None, :]
-        Bt = _bc_tile(B_ptr, b, g, n, t, mask_tn, sB_b, sB_g, sB_n, sB_l, rev)
-        Ct = _bc_tile(C_ptr, b, g, n, t, mask_tn, sC_b, sC_g, sC_n, sC_l, rev)
-        Ct_rev = tl.flip(Ct, 0)  # the adjoint runs on time-reversed tiles
-        tq, mask_st = _logical_time(c, L, rev, BLOCK_T)
-        mask_q = tq < n_b  # loads; stores use mask_st (values past the end come out zero)
-        # a at the logical successor inside the chunk; the chunk's logical last step has its successor
-        # in the next logical chunk, which the carry K accounts for (a := 1)
-        i_t = tl.arange(0, BLOCK_T)
-        step = tl.where(rev, -1, 1)
-        mask_next = mask_q & (i_t < BLOCK_T - 1) & (tq + step < n_b)
-        dB_acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
-        dC_acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
-        Dtot = tl.num_programs(0) * DG
-        pu = u_ptr + b * su_b + d0 * su_d + tq * su_l
-        pv = dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l
-        pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
-        pg = dout_ptr + b * sg_b + d0 * sg_d + tq * sg_l
-        u_nx = tl.load(pu, mask=mask_q, other=0.0)
-        v_nx = tl.load(pv, mask=mask_q, other=0.0)
-        vn_nx = tl.load(pv + step * sdl_l, mask=mask_next, other=0.0)
-        g_nx = tl.load(pg, mask=mask_q, other=0.0)
-        z_nx = tl.load(pz, mask=mask_q, other=0.0) if HAS_Z else u_nx
-        for i in range(DG):
-            d = d0 + i
-            u = u_nx.to(tl.float32)
-            v = v_nx.to(tl.float32)
-            vn = vn_nx.to(tl.float32)
-            dout = g_nx.to(tl.float32)
-            z = z_nx.to(tl.float32)
-            more = mask_q & (i + 1 < DG)
-            u_nx = tl.load(pu + (i + 1) * su_d, mask=more, other=0.0)
-            v_nx = tl.load(pv + (i + 1) * sdl_d, mask=more, other=0.0)
-            vn_nx = tl.load(pv + (i + 1) * sdl_d + step * sdl_l, mask=more & mask_next, other=0.0)
-            g_nx = tl.load(pg + (i + 1) * sg_d, mask=more, other=0.0)
-            if HAS_Z:
-                z_nx = tl.load(pz + (i + 1) * sz_d, mask=more, other=0.0)
-            bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
-            dt = tl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
-            dtn = tl.where(mask_next, _dt_of(vn, bias, SOFTPLUS), 0.0)
-            A = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0)
-            A2 = A * 1.4426950408889634
-            # recompute the chunk's states from the saved carry
-            dtu = dt * u
-            x = dtu[:, None] * Bt
-            a = tl.exp2(dt[:, None] * A2[None, :])
-            pa, hl = tl.associative_scan((a, x), 0, _combine)
-            row = (b * Dtot + d) * n_chunks + c
-            h = hl + pa * tl.load(H_ptr + row * N + n, mask=mask_n, other=0.0)[None, :]
-            Dd = tl.load(D_ptr + d) if HAS_D else 0.0
-            off = (b * Dtot + d) * L + tq  # contiguous (B, D, L) gradient outputs
-            if HAS_Z:
-                sz = tl.sigmoid(z)
-                y = tl.sum(h * Ct, 1) + Dd * u
-                dy = dout * z * sz
-                tl.store(dz_ptr + off, (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty),
-                         mask=mask_st)
-            else:
-                dy = dout
-            # adjoint: g_t = dy_t C_t + a_{t+1} g_{t+1} plus the carry from the next chunk, a reverse
-            # scan done forwards on flipped tiles
-            an_rev = tl.exp2(tl.flip(dtn, 0)[:, None] * A2[None, :])
-            pr, gl = tl.associative_scan((an_rev, tl.flip(dy, 0)[:, None] * Ct_rev), 0, _combine)
-            gg = tl.flip(gl + pr * tl.load(K_ptr + row * N + n, mask=mask_n, other=0.0)[None, :], 0)
-            gh = gg * (h - x)  # g_t a_t h_{t-1}
-            gB = tl.sum(gg * Bt, 1)
-            ddt = gB * u + tl.sum(gh * A[None, :], 1)
-            if SOFTPLUS:
-                ddt = ddt * tl.sigmoid(v + bias)
-            ddt = tl.where(mask_q, ddt, 0.0)
-            tl.store(du_ptr + off, (dt * gB + Dd * dy).to(du_ptr.dtype.element_ty), mask=mask_st)
-            tl.store(ddl_ptr + off, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_st)
-            tl.atomic_add(dA_ptr + d * N + n, tl.sum(gh * dt[:, None], 0), mask=mask_n, sem="relaxed")
-            if HAS_D:
-                tl.atomic_add(dD_ptr + d, tl.sum(dy * u, 0), sem="relaxed")
-            if HAS_BIAS:
-                tl.atomic_add(dbias_ptr + d, tl.sum(ddt, 0), sem="relaxed")
-            dB_acc += gg * dtu[:, None]
-            dC_acc += h * dy[:, None]
-        # dB, dC: (B, G, N, L_BC) fp32, one atomic per element per program, back in ascending time
-        if rev:
-            dB_acc = tl.flip(dB_acc, 0)
-            dC_acc = tl.flip(dC_acc, 0)
-        G = Dtot // D_GROUP
-        off_bc = ((b * G + g) * N + n[None, :]) * L_BC + t[:, None]
-        tl.atomic_add(dB_ptr + off_bc, dB_acc, mask=mask_tn, sem="relaxed")
-        tl.atomic_add(dC_ptr + off_bc, dC_acc, mask=mask_tn, sem="relaxed")
+        _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, dout_ptr,
+                   du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr,
+                   L, D_GROUP, N, n_chunks, L_BC,
+                   su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                   sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
+                   d0, c, b, g, t, mask_t, n, rev, n_b,
+                   HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG)
 
 
 class ScanConfig:
