@@ -63,3 +63,15 @@ def test_demo_presets_train_past_the_order_blind_plateau():
     updates = {cfg.data.name: cfg.data.task_kwargs["num_train"] // 16 * cfg.optim.epochs for cfg in (order, concat)}
     assert updates["synthetic_order"] >= 450 and updates["synthetic_concat_order"] >= 200, updates
     assert schedule(order) == f"{order.optim.epochs} epochs, {updates['synthetic_order']} updates of batch 16"
+
+
+def test_demo_pool_starts_the_longest_trainings_first():
+    """Two workers finish together only if the short attention runs come last (the old order, by
+    clip length, started task (b)'s attention run before task (a)'s Mamba runs)."""
+    from helix.commands.demo import estimated_cost
+    from helix.training.config_io import load_config
+
+    jobs = {(t, b): load_config(p, [f"model.name={b}_raw"]) for t, p in (("order", "demo"), ("concat", "demo_concat"))
+            for b in ("pure_mamba", "helix", "pure_attention")}
+    order = sorted(jobs, key=lambda k: -estimated_cost(jobs[k], k[1]))
+    assert [b for _, b in order[-2:]] == ["pure_attention"] * 2, order

@@ -57,6 +57,14 @@ def schedule(cfg) -> str:
     return f"{cfg.optim.epochs} epochs, {steps} updates of batch {cfg.optim.batch_size}"
 
 
+def estimated_cost(cfg, backbone: str) -> float:
+    """Relative CPU time of one demo training: clip-seconds processed (a training clip costs about
+    three evaluation clips: forward and backward), an attention layer a third of a Mamba layer's."""
+    kw = cfg.data.task_kwargs
+    clips = kw["num_train"] // cfg.optim.batch_size * cfg.optim.batch_size + (kw["num_val"] + kw["num_test"]) / 3
+    return clips * cfg.data.clip_seconds * cfg.optim.epochs * (0.3 if backbone == "pure_attention" else 1.0)
+
+
 def _prepare_out(out: Path) -> None:
     """Replace a previous demo, never a folder the demo did not create."""
     from helix.core.rundir import check_run_folder
@@ -117,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
         threads = args.threads or max(1, (os.cpu_count() or 1) // workers)
         # spawn, not fork: a forked child inherits the parent's thread-pool state
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            # slowest first (long clips, Mamba layers) so the pool finishes together
-            order = sorted(jobs, key=lambda k: (-jobs[k].data.clip_seconds, k[1] == "pure_attention"))
+            # longest first, so the pool finishes together: a worker that takes the last long job
+            # while the other has only short ones left idles the other core for most of it
+            order = sorted(jobs, key=lambda k: -estimated_cost(jobs[k], k[1]))
             futures = {pool.submit(_train, {**jobs[k].to_dict(), "cpu_threads": threads}, True): k for k in order}
             for done, future in enumerate(as_completed(futures), 1):
                 key = futures[future]
