@@ -147,3 +147,33 @@ def test_augmentation_and_mixup_of_a_padded_batch_stay_within_each_clip():
     assert mixed_lengths.tolist() == torch.maximum(lengths, lengths[b]).tolist()
     plain = mixup_batch(wave, torch.arange(3), 0.3, np.random.default_rng(1))
     assert torch.equal(plain[0], mixed) and plain[3] == lam  # the same draws as unpadded mixup
+
+
+@pytest.mark.xfail(strict=True, reason="known defect (issue 17): with data.batching=bucket, a 2-process gloo run "
+                   "matches one process at step 1 (loss and gradient norm) and diverges from step 2 on; the "
+                   "samplers hand out the same global batches and the model is padding-invariant, so the cause "
+                   "is still open")
+def test_bucketed_run_on_two_gloo_processes_matches_one_process(corpus, tmp_path):
+    """torchrun with data.batching=bucket: each rank takes its slice of every global batch (padded to
+    its own bucket), and the run gives the same steps, losses and weights as one process."""
+    settings = SETTINGS + [f"data.root={corpus}", "augment.enabled=false", "optim.epochs=2"]
+    config = tmp_path / "bucket.yaml"
+    config.write_text(load_config(None, settings).to_yaml())
+    runs = {}
+    for name, launcher in (("single", [sys.executable]),
+                           ("ddp", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                    "--nproc_per_node", "2"])):
+        proc = subprocess.run([*launcher, "-m", "helix.cli", "train", "--config", str(config), "--out",
+                               str(tmp_path / name)], env=ENV, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        runs[name] = tmp_path / name
+    a, b = (read_jsonl(runs[k] / "steps.jsonl") for k in ("single", "ddp"))
+    assert len(a) == len(b) == 10
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-4)
+    ma, mb = (read_jsonl(runs[k] / "metrics.jsonl") for k in ("single", "ddp"))
+    for ra, rb in zip(ma, mb):
+        for key in ("train_loss", "val_loss", "test_loss"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-4), key
+    wa, wb = (load_checkpoint(runs[k] / "last.pt")["model_state"] for k in ("single", "ddp"))
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-3, atol=2e-4)
