@@ -75,6 +75,22 @@ def test_channel_slice_of_a_larger_tensor():
     check(wide[:, 4:12], w, b, True)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidir"])
+@pytest.mark.parametrize("C,L,K", [(6, 1, 4), (6, 2, 4), (5, 63, 4), (8, 37, 1), (7, 37, 5), (9, 130, 4)])
+def test_token_major_input(C, L, K, bidirectional):
+    """x as the mixer passes it: the transpose of a contiguous (B, L, C) buffer, which the kernel
+    reads in that layout (its own loops); outputs and gradients keep x's layout."""
+    x, w, b = inputs(2, C, L, K)
+    check(x.transpose(1, 2).contiguous().transpose(1, 2), w, b, bidirectional)
+    with torch.no_grad():
+        y = causal_conv1d_silu_cpu(x.transpose(1, 2).contiguous().transpose(1, 2), w, b, bidirectional)
+    assert y.transpose(1, 2).is_contiguous() if L > 1 else y.is_contiguous()
+    torch.testing.assert_close(y, causal_conv1d_silu_cpu(x, w, b, bidirectional), rtol=1e-5, atol=1e-6)
+    wide = torch.randn(2, L, 2 * C)  # the x half of an in_proj output: channels contiguous, rows 2C apart
+    wide[..., :C] = x.transpose(1, 2)
+    check(wide[..., :C].transpose(1, 2), w, b, bidirectional)
+
+
 def test_no_grad_matches_grad_path():
     x, w, b = inputs(2, 6, 90)
     with torch.no_grad():

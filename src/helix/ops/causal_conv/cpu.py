@@ -6,7 +6,9 @@ Shapes: x (B, C, L); weight (C, K); bias (C,) or None. With ``bidirectional=True
 [C//2, C) are anti-causal (x[t .. t+K-1], kernel reversed): Flip(conv(Flip(x))) without the flips.
 :func:`helix.ops.causal_conv.reference.causal_conv1d_silu_reference` is the specification.
 
-Each (b, c) row is one parallel task. Taps are the outer loop and time the inner one, so every
+Channels-contiguous inputs (the mixer's transposed (B, L, C) activations) go to the ``_tm``
+kernels: one batch item per parallel task, channels innermost. Otherwise each (b, c) row is one
+parallel task. Taps are the outer loop and time the inner one, so every
 inner loop is a shifted multiply-add over contiguous memory that LLVM vectorises; the K-1 edge
 steps are excluded from a tap's range instead of being tested per element. Backward recomputes the
 pre-activation in a per-row buffer; dweight and dbias go to per-row partials summed over the batch
@@ -136,6 +138,87 @@ def _conv_bwd(x, w, bias, bidirectional, dout, dx, dw_part, dbias_part):
             dw_part[b, c, j] = acc
 
 
+# The mixer hands the conv its (B, L, C) activation transposed: in that token-major layout a (b, c)
+# row is strided by C, so the row kernels above read one float per cache line and do not vectorise
+# (in the raw Pure Mamba step, L = 100 and C = 1024, they took 20% of the step). These variants take
+# the (B, L, C) buffers themselves: one batch item per task, channels innermost (contiguous).
+_BLC = types.float32[:, :, ::1]
+_FWD_TM_SIG = types.void(_BLC, types.float32[:, ::1], types.float32[::1], types.int64, _BLC)
+_BWD_TM_SIG = types.void(_BLC, types.float32[:, ::1], types.float32[::1], types.int64, _BLC, _BLC, _BLC,
+                         types.float32[:, ::1])
+
+
+@njit(fastmath=True, cache=True, inline="always")
+def _pre_activation_tm(xb, wt, bias, half, pre):
+    """pre (L, C) = bias + taps; wt (K, C); channels [half, C) anti-causal (half = C: none)."""
+    L, C = pre.shape
+    K = wt.shape[0]
+    for t in range(L):
+        pre[t, :] = bias
+        for j in range(K):
+            s = t + j - (K - 1)  # causal channels read x[t - (K-1) + j]
+            if s >= 0:
+                for c in range(half):
+                    pre[t, c] += wt[j, c] * xb[s, c]
+            s = t + (K - 1) - j  # anti-causal channels read x[t + (K-1) - j]
+            if s < L:
+                for c in range(half, C):
+                    pre[t, c] += wt[j, c] * xb[s, c]
+
+
+@njit(_FWD_TM_SIG, parallel=True, fastmath=True, cache=True)
+def _conv_fwd_tm(xt, wt, bias, half, outt):
+    """xt, outt (B, L, C) contiguous; wt (K, C)."""
+    Bsz, L, C = xt.shape
+    for b in prange(Bsz):
+        o = outt[b]
+        _pre_activation_tm(xt[b], wt, bias, half, o)
+        for t in range(L):
+            for c in range(C):
+                o[t, c] = o[t, c] * _sigmoid(o[t, c])
+
+
+@njit(_BWD_TM_SIG, parallel=True, fastmath=True, cache=True)
+def _conv_bwd_tm(xt, wt, bias, half, doutt, dxt, dwt_part, dbias_part):
+    """(B, L, C) contiguous x, dout, dx; dwt_part (B, K, C) and dbias_part (B, C) summed by the caller."""
+    Bsz, L, C = xt.shape
+    K = wt.shape[0]
+    for b in prange(Bsz):
+        xb, go, dxb = xt[b], doutt[b], dxt[b]
+        g = np.empty((L, C), np.float32)
+        _pre_activation_tm(xb, wt, bias, half, g)
+        db = dbias_part[b]
+        dw = dwt_part[b]
+        db[:] = _F0
+        dw[:, :] = _F0
+        dxb[:, :] = _F0
+        for t in range(L):
+            for c in range(C):
+                v = g[t, c]
+                sg = _sigmoid(v)
+                gv = go[t, c] * sg * (_F1 + v * (_F1 - sg))  # silu'(v) = s (1 + v (1 - s))
+                g[t, c] = gv
+                db[c] += gv
+        for t in range(L):
+            for j in range(K):
+                s = t + j - (K - 1)
+                if s >= 0:
+                    for c in range(half):
+                        dw[j, c] += g[t, c] * xb[s, c]
+                        dxb[s, c] += wt[j, c] * g[t, c]
+                s = t + (K - 1) - j
+                if s < L:
+                    for c in range(half, C):
+                        dw[j, c] += g[t, c] * xb[s, c]
+                        dxb[s, c] += wt[j, c] * g[t, c]
+
+
+def _token_major(x: torch.Tensor) -> bool:
+    """x (B, C, L) has contiguous channels: the transpose of a (B, L, C) view, e.g. the mixer's x half
+    of its in_proj output (copied to a contiguous (B, L, C) for the kernels: a few ms, not tens)."""
+    return x.shape[2] > 1 and x.stride(1) == 1 and x.stride(2) != 1
+
+
 @contextlib.contextmanager
 def _torch_threads():
     """Run numba's parallel loops on torch's thread count (``--threads``, torch.set_num_threads).
@@ -184,6 +267,15 @@ class _CausalConvCpuFn(torch.autograd.Function):
         x32 = _f32_view(x)
         Bsz, C, L = x32.shape
         dx = _empty_like_bcl(x32)
+        if _token_major(x32):
+            dwt_part, dbias_part = torch.empty(Bsz, weight.shape[1], C), torch.empty(Bsz, C)
+            half = C // 2 if ctx.bidirectional else C
+            with _torch_threads():
+                _conv_bwd_tm(x32.transpose(1, 2).contiguous().numpy(), _f32(weight.t()).numpy(),
+                             _bias(bias, C).numpy(), half, _f32(dout.transpose(1, 2)).numpy(),
+                             dx.transpose(1, 2).numpy(), dwt_part.numpy(), dbias_part.numpy())
+            dbias = None if bias is None else dbias_part.sum(0).to(bias.dtype)
+            return dx.to(x.dtype), dwt_part.sum(0).t().to(weight.dtype), dbias, None
         dw_part, dbias_part = torch.empty(Bsz, C, weight.shape[1]), torch.empty(Bsz, C)
         with _torch_threads():
             _conv_bwd(x32.numpy(), _f32(weight).numpy(), _bias(bias, C).numpy(), ctx.bidirectional,
@@ -195,6 +287,12 @@ class _CausalConvCpuFn(torch.autograd.Function):
 def _forward(x, weight, bias, bidirectional):
     x32 = _f32_view(x)
     out = _empty_like_bcl(x32)
+    if _token_major(x32):
+        C = x.shape[1]
+        with _torch_threads():
+            _conv_fwd_tm(x32.transpose(1, 2).contiguous().numpy(), _f32(weight.t()).numpy(), _bias(bias, C).numpy(),
+                         C // 2 if bidirectional else C, out.transpose(1, 2).numpy())
+        return out
     with _torch_threads():
         _conv_fwd(x32.numpy(), _f32(weight).numpy(), _bias(bias, x.shape[1]).numpy(), bidirectional, out.numpy())
     return out
