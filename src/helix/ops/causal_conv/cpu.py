@@ -20,55 +20,23 @@ function on its own file, so a helper imported from another module could go stal
 
 from __future__ import annotations
 
-import contextlib
-
-import numba
 import numpy as np
 import torch
-from llvmlite import ir
 from numba import njit, prange
 from numba.core import types
-from numba.extending import intrinsic
+
+from helix.ops.cpu_common import exp_fast, f32, f32_view, torch_threads
 
 # loading the compiled parallel kernels can start numba's OpenMP pool, which may reset a shared
 # OpenMP runtime's thread count (torch's): restored at the end of this module
 _TORCH_THREADS_AT_IMPORT = torch.get_num_threads()
 _F0, _F1, _HALF = np.float32(0.0), np.float32(1.0), np.float32(0.5)
-_LOG2E = np.float32(1.4426950408889634)
-_EXP_LO, _EXP_HI = np.float32(-126.0), np.float32(127.0)
-_P1, _P2, _P3 = np.float32(0.6931471805599453), np.float32(0.2402265069591007), np.float32(0.05550410866482158)
-_P4, _P5 = np.float32(0.009618129107628477), np.float32(0.0013333558146428443)
-_P6, _P7 = np.float32(0.00015403530393381606), np.float32(1.525273380405984e-05)
-
-
-@intrinsic
-def _bits_as_f32(typingctx, bits):
-    """Reinterpret the low 32 bits of an integer as an fp32 (an LLVM bitcast, so it vectorises)."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)) if bits.bitwidth > 32 else args[0],
-                               ir.FloatType())
-
-    return types.float32(bits), codegen
 
 
 @njit(fastmath=True, cache=True, inline="always")
 def _sigmoid(v):
-    """1 / (1 + e^-v) with e^x = 2^k * poly(f) (see :func:`helix.ops.selective_scan.cpu._exp`)."""
-    t = -v * _LOG2E
-    t = _EXP_LO if t < _EXP_LO else (_EXP_HI if t > _EXP_HI else t)
-    k = np.floor(t + _HALF)
-    f = t - k
-    p = _P7 * f + _P6
-    p = p * f + _P5
-    p = p * f + _P4
-    p = p * f + _P3
-    p = p * f + _P2
-    p = p * f + _P1
-    p = p * f + _F1
-    return _F1 / (_F1 + p * _bits_as_f32((np.int32(k) + np.int32(127)) << np.int32(23)))
+    """1 / (1 + e^-v) with the vectorisable exp of :mod:`helix.ops.cpu_common`."""
+    return _F1 / (_F1 + exp_fast(-v))
 
 
 @njit(fastmath=True, cache=True, inline="always")
@@ -219,31 +187,6 @@ def _token_major(x: torch.Tensor) -> bool:
     return x.shape[2] > 1 and x.stride(1) == 1 and x.stride(2) != 1
 
 
-@contextlib.contextmanager
-def _torch_threads():
-    """Run numba's parallel loops on torch's thread count (``--threads``, torch.set_num_threads).
-
-    numba's OpenMP layer can share torch's OpenMP runtime, and launching its pool sets the runtime's
-    thread count to numba's maximum: torch's count is put back, so a kernel call never changes it.
-    """
-    before = torch.get_num_threads()
-    n = max(1, min(before, numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
-    try:
-        yield n
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
-def _f32(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to(torch.float32).contiguous()
-
-
-def _f32_view(x: torch.Tensor) -> torch.Tensor:
-    return x.detach().to(torch.float32)
-
-
 def _empty_like_bcl(x: torch.Tensor) -> torch.Tensor:
     """(B, C, L) fp32 laid out as x: token-major (a (B, L, C) buffer's transpose) when x is."""
     Bsz, C, L = x.shape
@@ -251,7 +194,7 @@ def _empty_like_bcl(x: torch.Tensor) -> torch.Tensor:
 
 
 def _bias(bias, C):
-    return torch.zeros(C) if bias is None else _f32(bias)
+    return torch.zeros(C) if bias is None else f32(bias)
 
 
 class _CausalConvCpuFn(torch.autograd.Function):
@@ -264,37 +207,37 @@ class _CausalConvCpuFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         x, weight, bias = ctx.saved_tensors
-        x32 = _f32_view(x)
+        x32 = f32_view(x)
         Bsz, C, L = x32.shape
         dx = _empty_like_bcl(x32)
         if _token_major(x32):
             dwt_part, dbias_part = torch.empty(Bsz, weight.shape[1], C), torch.empty(Bsz, C)
             half = C // 2 if ctx.bidirectional else C
-            with _torch_threads():
-                _conv_bwd_tm(x32.transpose(1, 2).contiguous().numpy(), _f32(weight.t()).numpy(),
-                             _bias(bias, C).numpy(), half, _f32(dout.transpose(1, 2)).numpy(),
+            with torch_threads():
+                _conv_bwd_tm(x32.transpose(1, 2).contiguous().numpy(), f32(weight.t()).numpy(),
+                             _bias(bias, C).numpy(), half, f32(dout.transpose(1, 2)).numpy(),
                              dx.transpose(1, 2).numpy(), dwt_part.numpy(), dbias_part.numpy())
             dbias = None if bias is None else dbias_part.sum(0).to(bias.dtype)
             return dx.to(x.dtype), dwt_part.sum(0).t().to(weight.dtype), dbias, None
         dw_part, dbias_part = torch.empty(Bsz, C, weight.shape[1]), torch.empty(Bsz, C)
-        with _torch_threads():
-            _conv_bwd(x32.numpy(), _f32(weight).numpy(), _bias(bias, C).numpy(), ctx.bidirectional,
-                      _f32_view(dout).numpy(), dx.numpy(), dw_part.numpy(), dbias_part.numpy())
+        with torch_threads():
+            _conv_bwd(x32.numpy(), f32(weight).numpy(), _bias(bias, C).numpy(), ctx.bidirectional,
+                      f32_view(dout).numpy(), dx.numpy(), dw_part.numpy(), dbias_part.numpy())
         dbias = None if bias is None else dbias_part.sum(0).to(bias.dtype)
         return dx.to(x.dtype), dw_part.sum(0).to(weight.dtype), dbias, None
 
 
 def _forward(x, weight, bias, bidirectional):
-    x32 = _f32_view(x)
+    x32 = f32_view(x)
     out = _empty_like_bcl(x32)
     if _token_major(x32):
         C = x.shape[1]
-        with _torch_threads():
-            _conv_fwd_tm(x32.transpose(1, 2).contiguous().numpy(), _f32(weight.t()).numpy(), _bias(bias, C).numpy(),
+        with torch_threads():
+            _conv_fwd_tm(x32.transpose(1, 2).contiguous().numpy(), f32(weight.t()).numpy(), _bias(bias, C).numpy(),
                          C // 2 if bidirectional else C, out.transpose(1, 2).numpy())
         return out
-    with _torch_threads():
-        _conv_fwd(x32.numpy(), _f32(weight).numpy(), _bias(bias, x.shape[1]).numpy(), bidirectional, out.numpy())
+    with torch_threads():
+        _conv_fwd(x32.numpy(), f32(weight).numpy(), _bias(bias, x.shape[1]).numpy(), bidirectional, out.numpy())
     return out
 
 

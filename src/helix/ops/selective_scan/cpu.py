@@ -25,16 +25,13 @@ later processes load it from ``__pycache__``).
 
 from __future__ import annotations
 
-import contextlib
-
 import numba
 import numpy as np
 import torch
-from llvmlite import ir
 from numba import njit, prange
 from numba.core import types
-from numba.extending import intrinsic
 
+from helix.ops.cpu_common import exp_fast, f32, f32_view, torch_threads
 from helix.ops.selective_scan.reference import _check_shapes
 
 # loading the compiled parallel kernels can start numba's OpenMP pool, which may reset a shared
@@ -46,54 +43,16 @@ _TASKS_PER_THREAD = 8  # backward work items per thread: balance when another pr
 # fp32 constants: a Python float literal would promote the arithmetic (and halve the vector width)
 _F0, _F1, _F2, _HALF = np.float32(0.0), np.float32(1.0), np.float32(2.0), np.float32(0.5)
 _LOG2E = np.float32(1.4426950408889634)
-_EXP_LO, _EXP_HI = np.float32(-126.0), np.float32(127.0)
 _SOFTPLUS_HI = np.float32(20.0)  # torch's softplus threshold: above it softplus(v) = v
 # 2^f = e^(f ln 2) on [-1/2, 1/2]: Taylor to degree 7, relative error < 1e-8 (below fp32's ulp)
-_P1, _P2, _P3 = np.float32(0.6931471805599453), np.float32(0.2402265069591007), np.float32(0.05550410866482158)
-_P4, _P5 = np.float32(0.009618129107628477), np.float32(0.0013333558146428443)
-_P6, _P7 = np.float32(0.00015403530393381606), np.float32(1.525273380405984e-05)
 # log1p(w) = 2 atanh(s) = 2 (s + s^3/3 + s^5/5 + ...)
 _L3, _L5, _L7, _L9 = np.float32(1 / 3), np.float32(1 / 5), np.float32(1 / 7), np.float32(1 / 9)
 _L11, _L13 = np.float32(1 / 11), np.float32(1 / 13)
 
 
-@intrinsic
-def _bits_as_f32(typingctx, bits):
-    """Reinterpret the low 32 bits of an integer as an fp32 (an LLVM bitcast, so it vectorises)."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)) if bits.bitwidth > 32 else args[0],
-                               ir.FloatType())
-
-    return types.float32(bits), codegen
-
-
-@njit(fastmath=True, cache=True, inline="always")
-def _exp(x):
-    """exp for fp32 that LLVM vectorises: 2^k by building the exponent bits, 2^f by a polynomial.
-
-    Inputs are clamped to e^[-126 ln2, 127 ln2]: the smallest result is 2^-126 (not 0), far below
-    anything that reaches the state or a gradient at fp32 precision.
-    """
-    t = x * _LOG2E
-    t = _EXP_LO if t < _EXP_LO else (_EXP_HI if t > _EXP_HI else t)
-    k = np.floor(t + _HALF)
-    f = t - k
-    p = _P7 * f + _P6
-    p = p * f + _P5
-    p = p * f + _P4
-    p = p * f + _P3
-    p = p * f + _P2
-    p = p * f + _P1
-    p = p * f + _F1
-    return p * _bits_as_f32((np.int32(k) + np.int32(127)) << np.int32(23))
-
-
 @njit(fastmath=True, cache=True, inline="always")
 def _sigmoid(v):
-    return _F1 / (_F1 + _exp(-v))
+    return _F1 / (_F1 + exp_fast(-v))
 
 
 @njit(fastmath=True, cache=True, inline="always")
@@ -103,7 +62,7 @@ def _softplus(v):
     log1p(w) for w in (0, 1] as 2 atanh(s), s = w / (2 + w) <= 1/3: the odd series to s^13 leaves
     a relative error below 2e-8.
     """
-    w = _exp(-abs(v))
+    w = exp_fast(-abs(v))
     s = w / (_F2 + w)
     s2 = s * s
     q = _L13 * s2 + _L11
@@ -183,7 +142,7 @@ def _scan_fwd(u, delta, A, Bt, Ct, Dv, z, bias, reverse, softplus, has_z, out, s
                 Bv, Cv = Btg[lo + k], Ctg[lo + k]
                 y = _F0
                 for n in range(N):
-                    xn = _exp(dtk * Ad[n]) * x[n] + dtuk * Bv[n]
+                    xn = exp_fast(dtk * Ad[n]) * x[n] + dtuk * Bv[n]
                     x[n] = xn
                     y += xn * Cv[n]
                 yb[k] = y
@@ -250,7 +209,7 @@ def _scan_bwd(u, delta, A, Bt, Ct, Dv, z, bias, reverse, softplus, has_z, starts
                     Bv, Cv = Btg[lo + k], Ctg[lo + k]
                     y = _F0
                     for n in range(N):
-                        a = _exp(dtk * Ad[n])
+                        a = exp_fast(dtk * Ad[n])
                         dec[i, n] = a
                         xn = a * xs[i, n] + dtuk * Bv[n]
                         xs[i + 1, n] = xn
@@ -297,32 +256,6 @@ def _scan_bwd(u, delta, A, Bt, Ct, Dv, z, bias, reverse, softplus, has_z, starts
             dbias_part[b, d] = dbias_acc
 
 
-@contextlib.contextmanager
-def _torch_threads():
-    """Run numba's parallel loops on torch's thread count (``--threads``, torch.set_num_threads).
-
-    numba's OpenMP layer can share torch's OpenMP runtime, and launching its pool sets the runtime's
-    thread count to numba's maximum: torch's count is put back, so a kernel call never changes it.
-    """
-    before = torch.get_num_threads()
-    n = max(1, min(before, numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
-    try:
-        yield n
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
-def _f32(x: torch.Tensor) -> torch.Tensor:
-    return x.detach().to(torch.float32).contiguous()
-
-
-def _f32_view(x: torch.Tensor) -> torch.Tensor:
-    """fp32 without a copy when x already is: the kernels read (B, D, L) arrays of any strides."""
-    return x.detach().to(torch.float32)
-
-
 def _empty_like_bdl(x: torch.Tensor) -> torch.Tensor:
     """(B, D, L) fp32 laid out as x: token-major (a (B, L, D) buffer's transpose) when x is, so
     the consumers of a transposed (B, L, D) activation get their layout back without a copy."""
@@ -339,10 +272,10 @@ class _Prepared:
         zeros = torch.zeros(u.shape[1])
         self.has_z = z is not None
         self.tensors = (
-            _f32_view(u), _f32_view(delta), _f32(A), _f32(B.transpose(-1, -2)), _f32(C.transpose(-1, -2)),
-            zeros if D is None else _f32(D),
-            _f32_view(z) if z is not None else torch.empty(1, 1, 1),  # ignored by the kernels
-            zeros if delta_bias is None else _f32(delta_bias),
+            f32_view(u), f32_view(delta), f32(A), f32(B.transpose(-1, -2)), f32(C.transpose(-1, -2)),
+            zeros if D is None else f32(D),
+            f32_view(z) if z is not None else torch.empty(1, 1, 1),  # ignored by the kernels
+            zeros if delta_bias is None else f32(delta_bias),
             torch.tensor([False, True][:B.shape[1]]),  # group 1 of a bidirectional scan runs backwards
         )
 
@@ -357,7 +290,7 @@ def _forward(p: _Prepared, softplus: bool, save: bool):
     out = _empty_like_bdl(u)
     # without grad a placeholder: only the (N,) state of each row in flight exists, O(B*D*N) in all
     starts = torch.empty(Bsz, Dch, (L + CHUNK - 1) // CHUNK, A.shape[1]) if save else torch.empty(1, 1, 1, 1)
-    with _torch_threads():
+    with torch_threads():
         _scan_fwd(*p.arrays(), softplus, p.has_z, out.numpy(), starts.numpy(), save)
     return out, starts
 
@@ -379,8 +312,8 @@ def _backward(p: _Prepared, softplus: bool, starts: torch.Tensor, dout: torch.Te
     dC_part = torch.zeros(G * per_group, Bsz, L, N)
     dA_part = torch.empty(Bsz, Dch, N)
     dD_part, dbias_part = torch.empty(Bsz, Dch), torch.empty(Bsz, Dch)
-    with _torch_threads():
-        _scan_bwd(*p.arrays(), softplus, p.has_z, starts.numpy(), _f32_view(dout).numpy(), block,
+    with torch_threads():
+        _scan_bwd(*p.arrays(), softplus, p.has_z, starts.numpy(), f32_view(dout).numpy(), block,
                   du.numpy(), ddelta.numpy(), dz.numpy(), dB_part.numpy(), dC_part.numpy(), dA_part.numpy(),
                   dD_part.numpy(), dbias_part.numpy())
 
