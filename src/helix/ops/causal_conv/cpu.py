@@ -241,8 +241,8 @@ def _forward(x, weight, bias, bidirectional):
     return out
 
 
-def causal_conv1d_silu_cpu(x, weight, bias, bidirectional: bool = False):
-    """x (B, C, L) CPU tensor -> (B, C, L) in x's dtype, computed in fp32; see the module docstring."""
+def check_conv_args(x, weight, bias) -> None:
+    """Shapes (ValueError) and device (RuntimeError) of the numba conv's arguments."""
     if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[1]:
         raise ValueError(f"causal conv: x must be (B, C, L) and weight (C, K), got {tuple(x.shape)} "
                          f"and {tuple(weight.shape)}")
@@ -250,6 +250,11 @@ def causal_conv1d_silu_cpu(x, weight, bias, bidirectional: bool = False):
         raise ValueError(f"causal conv: bias must be (C,) = ({x.shape[1]},), got {tuple(bias.shape)}")
     if x.device.type != "cpu":
         raise RuntimeError(f"the numba causal conv runs on CPU tensors, got {x.device}")
+
+
+def causal_conv1d_silu_cpu(x, weight, bias, bidirectional: bool = False):
+    """x (B, C, L) CPU tensor -> (B, C, L) in x's dtype, computed in fp32; see the module docstring."""
+    check_conv_args(x, weight, bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
         return _CausalConvCpuFn.apply(x, weight, bias, bool(bidirectional))
     return _forward(x, weight, bias, bool(bidirectional)).to(x.dtype)

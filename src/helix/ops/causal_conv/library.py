@@ -137,11 +137,7 @@ torch.library.register_autograd(f"{NAMESPACE}::causal_conv_cpu", _conv_cpu_backw
 
 def causal_conv_cpu_op(x, weight, bias, bidirectional: bool = False):
     """The numba conv through its custom op; arguments and result as :func:`.cpu.causal_conv1d_silu_cpu`."""
-    if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[1]:
-        raise ValueError(f"causal conv: x must be (B, C, L) and weight (C, K), got {tuple(x.shape)} "
-                         f"and {tuple(weight.shape)}")
-    if bias is not None and tuple(bias.shape) != (x.shape[1],):
-        raise ValueError(f"causal conv: bias must be (C,) = ({x.shape[1]},), got {tuple(bias.shape)}")
-    if x.device.type != "cpu":
-        raise RuntimeError(f"the numba causal conv runs on CPU tensors, got {x.device}")
+    from helix.ops.causal_conv import cpu
+
+    cpu.check_conv_args(x, weight, bias)
     return _conv_cpu(x, weight, bias, bool(bidirectional))

@@ -349,15 +349,8 @@ class _ScanCpuFn(torch.autograd.Function):
         return (*(None if g is None or x is None else g.to(x.dtype) for g, x in zip(grads, inputs)), None, None)
 
 
-def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                       bidirectional=False):
-    """The selective scan on CPU tensors; same arguments, shapes and result as the reference.
-
-    bidirectional=False: u, delta, z (B, D, L), B, C (B, N, L), as :func:`selective_scan_reference`.
-    bidirectional=True: B, C (B, 2, N, L), channels [D/2, D) scanned backwards in time, as
-    :func:`selective_scan_bidirectional_reference`. Computes in fp32, returns u's dtype. Without
-    grad (torch.no_grad or no input requiring it) no chunk states are kept.
-    """
+def check_scan_args(u, delta, A, B, C, D, z, delta_bias, bidirectional: bool) -> None:
+    """Shapes (ValueError) and device (RuntimeError) of the numba scan's arguments."""
     if bidirectional:
         if u.dim() != 3 or u.shape[1] % 2:
             raise ValueError(f"u must be (B, 2E, L) with an even channel count, got {tuple(u.shape)}")
@@ -368,6 +361,18 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
         _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     if u.device.type != "cpu":
         raise RuntimeError(f"the numba selective scan runs on CPU tensors, got {u.device}")
+
+
+def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                       bidirectional=False):
+    """The selective scan on CPU tensors; same arguments, shapes and result as the reference.
+
+    bidirectional=False: u, delta, z (B, D, L), B, C (B, N, L), as :func:`selective_scan_reference`.
+    bidirectional=True: B, C (B, 2, N, L), channels [D/2, D) scanned backwards in time, as
+    :func:`selective_scan_bidirectional_reference`. Computes in fp32, returns u's dtype. Without
+    grad (torch.no_grad or no input requiring it) no chunk states are kept.
+    """
+    check_scan_args(u, delta, A, B, C, D, z, delta_bias, bidirectional)
     inputs = (u, delta, A, B, C, D, z, delta_bias)
     if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs):
         return _ScanCpuFn.apply(*inputs, bool(delta_softplus), bool(bidirectional))

@@ -20,7 +20,6 @@ from torch import Tensor
 from helix.ops.backend import load_kernels
 from helix.ops.custom_ops import (NAMESPACE, SavedCtx, bcl_strides, conform, contiguous_strides,
                                   empty_like_absent, fake, token_major)
-from helix.ops.selective_scan.reference import _check_shapes
 
 
 def _kernels():
@@ -117,14 +116,7 @@ def selective_scan_triton_op(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                              bidirectional=False, lengths=None):
     """The Triton scan through its custom op; arguments as :func:`.triton.selective_scan_triton`
     (forward direction, default launch config)."""
-    Bm = B if B.dim() == 4 else B.unsqueeze(1)  # (B, G, N, L)
-    Cm = C if C.dim() == 4 else C.unsqueeze(1)
-    if bidirectional and (Bm.shape[1] != 2 or Cm.shape[1] != 2):
-        raise ValueError("bidirectional scan needs B, C of shape (B, 2, N, L)")
-    if u.shape[1] % Bm.shape[1]:
-        raise ValueError(f"{u.shape[1]} channels do not split into {Bm.shape[1]} B/C groups")
-    if lengths is not None:
-        lengths = lengths.to(device=u.device, dtype=torch.int64).contiguous()
+    Bm, Cm, lengths = _kernels().scan_groups(u, B, C, bidirectional, lengths)  # (B, G, N, L)
     out, _ = _scan_triton(u, delta, _f32(A), Bm, Cm, _f32(D), z, _f32(delta_bias), bool(delta_softplus),
                           bool(bidirectional), lengths)
     return out
@@ -207,16 +199,9 @@ torch.library.register_autograd(f"{NAMESPACE}::selective_scan_cpu", _scan_cpu_ba
 def selective_scan_cpu_op(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                           bidirectional=False):
     """The numba scan through its custom op; arguments and result as :func:`.cpu.selective_scan_cpu`."""
-    if u.device.type != "cpu":
-        raise RuntimeError(f"the numba selective scan runs on CPU tensors, got {u.device}")
-    if bidirectional:
-        if u.dim() != 3 or u.shape[1] % 2:
-            raise ValueError(f"u must be (B, 2E, L) with an even channel count, got {tuple(u.shape)}")
-        if B.dim() != 4 or B.shape[1] != 2 or C.shape != B.shape:
-            raise ValueError(f"B and C must be (B, 2, N, L), got {tuple(B.shape)} and {tuple(C.shape)}")
-        _check_shapes(u, delta, A, B[:, 0], C[:, 0], D, z, delta_bias)
-    else:
-        _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    from helix.ops.selective_scan import cpu
+
+    cpu.check_scan_args(u, delta, A, B, C, D, z, delta_bias, bidirectional)
     inputs = (u, delta, A, B, C, D, z, delta_bias)
     save = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs)
     return _scan_cpu(*inputs, bool(delta_softplus), bool(bidirectional), save)[0]

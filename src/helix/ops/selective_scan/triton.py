@@ -460,6 +460,19 @@ class SelectiveScanFn(torch.autograd.Function):
                 dbias.to(b_dtype) if bias is not None else None, None, None, None, None, None)
 
 
+def scan_groups(u, B, C, bidirectional: bool, lengths):
+    """B, C as (B, G, N, L) groups and lengths as contiguous int64 on u's device, checked."""
+    Bm = B if B.dim() == 4 else B.unsqueeze(1)
+    Cm = C if C.dim() == 4 else C.unsqueeze(1)
+    if bidirectional and (Bm.shape[1] != 2 or Cm.shape[1] != 2):
+        raise ValueError("bidirectional scan needs B, C of shape (B, 2, N, L)")
+    if u.shape[1] % Bm.shape[1]:
+        raise ValueError(f"{u.shape[1]} channels do not split into {Bm.shape[1]} B/C groups")
+    if lengths is not None:
+        lengths = lengths.to(device=u.device, dtype=torch.int64).contiguous()
+    return Bm, Cm, lengths
+
+
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                           *, reverse: bool = False, bidirectional: bool = False,
                           config: ScanConfig | None = None, lengths: torch.Tensor | None = None):
@@ -472,14 +485,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     ``lengths`` (B,): valid steps per row; a reversed channel starts at its row's last valid step.
     """
     cfg = config or DEFAULT_CONFIG
-    Bm = B if B.dim() == 4 else B.unsqueeze(1)
-    Cm = C if C.dim() == 4 else C.unsqueeze(1)
-    if bidirectional and (Bm.shape[1] != 2 or Cm.shape[1] != 2):
-        raise ValueError("bidirectional scan needs B, C of shape (B, 2, N, L)")
-    if u.shape[1] % Bm.shape[1]:
-        raise ValueError(f"{u.shape[1]} channels do not split into {Bm.shape[1]} B/C groups")
-    if lengths is not None:
-        lengths = lengths.to(device=u.device, dtype=torch.int64).contiguous()
+    Bm, Cm, lengths = scan_groups(u, B, C, bidirectional, lengths)
     out = SelectiveScanFn.apply(u, delta, A, Bm, Cm, D, z, delta_bias, bool(delta_softplus),
                                 bool(bidirectional), bool(reverse), cfg, lengths)
     return out
