@@ -19,7 +19,7 @@ from helix.data.dataset import ClipDataset
 from helix.data.manifest import class_names as manifest_classes
 from helix.data.synthetic import SYNTHETIC_TASKS, build_synthetic_datasets
 
-__all__ = ["CORPUS_TASKS", "DEFAULT_CLIP_SECONDS", "NATIVE_LENGTH_TASKS", "OWN_TASKS", "SYNTHETIC_TASKS", "TASKS", "build_task",
+__all__ = ["CORPUS_TASKS", "TaskOptionError", "DEFAULT_CLIP_SECONDS", "NATIVE_LENGTH_TASKS", "OWN_TASKS", "SYNTHETIC_TASKS", "TASKS", "build_task",
            "suggest_clip_seconds"]
 
 #: the clip length each corpus task is trained at unless told otherwise (paper, section 4.1)
@@ -122,11 +122,20 @@ def build_task(
     return train, val, test, names
 
 
+class TaskOptionError(ValueError):
+    """A task option (``data.task_kwargs`` in a run config) the task does not take, or of the wrong
+    type; ``key`` names the option when one is at fault."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
 def _options(name: str, kwargs: dict[str, Any], allowed: dict[str, Any]) -> dict[str, Any]:
     """``allowed`` (the defaults) updated with ``kwargs``; a name not in ``allowed`` is an error."""
     unknown = set(kwargs) - set(allowed)
     if unknown:
-        raise ValueError(f"{name} does not take {sorted(unknown)}; it takes {sorted(allowed) or 'no options'}")
+        raise TaskOptionError(f"{name} does not take {sorted(unknown)}; it takes {sorted(allowed) or 'no options'}")
     return {**allowed, **kwargs}
 
 
@@ -191,11 +200,16 @@ def _kfold(rows, fold, seconds, sample_rate, resample, dataset=ClipDataset, nati
 def _synthetic(name, root, clip_seconds, sample_rate, fold, task_kwargs):
     import inspect
 
-    own = set(inspect.signature(build_synthetic_datasets).parameters) - {"name", "root", "clip_seconds",
-                                                                        "sample_rate", "fold"}
-    unknown = sorted(set(task_kwargs) - own)
+    defaults = {k: p.default for k, p in inspect.signature(build_synthetic_datasets).parameters.items()
+                if k not in ("name", "root", "clip_seconds", "sample_rate", "fold")}
+    unknown = sorted(set(task_kwargs) - set(defaults))
     if unknown:
-        raise ValueError(f"{name} does not take {unknown}; it takes {sorted(own)}")
+        raise TaskOptionError(f"{name} does not take {unknown}; it takes {sorted(defaults)}")
+    for key, value in task_kwargs.items():
+        # every option is an int or a bool, like its default; anything else would only fail deep
+        # inside the generator with a bare TypeError
+        if isinstance(defaults[key], (bool, int)) and type(value) is not type(defaults[key]):
+            raise TaskOptionError(f"expected {type(defaults[key]).__name__}, got {value!r}", key=key)
     seconds = 1.0 if clip_seconds is None else clip_seconds
     return build_synthetic_datasets(name, root, clip_seconds=seconds, sample_rate=sample_rate, fold=fold,
                                     **task_kwargs)

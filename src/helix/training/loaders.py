@@ -9,7 +9,6 @@ length-bucketed batches (:class:`~helix.data.batching.BucketBatchSampler`) padde
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from helix.data.batching import BucketBatchSampler, PadCollate, bucket_lengths
-from helix.data.tasks import SYNTHETIC_TASKS, build_task
+from helix.data.tasks import TaskOptionError, build_task
 from helix.training.config import DataConfig
 from helix.core.distributed import DistEnv, ResumableDistributedSampler, ResumableWeightedSampler, ShardSampler
 
@@ -48,14 +47,11 @@ def build_run_data(cfg: DataConfig, fold: int | None = None) -> RunData:
     kwargs = dict(clip_seconds=cfg.clip_seconds, sample_rate=cfg.sample_rate, fold=fold, **cfg.task_kwargs)
     if cfg.batching == "bucket":
         kwargs["native_length"] = True
-    if cfg.name in SYNTHETIC_TASKS:
-        _check_synthetic_option_types(cfg.task_kwargs)
     try:
         train, val, test, names = build_task(cfg.name, cfg.root, **kwargs)
-    except ValueError as err:
-        if cfg.name in SYNTHETIC_TASKS and "does not take" in str(err):
-            raise ValueError(f"data.task_kwargs: {err}") from None
-        raise
+    except TaskOptionError as err:
+        where = f"data.task_kwargs.{err.key}" if err.key else "data.task_kwargs"
+        raise ValueError(f"{where}: {err}") from None
     source = "official"
     if val is None:
         train, val = split_validation(train, cfg.val_fraction)
@@ -82,17 +78,6 @@ def _base(dataset: Dataset) -> Dataset:
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
     return dataset
-
-
-def _check_synthetic_option_types(options: dict) -> None:
-    """Every synthetic-task option is an int or a bool (its default's type); anything else would
-    only fail deep inside the generator with a bare TypeError."""
-    from helix.data.synthetic import build_synthetic_datasets
-
-    defaults = {k: p.default for k, p in inspect.signature(build_synthetic_datasets).parameters.items()}
-    for key, value in options.items():
-        if key in defaults and isinstance(defaults[key], (bool, int)) and type(value) is not type(defaults[key]):
-            raise ValueError(f"data.task_kwargs.{key}: expected {type(defaults[key]).__name__}, got {value!r}")
 
 
 def split_validation(train: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
