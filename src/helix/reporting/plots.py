@@ -4,6 +4,11 @@
   hatched), error bars +-1 std over folds, epoch counts above the bars (Figures 2-3).
 - :func:`plot_training_curves`: accuracy per epoch, one panel per frontend, a 7-epoch moving
   average over the raw values drawn faintly, dotted lines at each run's best (Figures 4-7).
+
+Multi-label runs (tagging) select and report on mAP instead of accuracy (their rows and summaries
+say ``metric: map``): their bars show mAP and their curves the per-epoch ``test_map``, with axes
+labelled so. One figure holds runs of one metric; ``bars_figure`` and ``curves_figure`` build the
+figures without writing them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
+from helix.core.metrics import METRIC_NAMES  # noqa: E402
 from helix.names import BACKBONE_LABELS, split_model_name  # noqa: E402
 
 COLORS = {"pure_mamba": "#1f77b4", "helix": "#d62728", "pure_attention": "#2ca02c"}
@@ -37,10 +43,40 @@ def moving_average(values, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
+def one_metric(metrics) -> str:
+    """The one task metric (``"acc"`` or ``"map"``) of a figure's runs; ValueError when they mix."""
+    found = set(metrics) or {"acc"}
+    if len(found) > 1:
+        raise ValueError(f"one figure cannot mix metrics {sorted(found)}: plot accuracy and mAP runs apart")
+    return found.pop()
+
+
+def bar_axis_label(column: str, metric: str = "acc") -> str:
+    """The y label of a bar chart of ``column`` (an ``aggregate_runs`` column, named after accuracy
+    even when the row holds mAP) for runs measured by ``metric``."""
+    name = "acc." if metric == "acc" else METRIC_NAMES.get(metric, metric)
+    names = {"best_test_acc": f"best test {name} (paper protocol) %", "test_acc_at_best_val": f"test {name} @ best val %",
+             "final_test_acc": f"final test {name} %"}
+    return names.get(column, column)
+
+
+def curve_axis_label(key: str) -> str:
+    """``test_acc`` -> ``test accuracy (%)``, ``test_map`` -> ``test mAP (%)``."""
+    prefix, _, metric = key.rpartition("_")
+    return f"{prefix.replace('_', ' ')} {METRIC_NAMES.get(metric, metric)} (%)".strip()
+
+
 def plot_accuracy_bars(rows: list[dict], path: str | Path, metric: str = "best_test_acc",
                        title: str = "") -> Path:
-    """Grouped bars of ``metric`` (mean over runs, +-1 std) from ``aggregate_runs`` rows."""
-    path = Path(path)
+    """Grouped bars of ``metric`` (mean over runs, +-1 std) from ``aggregate_runs`` rows, written to
+    ``path``; mAP for multi-label rows (see :func:`bars_figure`)."""
+    return _save(bars_figure(rows, metric, title), path)
+
+
+def bars_figure(rows: list[dict], metric: str = "best_test_acc", title: str = ""):
+    """The figure of :func:`plot_accuracy_bars`: ``rows[i][metric + "_mean"]`` is accuracy, or mAP
+    where the rows' ``metric`` is ``"map"`` (then there is no chance line)."""
+    task_metric = one_metric(r.get("metric", "acc") for r in rows)
     backbones = list(dict.fromkeys(r["backbone"] for r in rows))
     frontends = [f for f in ("raw", "mel", "-") if any(r["frontend"] == f for r in rows)]
     width = 0.8 / max(len(frontends), 1)
@@ -59,29 +95,39 @@ def plot_accuracy_bars(rows: list[dict], path: str | Path, metric: str = "best_t
             epochs = f"{row['epochs']} ep" if row["epochs"] < row["epochs_planned"] else f"{mean:.1f}"
             ax.text(x, mean + (std if row["runs"] > 1 else 0) + 0.8, epochs, ha="center", va="bottom", fontsize=7)
     chance = next((r["chance_acc"] for r in rows if r.get("chance_acc")), None)
-    if chance:
+    if chance and task_metric == "acc":
         ax.axhline(100 * chance, color="gray", linestyle=":", linewidth=1, label="chance")
     ax.set_xticks(range(len(backbones)), [_label(b) for b in backbones])
-    names = {"best_test_acc": "best test acc. (paper protocol) %", "test_acc_at_best_val": "test acc. @ best val %",
-             "final_test_acc": "final test acc. %"}
-    ax.set_ylabel(names.get(metric, metric))
+    ax.set_ylabel(bar_axis_label(metric, task_metric))
     n_runs = max((r["runs"] for r in rows), default=1)
     ax.set_title(title + (f" (+-1 std over {n_runs} folds)" if n_runs > 1 else ""), fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     ax.set_ylim(0, min(105, max([100 * r[metric + "_mean"] for r in rows if np.isfinite(r[metric + "_mean"])]
                                 + [10]) * 1.15 + 5))
     fig.tight_layout()
+    return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
 
 
-def plot_training_curves(runs: list[dict], path: str | Path, metric: str = "test_acc", smooth: int = 7,
+def plot_training_curves(runs: list[dict], path: str | Path, metric: str | None = None, smooth: int = 7,
                          title: str = "") -> Path:
     """Per-epoch ``metric`` of each model (its lowest fold, as the paper's Figure 4 shows fold 1),
-    smoothed over up to ``smooth`` epochs (at most a tenth of the run)."""
-    path = Path(path)
+    smoothed over up to ``smooth`` epochs (at most a tenth of the run), written to ``path``.
+    ``metric=None``: ``test_acc``, or ``test_map`` for multi-label runs."""
+    return _save(curves_figure(runs, metric, smooth, title), path)
+
+
+def curves_figure(runs: list[dict], metric: str | None = None, smooth: int = 7, title: str = ""):
+    """The figure of :func:`plot_training_curves` (``runs`` as ``load_run`` returns them)."""
+    if metric is None:
+        metric = "test_" + one_metric(r["summary"].get("metric", "acc") for r in runs)
     chosen: dict[str, dict] = {}
     for run in sorted(runs, key=lambda r: (r["summary"].get("fold") or 0)):
         chosen.setdefault(run["summary"]["model"], run)
@@ -110,11 +156,8 @@ def plot_training_curves(runs: list[dict], path: str | Path, metric: str = "test
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False)
-    axes[0][0].set_ylabel(metric.replace("_acc", " accuracy").replace("_", " ") + " (%)")
+    axes[0][0].set_ylabel(curve_axis_label(metric))
     note = f"{smooth}-epoch moving average, per-epoch values faint" if smooth > 1 else "per epoch"
     fig.suptitle(f"{note}; dotted: best", fontsize=8, y=0.02, va="bottom")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return fig

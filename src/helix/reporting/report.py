@@ -57,7 +57,7 @@ def load_run(run_dir: str | Path) -> dict:
 def _group_key(run: dict) -> tuple:
     model = run["config"].get("model", {})
     options = json.dumps({k: model.get(k) for k in ("num_layers", "pool_first_k", "overrides")}, sort_keys=True)
-    return run["summary"]["dataset"], run["summary"]["model"], options, run["summary"].get("metric", "acc")
+    return run["summary"]["dataset"], run["summary"]["model"], options, _metric(run)
 
 
 def aggregate_runs(runs: list[dict]) -> list[dict]:
@@ -150,12 +150,22 @@ def build_report(run_paths: list[str | Path], out_dir: str | Path, plots: bool =
     if plots:
         from helix.reporting.plots import plot_accuracy_bars, plot_training_curves
 
-        for dataset in sorted({r["dataset"] for r in rows}):
-            tag = dataset if len({r["dataset"] for r in rows}) > 1 else ""
-            suffix = f"_{tag}" if tag else ""
-            written[f"bars{suffix}"] = plot_accuracy_bars(
-                [r for r in rows if r["dataset"] == dataset], Path(out_dir) / f"accuracy{suffix}.png", title=dataset)
-            written[f"curves{suffix}"] = plot_training_curves(
-                [r for r in runs if r["summary"]["dataset"] == dataset], Path(out_dir) / f"curves{suffix}.png",
-                title=dataset)
+        # one figure per dataset and metric: a multi-label run plots mAP, a single-label one accuracy
+        # (a dataset name such as "csv" can hold both); the file names stay accuracy*.png, curves*.png
+        datasets = sorted({r["dataset"] for r in rows})
+        for dataset in datasets:
+            metrics = sorted({r["metric"] for r in rows if r["dataset"] == dataset})
+            for metric in metrics:
+                suffix = (f"_{dataset}" if len(datasets) > 1 else "") + (f"_{metric}" if len(metrics) > 1 else "")
+                written[f"bars{suffix}"] = plot_accuracy_bars(
+                    [r for r in rows if r["dataset"] == dataset and r["metric"] == metric],
+                    Path(out_dir) / f"accuracy{suffix}.png", title=dataset)
+                written[f"curves{suffix}"] = plot_training_curves(
+                    [r for r in runs if r["summary"]["dataset"] == dataset and _metric(r) == metric],
+                    Path(out_dir) / f"curves{suffix}.png", title=dataset)
     return written
+
+
+def _metric(run: dict) -> str:
+    """``"map"`` for a multi-label run, ``"acc"`` otherwise (as its summary, or its records, say)."""
+    return run["summary"].get("metric", "acc")
