@@ -24,16 +24,20 @@ from helix.core.metrics import top1_hits
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader, device: torch.device,
-             autocast: contextlib.AbstractContextManager | None = None, keep_outputs: bool = False) -> dict:
+             autocast: contextlib.AbstractContextManager | None = None, keep_outputs: bool = False,
+             forward=None) -> dict:
     """Mean loss and top-1 accuracy of ``model`` over ``loader`` (all ranks together).
 
     Returns ``{"loss", "acc", "count"}``, plus ``"map"`` and ``"macro_auc"`` for multi-label
     data; loss and metrics are NaN for an empty loader. ``keep_outputs`` adds ``"targets"`` (N,) or
     (N, C) and ``"scores"`` (N, C) logits, gathered from every rank (for per-class diagnosis).
+    ``forward(wave) -> float logits`` replaces the autocast model call for batches without lengths
+    (a CUDA-graph replay, :class:`helix.core.graphs.CapturedStep`; its output is used before the
+    next call). Sums stay on the device until the end: no host sync per batch.
     """
     was_training = model.training
     model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
+    loss_sum, correct, count = torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), device=device), 0
     multilabel = None
     scores, targets = [], []
     for wave, labels, *lengths in loader:
@@ -41,20 +45,23 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device,
         lengths = lengths[0] if lengths else None           # (B,) on the host, or None: all full
         labels = labels.to(device, non_blocking=True)      # (B,) indices or (B, C) 0/1 vectors
         multilabel = labels.ndim == 2
-        with autocast or contextlib.nullcontext():
-            logits = (model(wave) if lengths is None else model(wave, lengths)).float()   # (B, C)
+        if forward is not None and lengths is None:
+            logits = forward(wave)
+        else:
+            with autocast or contextlib.nullcontext():
+                logits = (model(wave) if lengths is None else model(wave, lengths)).float()   # (B, C)
         if multilabel:
             per_item = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none").mean(-1)
-            loss_sum += float(per_item.sum())
+            loss_sum += per_item.sum()
         else:
-            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        correct += int(top1_hits(logits, labels))
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        correct += top1_hits(logits, labels)
         count += labels.shape[0]
         if multilabel or keep_outputs:
             scores.append(logits.cpu().numpy())
             targets.append(labels.cpu().numpy())
     model.train(was_training)
-    loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count], device)
+    loss_sum, correct, count = all_reduce_sum([float(loss_sum), int(correct), count], device)
     if count == 0:
         return {"loss": math.nan, "acc": math.nan, "count": 0}
     out = {"loss": loss_sum / count, "acc": correct / count, "count": int(count)}

@@ -20,6 +20,10 @@ from dataclasses import dataclass
 import torch
 
 CUDA_GRAPHS = ("auto", "on", "off")
+AUTO_MAX_CLIP_SECONDS = 30.0
+"""``auto`` captures clips up to this long. Longer clips make a kernel-bound step (300 s: ~340 ms
+of kernels per step, launches negligible), and a graph keeps its own memory pool beside the
+allocator's cache, so capture there would cost memory for no time."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,8 @@ class GraphDecision:
 
 
 def resolve_cuda_graphs(setting: str, device: torch.device | str, *, shapes_repeat: bool, world_size: int = 1,
-                        nccl_capture_verified: bool = False) -> GraphDecision:
+                        nccl_capture_verified: bool = False, clip_seconds: float | None = None,
+                        unsupported: str | None = None) -> GraphDecision:
     """Decide whether to capture the step.
 
     setting: ``auto`` (capture on CUDA when batch shapes repeat; single process, or DDP once NCCL
@@ -39,6 +44,8 @@ def resolve_cuda_graphs(setting: str, device: torch.device | str, *, shapes_repe
     is a configuration error), ``off``. shapes_repeat: batches come in a bounded set of shapes
     (fixed-length crops, or length buckets), so each graph is replayed many times. world_size > 1
     without ``nccl_capture_verified`` falls back to eager with a message, whatever the setting.
+    clip_seconds: ``auto`` stays off above :data:`AUTO_MAX_CLIP_SECONDS`. unsupported: why this run's
+    step cannot be captured (e.g. fp16 loss scaling reads the host), or None.
     ValueError for an unknown setting or an impossible ``on``.
     """
     if setting not in CUDA_GRAPHS:
@@ -54,6 +61,13 @@ def resolve_cuda_graphs(setting: str, device: torch.device | str, *, shapes_repe
             raise ValueError("cuda_graphs: on needs batches of repeating shapes (fixed-length crops or length "
                              "buckets); every batch would capture a new graph")
         return GraphDecision(False, "cuda_graphs: auto -> off (batch shapes do not repeat)")
+    if unsupported:
+        if setting == "on":
+            raise ValueError(f"cuda_graphs: on cannot capture this run: {unsupported}; use auto or off")
+        return GraphDecision(False, f"cuda_graphs: auto -> off ({unsupported})")
+    if setting == "auto" and clip_seconds is not None and clip_seconds > AUTO_MAX_CLIP_SECONDS:
+        return GraphDecision(False, f"cuda_graphs: auto -> off ({clip_seconds:g} s clips: the step is kernel-bound; "
+                                    "cuda_graphs=on captures anyway)")
     if world_size > 1 and not nccl_capture_verified:
         return GraphDecision(False, f"cuda_graphs: {setting} -> off (DDP with {world_size} processes: NCCL "
                                     "inside CUDA graphs is not verified on this setup; running eagerly)")

@@ -33,13 +33,11 @@ def augment_waveforms(wave: torch.Tensor, cfg: AugmentConfig, sample_rate: int,
     drawn are the same either way.
     """
     B, T = wave.shape
-    ends = [T] * B if lengths is None else [int(n) for n in lengths]
     max_shift = int(cfg.time_shift_s * sample_rate)
     if max_shift > 0:
-        shifts = host.integers(-max_shift, max_shift + 1, size=B)
-        # one roll per example: an index tensor for gather would cost B*T int64s (300 MB at 5 min, B=8)
-        wave = torch.stack([torch.roll(w, int(s)) if n >= T else torch.cat([torch.roll(w[:n], int(s)), w[n:]])
-                            for w, s, n in zip(wave, shifts, ends)])
+        shifts = torch.from_numpy(host.integers(-max_shift, max_shift + 1, size=B))
+        wave = roll_within(wave, shifts.to(wave.device, non_blocking=True),
+                           None if lengths is None else lengths.to(wave.device, non_blocking=True))
     if cfg.gain_min != 1.0 or cfg.gain_max != 1.0:
         gains = torch.from_numpy(host.uniform(cfg.gain_min, cfg.gain_max, size=(B, 1)))
         wave = wave * gains.to(device=wave.device, dtype=wave.dtype)
@@ -49,3 +47,19 @@ def augment_waveforms(wave: torch.Tensor, cfg: AugmentConfig, sample_rate: int,
             noise = noise * (torch.arange(T, device=wave.device) < lengths.to(wave.device)[:, None])
         wave = wave + cfg.noise_std * noise
     return wave
+
+
+def roll_within(wave: torch.Tensor, shifts: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Circular shift of each clip by ``shifts[b]`` samples (``torch.roll`` per row), within its first
+    ``lengths[b]`` samples when given (the padding after them stays where it is).
+
+    One gather for the whole batch, on the device, with no host sync: a handful of launches
+    whatever B (a roll per clip cost B launches, which a 1 s step cannot afford). The int64 index
+    is transient (B*T*8 bytes, freed before the forward pass, so it never adds to the step's peak)."""
+    B, T = wave.shape
+    t = torch.arange(T, device=wave.device)                    # (T,)
+    n = torch.full((B, 1), T, device=wave.device, dtype=torch.int64) if lengths is None else lengths[:, None]
+    src = torch.remainder(t - shifts[:, None], n)               # (B, T) source sample of each output sample
+    if lengths is not None:
+        src = torch.where(t < n, src, t)
+    return torch.gather(wave, 1, src)

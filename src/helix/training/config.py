@@ -238,6 +238,12 @@ class TrainConfig:
     """Per-rank evaluation batch size (None: the per-rank training micro-batch)."""
     compile: bool = False
     """Wrap the model in ``torch.compile`` (GPU runs; adds start-up time)."""
+    cuda_graphs: str = "auto"
+    """Replay each training step (forward, loss, backward, clipping, AdamW) and each evaluation
+    batch from a CUDA graph per batch shape (``helix.core.graphs``), which removes the launch cost
+    that dominates short clips. ``auto``: on for single-process CUDA runs with fixed-length batches
+    of clips up to 30 s in bf16/fp32, else off with the reason in the log; ``on``: the same, but a
+    run that cannot be captured is a configuration error; ``off``: eager."""
     init: str | None = None
     """Checkpoint (``.pt``, ``.safetensors`` or a pretrained folder) whose weights start a new run
     (``--init``): read with ``helix.models.load_model``, never unpickling code. The architecture must
@@ -263,6 +269,8 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.checkpoint_every_steps < 0 or self.log_every_steps < 1:
             raise ValueError("checkpoint_every_steps must be >= 0 and log_every_steps >= 1")
+        if self.cuda_graphs not in ("auto", "on", "off"):
+            raise ValueError(f"cuda_graphs must be auto, on or off, got {self.cuda_graphs!r}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"cpu_threads must be >= 1 or null, got {self.cpu_threads}")
         rate = self.model.overrides.get("sample_rate", self.data.sample_rate)

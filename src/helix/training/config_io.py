@@ -85,6 +85,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is str:
         if isinstance(value, (dict, list)) or value is None:
             raise ValueError(f"{key}: expected a string, got {value!r}")
+        if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no as booleans: a switch's words
+            return "on" if value else "off"
         return str(value)
     if origin in (tuple, list) or hint in (tuple, list):
         if not isinstance(value, (list, tuple)):

@@ -14,6 +14,7 @@ change (e.g. a lower ``optim.lr`` after a NaN stop). The run holds a lock on its
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import sys
@@ -35,8 +36,8 @@ from helix.training.loaders import (RunData, build_run_data, eval_loader, micro_
 from helix.training.resume import (HEAD_PREFIX, TrainState, check_allowed_changes, check_resume_config, init_weights,
                                    nonfinite_message, restore_training_state, resume_command, training_payload)
 from helix.core.rundir import RunFolderLock, RunLogger, environment
-from helix.training.schedule import build_optimizer, build_scheduler
-from helix.training.step import StepParts, optimizer_step
+from helix.training.schedule import build_optimizer, build_scheduler, current_lr
+from helix.training.step import GraphedSteps, StepParts, optimizer_step
 from helix.core.threads import choose_cpu_threads, set_cpu_threads
 
 
@@ -171,6 +172,7 @@ class Trainer:
 
         if ckpt is not None:
             self._load_training_state(ckpt)
+        self._setup_graphs()
         resumed = ckpt is not None
         self.logger = RunLogger(self.out, self.env.is_main, self.state.step if resumed else None,
                                 self.state.epoch if resumed else None)
@@ -182,6 +184,31 @@ class Trainer:
             self.logger.log_event({"event": "resumed_with_changes", "step": self.state.step,
                                    "changes": self._resume_changes})
         self.show_bar = self.verbose and self.env.is_main and sys.stderr.isatty()
+
+    def _setup_graphs(self) -> None:
+        """Eager or CUDA-graph-captured steps (``cuda_graphs``), said in the log with the reason."""
+        from helix.core.graphs import CapturedStep, resolve_cuda_graphs
+
+        cfg = self.cfg
+        unsupported = ("fp16 loss scaling reads its overflow flag on the host" if self.scaler.is_enabled() else
+                       "compile: torch.compile manages its own graphs" if cfg.compile else None)
+        decision = resolve_cuda_graphs(cfg.cuda_graphs, self.device, shapes_repeat=cfg.data.batching == "fixed",
+                                       world_size=self.env.world_size, clip_seconds=self.clip_seconds,
+                                       unsupported=unsupported)
+        self.graphs = decision.enabled
+        self.step_fn = (GraphedSteps(self.step_parts) if decision.enabled
+                        else functools.partial(optimizer_step, self.step_parts))
+        self.eval_forward = CapturedStep(self._eval_logits, warmup=1) if decision.enabled else None
+        if self.device.type == "cuda":
+            self._say(decision.reason)
+
+    def _eval_logits(self, wave: torch.Tensor) -> torch.Tensor:
+        """Evaluation forward of a fixed-length batch (what ``eval_forward`` captures)."""
+        with self.autocast:
+            return self.eval_model(wave).float()
+
+    def _evaluate(self, loader) -> dict:
+        return evaluate(self.eval_model, loader, self.device, self.autocast, forward=self.eval_forward)
 
     def _resume_checkpoint(self) -> dict | None:
         if not self.resume:
@@ -244,9 +271,9 @@ class Trainer:
             cfg, st = self.cfg, self.state
             for epoch in range(st.epoch, cfg.optim.epochs):
                 train = self._train_epoch(epoch)
-                val = evaluate(self.eval_model, self.val_loader, self.device, self.autocast)
-                test = evaluate(self.eval_model, self.test_loader, self.device, self.autocast)
-                record = {"epoch": epoch + 1, "step": st.step, "lr": self.optimizer.param_groups[0]["lr"],
+                val = self._evaluate(self.val_loader)
+                test = self._evaluate(self.test_loader)
+                record = {"epoch": epoch + 1, "step": st.step, "lr": current_lr(self.scheduler),
                           **train, "val_loss": val["loss"], "val_acc": val["acc"],
                           "test_loss": test["loss"], "test_acc": test["acc"]}
                 if self.multilabel:
@@ -293,8 +320,8 @@ class Trainer:
         pending = None
         self._mark = time.perf_counter()
         for batch in range(st.batch_in_epoch, self.steps_per_epoch):
-            lr = self.optimizer.param_groups[0]["lr"]
-            stats, count = optimizer_step(self.step_parts, batches, st.step)
+            lr = current_lr(self.scheduler)
+            stats, count = self.step_fn(batches, st.step)
             st.step, st.batch_in_epoch = st.step + 1, batch + 1
             if pending is not None:
                 self._account(*pending, bar)

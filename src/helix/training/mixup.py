@@ -44,16 +44,27 @@ def mixup_cross_entropy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: 
     ``weight`` (C,) weighs each class's terms (class-balanced loss)."""
     logits = logits.float()
     loss = F.cross_entropy(logits, labels_a, weight=weight)
-    if lam < 1.0:
-        loss = lam * loss + (1.0 - lam) * F.cross_entropy(logits, labels_b, weight=weight)
+    mixed, w_a, w_b = _mix_weights(lam)
+    if mixed:
+        loss = w_a * loss + w_b * F.cross_entropy(logits, labels_b, weight=weight)
     return loss
+
+
+def _mix_weights(lam) -> tuple[bool, object, object]:
+    """``lam`` -> (mix at all?, weight of a, weight of b). A float mixes only below 1; a captured
+    step passes the pair ``(lam, 1 - lam)`` as 0-dim device tensors and always mixes (with weights
+    (1, 0) that is exactly the unmixed loss, so one graph serves every step)."""
+    if isinstance(lam, tuple):
+        return True, lam[0], lam[1]
+    return lam < 1.0, lam, 1.0 - lam
 
 
 def mixup_binary_cross_entropy(logits: torch.Tensor, targets_a: torch.Tensor, targets_b: torch.Tensor,
                                lam: float, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean binary cross-entropy of logits (B, C) against ``lam * a + (1 - lam) * b`` (B, C), in
     fp32 (mean over items and classes); ``pos_weight`` (C,) weighs each class's positive terms."""
-    targets = targets_a.float() if lam >= 1.0 else lam * targets_a.float() + (1.0 - lam) * targets_b.float()
+    mixed, w_a, w_b = _mix_weights(lam)
+    targets = w_a * targets_a.float() + w_b * targets_b.float() if mixed else targets_a.float()
     return F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight)
 
 

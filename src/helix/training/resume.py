@@ -22,8 +22,8 @@ HEAD_PREFIX = "head."
 """Parameter-name prefix of every registered model's classifier head (``model.head``)."""
 
 # settings that do not change the optimisation, so a resumed run may use other values
-RESUME_MAY_CHANGE = ("out_dir", "device", "precision", "compile", "log_every_steps", "checkpoint_every_steps",
-                     "eval_batch_size", "data.root", "data.num_workers", "cpu_threads")
+RESUME_MAY_CHANGE = ("out_dir", "device", "precision", "compile", "cuda_graphs", "log_every_steps",
+                     "checkpoint_every_steps", "eval_batch_size", "data.root", "data.num_workers", "cpu_threads")
 # optimiser settings a resumed run may change when asked to (``--allow-changes``): the model, the
 # data and the schedule's length stay those of the run, so the steps already taken keep their meaning
 RESUME_MAY_CHANGE_ON_REQUEST = ("optim.lr", "optim.min_lr", "optim.weight_decay", "optim.betas", "optim.grad_clip")
@@ -112,7 +112,7 @@ def training_payload(cfg: TrainConfig, state: TrainState, model: torch.nn.Module
     }
     if optimizer is not None:
         payload.update(
-            optimizer_state=optimizer.state_dict(),
+            optimizer_state=portable_optimizer_state(optimizer),
             scheduler_state=scheduler.state_dict(),
             scaler_state=scaler.state_dict() if scaler.is_enabled() else None,
             rng_state={"torch": torch.get_rng_state(),
@@ -121,6 +121,19 @@ def training_payload(cfg: TrainConfig, state: TrainState, model: torch.nn.Module
                          "history": list(state.history)},
         )
     return payload
+
+
+def portable_optimizer_state(optimizer) -> dict:
+    """The optimizer's state dict with each param group's settings as plain numbers: a captured
+    step (``cuda_graphs``) keeps the learning rate in a device tensor and the groups capturable,
+    which a run resumed eagerly, or on another device, must not inherit."""
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"] = float(group["lr"])
+        if group.get("capturable"):
+            group["capturable"] = False
+    return state
 
 
 def restore_training_state(ckpt: dict, model: torch.nn.Module, optimizer, scheduler, scaler, device: torch.device,

@@ -32,6 +32,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def current_lr(scheduler: torch.optim.lr_scheduler.LambdaLR) -> float:
+    """Param group 0's learning rate at the scheduler's current step, from the host's numbers (a
+    captured step keeps the groups' rates in device tensors, which cost a sync to read)."""
+    return float(scheduler.base_lrs[0]) * scheduler.lr_lambdas[0](scheduler.last_epoch)
+
+
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
                     betas: tuple[float, float], backbone_lr_scale: float = 1.0,
                     head_prefix: str = "head.") -> torch.optim.AdamW:

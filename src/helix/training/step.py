@@ -46,33 +46,58 @@ def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
     return wave, labels, (rest[0] if rest else None)
 
 
-def optimizer_step(p: StepParts, batches, step: int) -> tuple[torch.Tensor, int]:
-    """Optimizer step ``step`` (0-based, overall) over ``grad_accum_steps`` micro-batches drawn from
-    ``batches`` -> ((mean loss, gradient norm before clipping, hits) on the device, examples)."""
+@dataclass
+class MicroBatch:
+    """One augmented micro-batch on the device, ready for the forward pass."""
+    wave: torch.Tensor
+    """(B, T) float32 waveforms, augmented and mixed."""
+    labels: torch.Tensor
+    """(B,) class indices or (B, C) label vectors: the targets weighted by ``lam``."""
+    labels_b: torch.Tensor
+    """The mixup partners' targets, weighted by ``1 - lam`` (``labels`` again without mixup)."""
+    lam: float
+    """Mixup weight of ``labels``; 1.0 without mixup."""
+    lengths: torch.Tensor | None
+    """(B,) samples per clip on the host, or None (every clip full)."""
+
+    @property
+    def hit_labels(self) -> torch.Tensor:
+        """The targets top-1 hits are counted against (the dominant side of a mixed pair)."""
+        return self.labels if self.lam >= 0.5 else self.labels_b
+
+
+def draw_micro_batch(p: StepParts, batch, step: int, micro: int) -> MicroBatch:
+    """Move micro-batch ``micro`` of optimizer step ``step`` to the device and augment it there
+    (shift, gain, noise, mixup), with random numbers from (seed, step, micro, rank) only."""
     cfg, accum = p.cfg, p.cfg.optim.grad_accum_steps
-    losses, correct, count = [], torch.zeros((), device=p.device), 0
-    for micro in range(accum):
-        wave, labels, lengths = split_batch(next(batches))
-        wave = wave.to(p.device, non_blocking=True).float()       # (B, T)
-        labels = labels.to(p.device, non_blocking=True)           # (B,) or (B, C) label vectors
-        labels_b, lam = labels, 1.0
-        if cfg.augment.enabled:
-            host, dev = step_generators(cfg.seed, step * accum + micro, p.rank, p.device)
-            wave = augment_waveforms(wave, cfg.augment, cfg.data.sample_rate, host, dev, lengths)
-            wave, labels, labels_b, lam, lengths = mixup_clips(wave, labels, lengths, cfg.augment.mixup_alpha, host)
-        # only the last micro-batch all-reduces gradients under DDP
-        sync = p.model.no_sync() if p.distributed and micro < accum - 1 else contextlib.nullcontext()
-        with sync:
-            with p.autocast:
-                # lengths stay on the host: the model checks them there without a device sync
-                logits = p.model(wave) if lengths is None else p.model(wave, lengths)   # (B, C)
-            loss = mixup_loss(logits, labels, labels_b, lam, p.class_weights)
-            p.scaler.scale(loss / accum).backward()
-        losses.append(loss.detach())
-        correct += top1_hits(logits.detach(), labels if lam >= 0.5 else labels_b)
-        count += labels.shape[0]
+    wave, labels, lengths = split_batch(batch)
+    wave = wave.to(p.device, non_blocking=True).float()       # (B, T)
+    labels = labels.to(p.device, non_blocking=True)           # (B,) or (B, C) label vectors
+    labels_b, lam = labels, 1.0
+    if cfg.augment.enabled:
+        host, dev = step_generators(cfg.seed, step * accum + micro, p.rank, p.device)
+        wave = augment_waveforms(wave, cfg.augment, cfg.data.sample_rate, host, dev, lengths)
+        wave, labels, labels_b, lam, lengths = mixup_clips(wave, labels, lengths, cfg.augment.mixup_alpha, host)
+    return MicroBatch(wave, labels, labels_b, lam, lengths)
+
+
+def forward_backward(p: StepParts, wave, labels, labels_b, lam, lengths=None) -> torch.Tensor:
+    """Forward under autocast, the (mixup) loss, and its backward scaled for accumulation -> the
+    detached loss and the logits. ``lam`` is a float, or 0-dim tensors ``(lam, 1 - lam)`` in a
+    captured step (so one graph serves every mixup weight)."""
+    with p.autocast:
+        # lengths stay on the host: the model checks them there without a device sync
+        logits = p.model(wave) if lengths is None else p.model(wave, lengths)   # (B, C)
+    loss = mixup_loss(logits, labels, labels_b, lam, p.class_weights)
+    p.scaler.scale(loss / p.cfg.optim.grad_accum_steps).backward()
+    return loss.detach(), logits.detach()
+
+
+def apply_update(p: StepParts, losses: list[torch.Tensor], correct: torch.Tensor) -> torch.Tensor:
+    """Unscale, clip the global gradient norm, and step AdamW (skipping a non-finite update on the
+    device) -> (mean loss, gradient norm before clipping, hits) as one device tensor."""
     p.scaler.unscale_(p.optimizer)
-    max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
+    max_norm = p.cfg.optim.grad_clip if p.cfg.optim.grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(p.raw_model.parameters(), max_norm)
     stats = torch.stack([torch.stack(losses).mean().float(), grad_norm.float(), correct.float()])
     if p.scaler.is_enabled():
@@ -83,6 +108,71 @@ def optimizer_step(p: StepParts, batches, step: int) -> tuple[torch.Tensor, int]
         # never trained on garbage even before the host reads the numbers
         p.optimizer.found_inf = (~torch.isfinite(stats[:2]).all()).float()
         p.optimizer.step()
-    p.scheduler.step()
     p.optimizer.zero_grad(set_to_none=True)
+    return stats
+
+
+def optimizer_step(p: StepParts, batches, step: int) -> tuple[torch.Tensor, int]:
+    """Optimizer step ``step`` (0-based, overall) over ``grad_accum_steps`` micro-batches drawn from
+    ``batches`` -> ((mean loss, gradient norm before clipping, hits) on the device, examples)."""
+    accum = p.cfg.optim.grad_accum_steps
+    losses, correct, count = [], torch.zeros((), device=p.device), 0
+    for micro in range(accum):
+        m = draw_micro_batch(p, next(batches), step, micro)
+        # only the last micro-batch all-reduces gradients under DDP
+        sync = p.model.no_sync() if p.distributed and micro < accum - 1 else contextlib.nullcontext()
+        with sync:
+            loss, logits = forward_backward(p, m.wave, m.labels, m.labels_b, m.lam, m.lengths)
+        losses.append(loss)
+        correct += top1_hits(logits, m.hit_labels)
+        count += m.labels.shape[0]
+    stats = apply_update(p, losses, correct)
+    p.scheduler.step()
     return stats, count
+
+
+class GraphedSteps:
+    """:func:`optimizer_step` with forward, loss, backward, clipping and AdamW replayed from one
+    CUDA graph per batch shape (``TrainConfig.cuda_graphs``).
+
+    The loader's batches are drawn and augmented eagerly on the device (a few launches: the random
+    numbers come from the host), then copied into the graph's static inputs; the mixup weight
+    enters as a tensor, so one graph serves every step. The schedule's learning rate lives in a
+    device tensor per param group (filled by the scheduler, read by the captured fused AdamW).
+    Returned stats are a copy (the graph's own output is overwritten by the next replay).
+    ``capture=False`` runs the same step function eagerly (CPU tests of what the graph computes).
+    """
+
+    def __init__(self, p: StepParts, capture: bool = True, warmup: int = 3):
+        from helix.core.graphs import CapturedStep
+
+        self.p = p
+        if capture:
+            for group in p.optimizer.param_groups:
+                group["capturable"] = True
+                if not isinstance(group["lr"], torch.Tensor):
+                    group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=p.device)
+        self.run = CapturedStep(self._step, warmup=warmup) if capture else self._step
+
+    def _step(self, *flat) -> torch.Tensor:
+        p, losses, correct = self.p, [], torch.zeros((), device=self.p.device)
+        for i in range(0, len(flat), 5):
+            wave, labels, labels_b, lam, hit_labels = flat[i:i + 5]
+            loss, logits = forward_backward(p, wave, labels, labels_b, (lam[0], lam[1]))
+            losses.append(loss)
+            correct += top1_hits(logits, hit_labels)
+        return apply_update(p, losses, correct)
+
+    def __call__(self, batches, step: int) -> tuple[torch.Tensor, int]:
+        p, flat, count = self.p, [], 0
+        for micro in range(p.cfg.optim.grad_accum_steps):
+            m = draw_micro_batch(p, next(batches), step, micro)
+            if m.lengths is not None:
+                raise RuntimeError("captured steps take fixed-length batches (data.batching=fixed)")
+            # the host computes 1 - lam in double, as the eager step's float arithmetic does
+            lam = torch.tensor([m.lam, 1.0 - m.lam], dtype=torch.float32).to(p.device, non_blocking=True)
+            flat += [m.wave, m.labels, m.labels_b, lam, m.hit_labels]
+            count += m.labels.shape[0]
+        stats = self.run(*flat).clone()
+        p.scheduler.step()
+        return stats, count

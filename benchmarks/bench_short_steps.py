@@ -1,0 +1,159 @@
+"""Short clips through the real Trainer, eager vs CUDA-graph captured steps (issue 13).
+
+For each model and clip length: the mean optimizer-step time of the Trainer's second epoch
+(DataLoader from host memory, pinned copies, augmentation + mixup, bf16 autocast, clipping, AdamW,
+the device-side finite guard), with ``cuda_graphs=off`` and ``on``, and the kernel launches per step
+(CUDA runtime/driver launch calls seen by the profiler over a few steady steps; a graph replay counts
+one). ``--epoch-clips N`` also times one whole epoch of N one-second clips end to end (loader
+included: the Speech Commands-sized check, 85k clips). Asserts nothing; prints Markdown tables and
+writes them (and JSON) to $OUT.
+
+    OUT=$OUT PYTHONPATH=src python benchmarks/bench_short_steps.py
+    OUT=$OUT PYTHONPATH=src python benchmarks/bench_short_steps.py --models pure_mamba_raw --seconds 1 \\
+        --epoch-clips 85000
+    .venv/bin/python benchmarks/bench_short_steps.py --device cpu --models helix_raw --seconds 0.25 \\
+        --batch 4 --steps 3 --workers 0                                    # a CPU smoke run of the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from helix.training.config_io import load_config
+from helix.training.loaders import RunData
+from helix.training.loop import Trainer
+
+SR, CLASSES = 16000, 35
+
+
+class MemoryClips(torch.utils.data.Dataset):
+    """Random waveforms kept in host memory: items (waveform (T,), label)."""
+
+    def __init__(self, n: int, seconds: float, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.wave = 0.1 * torch.randn(n, int(seconds * SR), generator=g)
+        self.label = torch.randint(0, CLASSES, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.label)
+
+    def __getitem__(self, i):
+        return self.wave[i], int(self.label[i])
+
+
+def _config(name, batch, seconds, workers, graphs, out, device, epochs=2):
+    shutil.rmtree(out, ignore_errors=True)  # a scratch run folder; the Trainer never overwrites one
+    return load_config(None, [f"model.name={name}", f"optim.batch_size={batch}", f"optim.epochs={epochs}",
+                              f"data.clip_seconds={seconds}", f"data.num_workers={workers}", f"device={device}",
+                              f"cuda_graphs={graphs}", f"out_dir={out}", "log_every_steps=1000"])
+
+
+def _data(n_train, seconds, batch):
+    return RunData(MemoryClips(n_train, seconds), MemoryClips(batch, seconds, 1), MemoryClips(batch, seconds, 2),
+                   [str(i) for i in range(CLASSES)], "synthetic")
+
+
+def step_ms(name, batch, seconds, steps, workers, graphs, out, device) -> float:
+    """Mean optimizer-step time of the Trainer's second epoch (the first warms up and captures)."""
+    cfg = _config(name, batch, seconds, workers, graphs, out, device)
+    Trainer(cfg, data=_data(batch * steps, seconds, batch), verbose=False).fit()
+    epoch2 = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")][1]
+    return 1000 * epoch2["epoch_seconds"] / steps
+
+
+def launches_per_step(name, batch, seconds, workers, graphs, out, device, steps=4) -> float | None:
+    """Kernel launch calls per optimizer step (CUDA only), after warm-up and capture."""
+    if device != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = _config(name, batch, seconds, workers, graphs, out, device, epochs=1)
+    trainer = Trainer(cfg, data=_data(batch * (steps + 8), seconds, batch), verbose=False)
+    trainer.setup()
+    batches = iter(trainer.train_loader)
+    for s in range(6):  # warm-up (3 eager), capture, replays
+        trainer.step_fn(batches, s)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for s in range(6, 6 + steps):
+            trainer.step_fn(batches, s)
+        torch.cuda.synchronize()
+    trainer.logger.close()
+    trainer._lock.release()
+    names = ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx", "cudaLaunchKernelExC", "cudaGraphLaunch")
+    n = sum(e.count for e in prof.key_averages() if e.key in names)
+    return n / steps
+
+
+def epoch_seconds(name, clips, batch, workers, graphs, out, device) -> dict:
+    """One whole epoch of ``clips`` one-second clips, end to end (the second of two epochs)."""
+    cfg = _config(name, batch, 1.0, workers, graphs, out, device)
+    Trainer(cfg, data=_data(clips, 1.0, batch), verbose=False).fit()
+    r = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")][1]
+    return {"epoch_seconds": r["epoch_seconds"], "clips_per_s": r["clips_per_s"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="pure_mamba_raw,helix_raw,pure_mamba_mel,helix_mel")
+    p.add_argument("--seconds", default="1,5", help="comma-separated clip lengths")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--epoch-clips", type=int, default=0, help="also time one epoch of N 1-s clips (0: skip)")
+    p.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run)")
+    args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench_short_steps.py measures GPU steps; no CUDA device is visible (--device cpu?)")
+    out = Path(os.environ.get("OUT", "/tmp/helix-bench-short"))
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = out / "runs"
+    graph_modes = ("off", "on") if args.device == "cuda" else ("off",)
+    rows = []
+    for seconds in (float(s) for s in args.seconds.split(",")):
+        for name in args.models.split(","):
+            row = {"model": name, "seconds": seconds}
+            for g in graph_modes:
+                row[f"ms_{g}"] = step_ms(name, args.batch, seconds, args.steps, args.workers, g, scratch / "run",
+                                         args.device)
+                row[f"launches_{g}"] = launches_per_step(name, args.batch, seconds, args.workers, g,
+                                                         scratch / "prof", args.device)
+            rows.append(row)
+            print(row, flush=True)
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    head = (f"device: {where}, torch {torch.__version__}, B={args.batch}, {args.steps} steps per epoch, "
+            f"{args.workers} loader workers, augmentation + mixup on, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
+            "| model | clip (s) | step, eager (ms) | step, CUDA graphs (ms) | speed-up | launches/step, eager "
+            "| launches/step, graphs |\n|---|---:|---:|---:|---:|---:|---:|\n")
+
+    def cell(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    table = head + "".join(
+        f"| {r['model']} | {r['seconds']:g} | {r['ms_off']:.1f} | {cell(r.get('ms_on'), '.1f')} | "
+        f"{cell(r['ms_off'] / r['ms_on'] if r.get('ms_on') else None, '.2f')}x | {cell(r['launches_off'], '.0f')} | "
+        f"{cell(r.get('launches_on'), '.0f')} |\n" for r in rows)
+    if args.epoch_clips:
+        name = args.models.split(",")[0]
+        table += f"\nOne epoch of {args.epoch_clips} one-second clips, {name}, B={args.batch}, end to end:\n\n"
+        table += "| cuda_graphs | epoch (s) | clips/s |\n|---|---:|---:|\n"
+        for g in graph_modes:
+            e = epoch_seconds(name, args.epoch_clips, args.batch, args.workers, g, scratch / "epoch", args.device)
+            rows.append({"model": name, "epoch_clips": args.epoch_clips, "cuda_graphs": g, **e})
+            table += f"| {g} | {e['epoch_seconds']:.1f} | {e['clips_per_s']:.0f} |\n"
+            print(rows[-1], flush=True)
+    print("\n" + table)
+    (out / "short_steps.md").write_text(table)
+    (out / "short_steps.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
