@@ -6,6 +6,8 @@ real (randomly initialised, tiny) checkpoint saved the project's way.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -15,7 +17,7 @@ from helix.data.manifest import read_manifest, write_manifest
 from helix.data.recipes import get_recipe
 from helix.data.tasks import build_task
 from helix.inference.predict import load_predictor
-from helix.inference.probe import fit_probe, load_probe, probe_manifest, probe_parts, save_probe
+from helix.inference.probe import _json_ready, fit_probe, load_probe, probe_manifest, probe_parts, save_probe
 from helix.models import create_model
 from helix.models.checkpoint import save_checkpoint
 
@@ -116,6 +118,7 @@ def test_multi_label_probe_reports_map(tmp_path, predictor):
     assert report["multilabel"] and report["metric"] == "map" and report["metric_name"] == "mAP"
     assert report["chance_acc"] is None and "macro_auc" in report["test"]
     assert report["test"]["value"] >= 0.8 and probe.weight.shape == (2, 16)
+    json.dumps(report, allow_nan=False)  # strict JSON, as probe.json is written
     p = probe.probs(np.zeros((1, 16)))
     assert 0 < p.min() and p.max() < 1 and not np.isclose(p.sum(), 1.0)  # sigmoids, not a softmax
 
@@ -148,3 +151,8 @@ def test_folds_match_training_and_bad_requests_are_refused(tmp_path):
         probe_parts(plain, 2)
     with pytest.raises(ValueError, match="validation and test part"):
         probe_parts(plain)
+
+
+def test_unscorable_values_are_null_in_the_report():
+    assert _json_ready({"mAP": float("nan"), "grid": [{"C": 1.0, "v": float("inf")}], "n": 3}) == \
+        {"mAP": None, "grid": [{"C": 1.0, "v": None}], "n": 3}

@@ -64,6 +64,7 @@ def parse_grid(text: str) -> list[float]:
 
 
 def run(args) -> int:
+    from helix.core.metrics import format_pct
     from helix.data.manifest import read_manifest
     from helix.inference.predict import load_predictor
     from helix.inference.probe import probe_manifest, probe_parts, save_probe
@@ -94,9 +95,9 @@ def run(args) -> int:
              f"{report['embedding_dim']}-dim embeddings, {len(report['class_names'])} classes"]
     for split in ("train", "validation", "test"):
         s = report[split]
-        lines.append(f"  {split:<10} {name} {100 * s['value']:6.2f}%  ({s['n']} clips)")
+        lines.append(f"  {split:<10} {name} (%) {format_pct(s['value']):>6}  ({s['n']} clips)")
     if report["chance_acc"]:
-        lines.append(f"  chance     {name} {100 * report['chance_acc']:6.2f}%")
+        lines.append(f"  chance     {name} (%) {format_pct(report['chance_acc']):>6}")
     print("\n".join(lines))
     say(f"wrote {out / 'probe.json'} and {out / 'probe.safetensors'}")
     return report_failures(failures, len(files))

@@ -311,4 +311,15 @@ def probe_manifest(predictor: Predictor, manifest: str | os.PathLike, *, fold: i
         "pooling": "mean of window embeddings", "features": "standardised with the training part's mean and std",
         "failures": [f.to_dict() for f in failures],
     }
-    return report, fit.probe, failures
+    return _json_ready(report), fit.probe, failures
+
+
+def _json_ready(value):
+    """``value`` with NaN and infinities as None (strict JSON has no NaN: an unscored mAP is null)."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
