@@ -6,16 +6,22 @@ Shapes: x (B, C, L); weight (C, K); bias (C,) or None. With ``bidirectional=True
 [C//2, C) are anti-causal (x[t .. t+K-1], kernel reversed): Flip(conv(Flip(x))) without the flips.
 :func:`helix.ops.causal_conv.reference.causal_conv1d_silu_reference` is the specification.
 
-Channels-contiguous inputs (the mixer's transposed (B, L, C) activations) go to the ``_tm``
-kernels: one batch item per parallel task, channels innermost. Otherwise each (b, c) row is one
-parallel task. Taps are the outer loop and time the inner one, so every
-inner loop is a shifted multiply-add over contiguous memory that LLVM vectorises; the K-1 edge
-steps are excluded from a tap's range instead of being tested per element. Backward recomputes the
-pre-activation in a per-row buffer; dweight and dbias go to per-row partials summed over the batch
-in torch (no atomics).
+Two layouts, each read where it lies (the output and dx take x's layout):
 
-The vectorisable exp is a copy of the one in :mod:`helix.ops.selective_scan.cpu` on purpose: numba's on-disk cache keys a
-function on its own file, so a helper imported from another module could go stale in the cache.
+- channel-major ``(B, C, L)`` rows (``_conv_fwd``/``_conv_bwd``): one (b, c) row per parallel task,
+  time innermost; a tap is a shifted multiply-add over the row;
+- token-major, the transpose of a ``(B, L, C)`` buffer as the mixer passes it (``_tm`` kernels):
+  one (b, 64-step chunk) per parallel task, channels innermost; a tap is a multiply-add of two rows.
+  The mixer's x is the first half of its in_proj output, rows 2C apart: the kernels read the
+  (B, L, 2C) rows in place and use the first C channels, instead of copying them out.
+
+What makes the loops vectorise (each was measured to cost 2-6x when missing):
+``error_model="numpy"`` (numba's default guards every division, SiLU's included, with a zero test
+that LLVM cannot vectorise); inner loops index views from 0 (an index such as ``t - shift`` may be
+negative to numba, which then wraps it per element); C-contiguous signatures (a runtime-strided row
+does not vectorise). SiLU and its derivative are fused into the passes that make the
+pre-activation; backward recomputes it. dweight and dbias go to per-task partials summed over the
+tasks in torch (no atomics).
 """
 
 from __future__ import annotations
@@ -30,167 +36,235 @@ from helix.ops.cpu_common import exp_fast, f32, f32_view, torch_threads
 # loading the compiled parallel kernels can start numba's OpenMP pool, which may reset a shared
 # OpenMP runtime's thread count (torch's): restored at the end of this module
 _TORCH_THREADS_AT_IMPORT = torch.get_num_threads()
-_F0, _F1, _HALF = np.float32(0.0), np.float32(1.0), np.float32(0.5)
+_F0, _F1 = np.float32(0.0), np.float32(1.0)
+_JIT = dict(fastmath=True, error_model="numpy", cache=True)
+CHUNK = 64  # time steps per token-major task: parallelism for small B, a backward tile that fits L2
 
 
-@njit(fastmath=True, cache=True, inline="always")
+@njit(inline="always", **_JIT)
 def _sigmoid(v):
     """1 / (1 + e^-v) with the vectorisable exp of :mod:`helix.ops.cpu_common`."""
     return _F1 / (_F1 + exp_fast(-v))
 
 
-@njit(fastmath=True, cache=True, inline="always")
-def _pre_activation(xr, wc, bias_c, anti, pre):
-    """pre[t] = bias + sum_j w[j] x[t + off_j]; off_j = j - (K-1) (causal) or (K-1) - j (anti-causal)."""
-    L = xr.shape[0]
-    K = wc.shape[0]
-    pre[:] = bias_c
-    for j in range(K):
-        off = (K - 1) - j if anti else j - (K - 1)
-        wj = wc[j]
-        for t in range(max(0, -off), min(L, L - off)):
-            pre[t] += wj * xr[t + off]
+@njit(inline="always", **_JIT)
+def _silu_grad(v, go):
+    """go * silu'(v) = go * s (1 + v (1 - s)), s = sigmoid(v)."""
+    s = _sigmoid(v)
+    return go * s * (_F1 + v * (_F1 - s))
 
 
-# one compiled signature per kernel: x, out, dout, dx as any-stride ('A') (B, C, L) views, read and
-# written in place (a transposed (B, L, C) activation needs no copy, and no layout mix recompiles)
-_BCL = types.Array(types.float32, 3, "A")
-_FWD_SIG = types.void(_BCL, types.float32[:, ::1], types.float32[::1], types.boolean, _BCL)
-_BWD_SIG = types.void(_BCL, types.float32[:, ::1], types.float32[::1], types.boolean, _BCL, _BCL,
+# ---- channel-major: x, out, dout, dx (B, C, L) C-contiguous
+
+_BCL = types.float32[:, :, ::1]
+_FWD_SIG = types.void(_BCL, types.float32[:, ::1], types.float32[::1], types.int64, _BCL)
+_BWD_SIG = types.void(_BCL, types.float32[:, ::1], types.float32[::1], types.int64, _BCL, _BCL,
                       types.float32[:, :, ::1], types.float32[:, ::1])
 
 
-@njit(_FWD_SIG, parallel=True, fastmath=True, cache=True)
-def _conv_fwd(x, w, bias, bidirectional, out):
+@njit(inline="always", **_JIT)
+def _tap_views(a, b, shift, anti):
+    """(a[t], b[t - shift]) for t in [shift, L) (causal), or (a[t], b[t + shift]) for t in [0, L - shift)."""
+    n = a.shape[0] - shift
+    if anti:
+        return a[:n], b[shift:]
+    return a[shift:], b[:n]
+
+
+@njit(inline="always", **_JIT)
+def _row_pre(xr, wc, bias_c, anti, pre):
+    """pre (L,) = bias + sum_j w[j] x[t -+ (K-1-j)]: the pre-activation of one (b, c) row."""
+    L = xr.shape[0]
+    K = wc.shape[0]
+    for t in range(L):
+        pre[t] = bias_c
+    for j in range(K):
+        shift = K - 1 - j
+        if shift < L:
+            p, xs = _tap_views(pre, xr, shift, anti)
+            wj = wc[j]
+            for i in range(L - shift):
+                p[i] += wj * xs[i]
+
+
+@njit(_FWD_SIG, parallel=True, **_JIT)
+def _conv_fwd(x, w, bias, half, out):
+    """Channels [half, C) anti-causal (half = C: none)."""
     Bsz, C, L = x.shape
     for row in prange(Bsz * C):
         b = row // C
         c = row - b * C
         o = out[b, c]
-        _pre_activation(x[b, c], w[c], bias[c], bidirectional and c >= C // 2, o)
+        _row_pre(x[b, c], w[c], bias[c], c >= half, o)
         for t in range(L):
-            o[t] = o[t] * _sigmoid(o[t])
+            v = o[t]
+            o[t] = v * _sigmoid(v)
 
 
-@njit(_BWD_SIG, parallel=True, fastmath=True, cache=True)
-def _conv_bwd(x, w, bias, bidirectional, dout, dx, dw_part, dbias_part):
+@njit(_BWD_SIG, parallel=True, **_JIT)
+def _conv_bwd(x, w, bias, half, dout, dx, dw_part, dbias_part):
     """dx (B, C, L); dw_part (B, C, K) and dbias_part (B, C): per row, summed over the batch by the caller."""
     Bsz, C, L = x.shape
     K = w.shape[1]
     for row in prange(Bsz * C):
         b = row // C
         c = row - b * C
-        anti = bidirectional and c >= C // 2
-        xr = x[b, c]
-        wc = w[c]
-        go = dout[b, c]
-        dpre = np.empty(L, np.float32)
-        _pre_activation(xr, wc, bias[c], anti, dpre)
+        anti = c >= half
+        xr, wc, go, dxr = x[b, c], w[c], dout[b, c], dx[b, c]
+        g = np.empty(L, np.float32)
+        _row_pre(xr, wc, bias[c], anti, g)
         acc = _F0
         for t in range(L):
-            s = _sigmoid(dpre[t])
-            g = go[t] * s * (_F1 + dpre[t] * (_F1 - s))  # silu'(v) = s (1 + v (1 - s))
-            dpre[t] = g
-            acc += g
+            gv = _silu_grad(g[t], go[t])
+            g[t] = gv
+            acc += gv
+            dxr[t] = _F0
         dbias_part[b, c] = acc
-        dxr = dx[b, c]
-        dxr[:] = _F0
         for j in range(K):
-            off = (K - 1) - j if anti else j - (K - 1)
-            wj = wc[j]
-            lo, hi = max(0, -off), min(L, L - off)
+            shift = K - 1 - j
             acc = _F0
-            for t in range(lo, hi):
-                acc += dpre[t] * xr[t + off]
-                dxr[t + off] += wj * dpre[t]
+            if shift < L:
+                gs, xs = _tap_views(g, xr, shift, anti)
+                _, dxs = _tap_views(g, dxr, shift, anti)
+                wj = wc[j]
+                for i in range(L - shift):
+                    acc += gs[i] * xs[i]
+                    dxs[i] += wj * gs[i]
             dw_part[b, c, j] = acc
 
 
-# The mixer hands the conv its (B, L, C) activation transposed: in that token-major layout a (b, c)
-# row is strided by C, so the row kernels above read one float per cache line and do not vectorise
-# (in the raw Pure Mamba step, L = 100 and C = 1024, they took 20% of the step). These variants take
-# the (B, L, C) buffers themselves: one batch item per task, channels innermost (contiguous).
-_BLC = types.float32[:, :, ::1]
-_FWD_TM_SIG = types.void(_BLC, types.float32[:, ::1], types.float32[::1], types.int64, _BLC)
-_BWD_TM_SIG = types.void(_BLC, types.float32[:, ::1], types.float32[::1], types.int64, _BLC, _BLC, _BLC,
-                         types.float32[:, ::1])
+# ---- token-major: x (B, L, Sx) and dout (B, L, Sd) rows whose first C entries are the channels
+# (S > C: rows of a wider buffer); out, dx (B, L, C); wt (K, C); partials per (b, chunk) task
+
+_BLS = types.float32[:, :, ::1]
+_FWD_TM_SIG = types.void(_BLS, types.float32[:, ::1], types.float32[::1], types.int64, _BLS)
+_BWD_TM_SIG = types.void(_BLS, types.float32[:, ::1], types.float32[::1], types.int64, _BLS, _BLS,
+                         types.float32[:, :, ::1], types.float32[:, ::1])
 
 
-@njit(fastmath=True, cache=True, inline="always")
-def _pre_activation_tm(xb, wt, bias, half, pre):
-    """pre (L, C) = bias + taps; wt (K, C); channels [half, C) anti-causal (half = C: none)."""
-    L, C = pre.shape
+@njit(inline="always", **_JIT)
+def _step_pre(xb, t, wt, bias, half, o):
+    """o (C,) = pre-activation of step t: channels [0, half) read x[t - shift], [half, C) x[t + shift]."""
+    L = xb.shape[0]
+    K, C = wt.shape
+    for c in range(C):
+        o[c] = bias[c]
+    oa = o[half:]
+    for j in range(K):
+        shift = K - 1 - j
+        wj = wt[j]
+        if t >= shift:
+            xs = xb[t - shift]
+            for c in range(half):
+                o[c] += wj[c] * xs[c]
+        if t + shift < L:
+            xa, wa = xb[t + shift, half:C], wj[half:]
+            for i in range(C - half):
+                oa[i] += wa[i] * xa[i]
+
+
+@njit(_FWD_TM_SIG, parallel=True, **_JIT)
+def _conv_fwd_tm(x, wt, bias, half, out):
+    Bsz, L, C = out.shape
+    n_chunks = (L + CHUNK - 1) // CHUNK
+    for task in prange(Bsz * n_chunks):
+        b = task // n_chunks
+        t0 = (task - b * n_chunks) * CHUNK
+        for t in range(t0, min(L, t0 + CHUNK)):
+            o = out[b, t]
+            _step_pre(x[b], t, wt, bias, half, o)
+            for c in range(C):
+                v = o[c]
+                o[c] = v * _sigmoid(v)
+
+
+@njit(_BWD_TM_SIG, parallel=True, **_JIT)
+def _conv_bwd_tm(x, wt, bias, half, dout, dx, dwt_part, dbias_part):
+    """dwt_part (tasks, K, C) and dbias_part (tasks, C), summed by the caller.
+
+    A task owns dx on its chunk [t0, t1), which needs the pre-activation gradient g on
+    [t0 - (K-1), t1 + (K-1)): the K-1 steps either side are recomputed, not shared between tasks.
+    """
+    Bsz, L, C = dx.shape
     K = wt.shape[0]
-    for t in range(L):
-        pre[t, :] = bias
+    n_chunks = (L + CHUNK - 1) // CHUNK
+    for task in prange(Bsz * n_chunks):
+        b = task // n_chunks
+        t0 = (task - b * n_chunks) * CHUNK
+        t1 = min(L, t0 + CHUNK)
+        g0, g1 = max(0, t0 - (K - 1)), min(L, t1 + K - 1)
+        xb = x[b]
+        g = np.empty((g1 - g0, C), np.float32)
+        db, dw = dbias_part[task], dwt_part[task]
+        for c in range(C):
+            db[c] = _F0
         for j in range(K):
-            s = t + j - (K - 1)  # causal channels read x[t - (K-1) + j]
-            if s >= 0:
-                for c in range(half):
-                    pre[t, c] += wt[j, c] * xb[s, c]
-            s = t + (K - 1) - j  # anti-causal channels read x[t + (K-1) - j]
-            if s < L:
-                for c in range(half, C):
-                    pre[t, c] += wt[j, c] * xb[s, c]
-
-
-@njit(_FWD_TM_SIG, parallel=True, fastmath=True, cache=True)
-def _conv_fwd_tm(xt, wt, bias, half, outt):
-    """xt, outt (B, L, C) contiguous; wt (K, C)."""
-    Bsz, L, C = xt.shape
-    for b in prange(Bsz):
-        o = outt[b]
-        _pre_activation_tm(xt[b], wt, bias, half, o)
-        for t in range(L):
             for c in range(C):
-                o[t, c] = o[t, c] * _sigmoid(o[t, c])
-
-
-@njit(_BWD_TM_SIG, parallel=True, fastmath=True, cache=True)
-def _conv_bwd_tm(xt, wt, bias, half, doutt, dxt, dwt_part, dbias_part):
-    """(B, L, C) contiguous x, dout, dx; dwt_part (B, K, C) and dbias_part (B, C) summed by the caller."""
-    Bsz, L, C = xt.shape
-    K = wt.shape[0]
-    for b in prange(Bsz):
-        xb, go, dxb = xt[b], doutt[b], dxt[b]
-        g = np.empty((L, C), np.float32)
-        _pre_activation_tm(xb, wt, bias, half, g)
-        db = dbias_part[b]
-        dw = dwt_part[b]
-        db[:] = _F0
-        dw[:, :] = _F0
-        dxb[:, :] = _F0
-        for t in range(L):
+                dw[j, c] = _F0
+        for t in range(g0, g1):
+            gt = g[t - g0]
+            _step_pre(xb, t, wt, bias, half, gt)
+            go = dout[b, t]
             for c in range(C):
-                v = g[t, c]
-                sg = _sigmoid(v)
-                gv = go[t, c] * sg * (_F1 + v * (_F1 - sg))  # silu'(v) = s (1 + v (1 - s))
-                g[t, c] = gv
-                db[c] += gv
-        for t in range(L):
+                gt[c] = _silu_grad(gt[c], go[c])
+            if t < t0 or t >= t1:
+                continue  # halo: g only, the neighbouring task owns the step's dw and dbias
+            for c in range(C):
+                db[c] += gt[c]
+            ga = gt[half:]
             for j in range(K):
-                s = t + j - (K - 1)
-                if s >= 0:
+                shift = K - 1 - j
+                dwj = dw[j]
+                if t >= shift:
+                    xs = xb[t - shift]
                     for c in range(half):
-                        dw[j, c] += g[t, c] * xb[s, c]
-                        dxb[s, c] += wt[j, c] * g[t, c]
-                s = t + (K - 1) - j
-                if s < L:
-                    for c in range(half, C):
-                        dw[j, c] += g[t, c] * xb[s, c]
-                        dxb[s, c] += wt[j, c] * g[t, c]
+                        dwj[c] += gt[c] * xs[c]
+                if t + shift < L:
+                    xa, dwa = xb[t + shift, half:C], dwj[half:]
+                    for i in range(C - half):
+                        dwa[i] += ga[i] * xa[i]
+        for s in range(t0, t1):  # dx[s] = sum_j w[j] g[s + shift] (causal) or g[s - shift] (anti-causal)
+            d = dx[b, s]
+            for c in range(C):
+                d[c] = _F0
+            da = d[half:]
+            for j in range(K):
+                shift = K - 1 - j
+                wj = wt[j]
+                if s + shift < L:
+                    gs = g[s + shift - g0]
+                    for c in range(half):
+                        d[c] += wj[c] * gs[c]
+                if s >= shift:
+                    ga, wa = g[s - shift - g0, half:], wj[half:]
+                    for i in range(C - half):
+                        da[i] += wa[i] * ga[i]
 
+
+# ---- torch side
 
 def _token_major(x: torch.Tensor) -> bool:
-    """x (B, C, L) has contiguous channels: the transpose of a (B, L, C) view, e.g. the mixer's x half
-    of its in_proj output (copied to a contiguous (B, L, C) for the kernels: a few ms, not tens)."""
-    return x.shape[2] > 1 and x.stride(1) == 1 and x.stride(2) != 1
+    """The result is laid out token-major (the transpose of a (B, L, C) buffer) when x has no unit
+    stride along L (as :func:`helix.ops.custom_ops.token_major` declares for the custom op)."""
+    return x.stride(-1) != 1 and x.shape[-1] > 1
 
 
-def _empty_like_bcl(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, L) fp32 laid out as x: token-major (a (B, L, C) buffer's transpose) when x is."""
-    Bsz, C, L = x.shape
-    return torch.empty(Bsz, L, C).transpose(1, 2) if x.stride(-1) != 1 and L > 1 else torch.empty(Bsz, C, L)
+def _token_rows(t: torch.Tensor) -> np.ndarray:
+    """A C-contiguous (B, L, S) array, S >= C, whose [:, :, :C] is the (B, C, L) ``t`` transposed.
+
+    The mixer's x (the first C channels of a (B, L, 2C) in_proj output) is read in place as (B, L, 2C)
+    rows; other layouts are copied to (B, L, C)."""
+    Bsz, C, L = t.shape
+    row = t.stride(2)
+    in_place = (t.stride(1) == 1 and row >= C and (Bsz == 1 or t.stride(0) == L * row)
+                and t.storage_offset() + Bsz * L * row <= t.untyped_storage().nbytes() // t.element_size())
+    if in_place:
+        return t.as_strided((Bsz, L, row), (L * row, row, 1)).numpy()
+    return t.transpose(1, 2).contiguous().numpy()
+
+
+def _n_tasks_tm(Bsz: int, L: int) -> int:
+    return Bsz * ((L + CHUNK - 1) // CHUNK)
 
 
 def _bias(bias, C):
@@ -209,35 +283,40 @@ class _CausalConvCpuFn(torch.autograd.Function):
         x, weight, bias = ctx.saved_tensors
         x32 = f32_view(x)
         Bsz, C, L = x32.shape
-        dx = _empty_like_bcl(x32)
+        K = weight.shape[1]
+        half = C // 2 if ctx.bidirectional else C
         if _token_major(x32):
-            dwt_part, dbias_part = torch.empty(Bsz, weight.shape[1], C), torch.empty(Bsz, C)
-            half = C // 2 if ctx.bidirectional else C
+            dxt = torch.empty(Bsz, L, C)
+            tasks = _n_tasks_tm(Bsz, L)
+            dwt_part, dbias_part = torch.empty(tasks, K, C), torch.empty(tasks, C)
             with torch_threads():
-                _conv_bwd_tm(x32.transpose(1, 2).contiguous().numpy(), f32(weight.t()).numpy(),
-                             _bias(bias, C).numpy(), half, f32(dout.transpose(1, 2)).numpy(),
-                             dx.transpose(1, 2).numpy(), dwt_part.numpy(), dbias_part.numpy())
-            dbias = None if bias is None else dbias_part.sum(0).to(bias.dtype)
-            return dx.to(x.dtype), dwt_part.sum(0).t().to(weight.dtype), dbias, None
-        dw_part, dbias_part = torch.empty(Bsz, C, weight.shape[1]), torch.empty(Bsz, C)
-        with torch_threads():
-            _conv_bwd(x32.numpy(), f32(weight).numpy(), _bias(bias, C).numpy(), ctx.bidirectional,
-                      f32_view(dout).numpy(), dx.numpy(), dw_part.numpy(), dbias_part.numpy())
+                _conv_bwd_tm(_token_rows(x32), f32(weight.t()).numpy(), _bias(bias, C).numpy(), half,
+                             _token_rows(f32_view(dout)), dxt.numpy(), dwt_part.numpy(), dbias_part.numpy())
+            dx, dw = dxt.transpose(1, 2), dwt_part.sum(0).t()
+        else:
+            dx = torch.empty(Bsz, C, L)
+            dw_part, dbias_part = torch.empty(Bsz, C, K), torch.empty(Bsz, C)
+            with torch_threads():
+                _conv_bwd(x32.contiguous().numpy(), f32(weight).numpy(), _bias(bias, C).numpy(), half,
+                          f32(dout).numpy(), dx.numpy(), dw_part.numpy(), dbias_part.numpy())
+            dw = dw_part.sum(0)
         dbias = None if bias is None else dbias_part.sum(0).to(bias.dtype)
-        return dx.to(x.dtype), dw_part.sum(0).to(weight.dtype), dbias, None
+        return dx.to(x.dtype), dw.to(weight.dtype), dbias, None
 
 
 def _forward(x, weight, bias, bidirectional):
+    """(B, C, L) fp32 in x's layout (token-major or contiguous)."""
     x32 = f32_view(x)
-    out = _empty_like_bcl(x32)
+    Bsz, C, L = x32.shape
+    half = C // 2 if bidirectional else C
     if _token_major(x32):
-        C = x.shape[1]
+        outt = torch.empty(Bsz, L, C)
         with torch_threads():
-            _conv_fwd_tm(x32.transpose(1, 2).contiguous().numpy(), f32(weight.t()).numpy(), _bias(bias, C).numpy(),
-                         C // 2 if bidirectional else C, out.transpose(1, 2).numpy())
-        return out
+            _conv_fwd_tm(_token_rows(x32), f32(weight.t()).numpy(), _bias(bias, C).numpy(), half, outt.numpy())
+        return outt.transpose(1, 2)
+    out = torch.empty(Bsz, C, L)
     with torch_threads():
-        _conv_fwd(x32.numpy(), f32(weight).numpy(), _bias(bias, x.shape[1]).numpy(), bidirectional, out.numpy())
+        _conv_fwd(x32.contiguous().numpy(), f32(weight).numpy(), _bias(bias, C).numpy(), half, out.numpy())
     return out
 
 
