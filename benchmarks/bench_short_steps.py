@@ -109,6 +109,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--epoch-clips", type=int, default=0, help="also time one epoch of N 1-s clips (0: skip)")
+    p.add_argument("--epoch-modes", default="off,on", help="cuda_graphs settings for --epoch-clips")
     p.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run)")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -118,7 +119,7 @@ def main() -> None:
     scratch = out / "runs"
     graph_modes = ("off", "on") if args.device == "cuda" else ("off",)
     rows = []
-    for seconds in (float(s) for s in args.seconds.split(",")):
+    for seconds in (float(s) for s in args.seconds.split(",") if s):
         for name in args.models.split(","):
             row = {"model": name, "seconds": seconds}
             for g in graph_modes:
@@ -145,7 +146,7 @@ def main() -> None:
         name = args.models.split(",")[0]
         table += f"\nOne epoch of {args.epoch_clips} one-second clips, {name}, B={args.batch}, end to end:\n\n"
         table += "| cuda_graphs | epoch (s) | clips/s |\n|---|---:|---:|\n"
-        for g in graph_modes:
+        for g in (m for m in args.epoch_modes.split(",") if m in graph_modes):
             e = epoch_seconds(name, args.epoch_clips, args.batch, args.workers, g, scratch / "epoch", args.device)
             rows.append({"model": name, "epoch_clips": args.epoch_clips, "cuda_graphs": g, **e})
             table += f"| {g} | {e['epoch_seconds']:.1f} | {e['clips_per_s']:.0f} |\n"

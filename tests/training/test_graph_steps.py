@@ -70,7 +70,8 @@ gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 def test_gpu_replayed_trainer_steps_equal_eager_steps(tiny, model):
     """Warm-up, capture and replays through a whole run (train and eval graphs, one per shape):
     the per-step losses and the final weights match an eager run within bf16 tolerance."""
-    common = ["device=cuda", "precision=bf16", f"model.name={model}", "optim.epochs=3",
+    # loader workers: the pin-memory thread allocates while the step is being captured
+    common = ["device=cuda", "precision=bf16", f"model.name={model}", "optim.epochs=3", "data.num_workers=2",
               "data.task_kwargs={num_train: 64, num_val: 20, num_test: 24}"]
     eager = Trainer(tiny(*common, "cuda_graphs=off", out="eager"), verbose=False)
     graphed = Trainer(tiny(*common, "cuda_graphs=on", out="graphed"), verbose=False)

@@ -127,7 +127,9 @@ class CapturedStep:
         static_in = tuple(x.clone() if isinstance(x, torch.Tensor) else x for x in inputs)
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize()
-        with torch.cuda.graph(graph):
+        # thread-local: the DataLoader's pin-memory thread keeps allocating pinned host memory while
+        # the step is captured, which the default (global) mode counts as an illegal call
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self.fn(*static_in)
         self.graphs[key] = (graph, static_in, static_out)
         graph.replay()  # capture records without running: this call's step happens here
