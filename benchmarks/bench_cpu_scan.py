@@ -1,10 +1,13 @@
 """CPU timings for issue 16: the numba scan and conv against the reference, measured in the same run.
 
     .venv/bin/python benchmarks/bench_cpu_scan.py [--repeats 5] [--threads N] [--models] [--jit]
+        [--steps-only | --conv-only]
 
 - scan fwd+bwd at B=8, L=500, D=512, N=32 (D skip, SiLU(z) gate, delta bias + softplus), one direction
   and both directions in one call (D = 2 x 256), numba kernel vs :func:`selective_scan_reference`;
-  no-grad forward of the same; causal conv + SiLU fwd+bwd at B=8, C=1024, L=500.
+  no-grad forward of the same; causal conv + SiLU fwd+bwd at B=8, C=1024, L=500; the conv as the
+  Pure Mamba mixer calls it (C=512, K=4, token-major x, B=32 L=100 / B=32 L=250 / B=8 L=500), fwd+bwd
+  and no-grad (``--conv-only``: just these).
 - ``--models``: a Pure Mamba mel and raw training step (forward, cross-entropy, backward), B=32,
   1 s clips, ``scan_backend="auto"`` (the numba kernel on CPU) vs ``"reference"``.
 - ``--jit``: first-call cost in fresh processes, once with an empty numba cache (compile) and once
@@ -94,6 +97,30 @@ def time_ops(repeats: int) -> None:
         best_time(lambda: conv("reference"), repeats))
 
 
+def time_conv_mixer(repeats: int) -> None:
+    """The conv at the Pure Mamba mixer's shapes and layout: C = d_inner = 512, K = 4, one direction,
+    x the first half of a (B, L, 2C) in_proj output seen as (B, C, L), dout token-major."""
+    print("\n| conv + SiLU as the mixer calls it, C=512, K=4 | numba (ms), wall / CPU | reference (ms), wall / CPU | "
+          "speed-up, wall / CPU |\n| --- | ---: | ---: | ---: |")
+    for Bsz, L in ((32, 100), (32, 250), (8, 500)):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(Bsz, L, 1024, generator=g)[..., :512].transpose(1, 2).requires_grad_()
+        w = (torch.randn(512, 4, generator=g) * 0.5).requires_grad_()
+        b = torch.randn(512, generator=g).requires_grad_()
+        dout = torch.randn(Bsz, L, 512, generator=g).transpose(1, 2)
+
+        def train(backend):
+            torch.autograd.grad(causal_conv1d_silu(x, w, b, backend=backend), (x, w, b), dout)
+
+        def infer(backend):
+            with torch.no_grad():
+                causal_conv1d_silu(x, w, b, backend=backend)
+
+        for label, fn in (("fwd+bwd", train), ("forward, no grad", infer)):
+            row(f"{label}, B={Bsz}, L={L}", best_time(lambda: fn("cpu"), repeats),
+                best_time(lambda: fn("reference"), repeats))
+
+
 def time_models(repeats: int, with_reference: bool = True) -> None:
     from helix.models import create_model
 
@@ -157,6 +184,7 @@ def main() -> None:
     p.add_argument("--jit", action="store_true", help="also time the first call in fresh processes")
     p.add_argument("--steps-only", action="store_true",
                    help="only the training steps, numba only (the reference raw step takes ~25 s)")
+    p.add_argument("--conv-only", action="store_true", help="only the conv at the mixer's shapes")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -168,9 +196,12 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     if args.steps_only:
         time_models(args.repeats, with_reference=False)
+    elif args.conv_only:
+        time_conv_mixer(args.repeats)
     else:
         time_ops(args.repeats)
-    if args.models and not args.steps_only:
+        time_conv_mixer(args.repeats)
+    if args.models and not (args.steps_only or args.conv_only):
         time_models(args.repeats)
     if args.jit:
         time_jit()

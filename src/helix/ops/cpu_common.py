@@ -17,6 +17,13 @@ from numba import njit
 from numba.core import types
 from numba.extending import intrinsic
 
+# njit options for kernels whose loops must vectorise. error_model="numpy": numba's default ("python")
+# guards every division with a zero test that raises, and that branch keeps LLVM from vectorising a
+# loop with a division in it (the SiLU 1 / (1 + e^-v)); numpy's model returns inf/nan instead.
+# numba keys its on-disk cache on the kernel's own file: after changing these (or exp_fast), clear
+# the __pycache__ of the kernels that use them.
+VECTOR_JIT = dict(fastmath=True, error_model="numpy", cache=True)
+
 _LOG2E = np.float32(1.4426950408889634)
 _HALF, _F1 = np.float32(0.5), np.float32(1.0)
 _EXP_LO, _EXP_HI = np.float32(-126.0), np.float32(127.0)

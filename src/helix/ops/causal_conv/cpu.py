@@ -16,10 +16,10 @@ Two layouts, each read where it lies (the output and dx take x's layout):
   (B, L, 2C) rows in place and use the first C channels, instead of copying them out.
 
 What makes the loops vectorise (each was measured to cost 2-6x when missing):
-``error_model="numpy"`` (numba's default guards every division, SiLU's included, with a zero test
-that LLVM cannot vectorise); inner loops index views from 0 (an index such as ``t - shift`` may be
-negative to numba, which then wraps it per element); C-contiguous signatures (a runtime-strided row
-does not vectorise). SiLU and its derivative are fused into the passes that make the
+:data:`helix.ops.cpu_common.VECTOR_JIT` (numba's default error model stops LLVM vectorising a loop
+with a division, SiLU's included); inner loops index views from 0 (numba may take an index such as
+``t - shift`` for negative and wraps it, per element); C-contiguous signatures (a runtime-strided
+row does not vectorise). SiLU and its derivative are fused into the passes that make the
 pre-activation; backward recomputes it. dweight and dbias go to per-task partials summed over the
 tasks in torch (no atomics).
 """
@@ -31,23 +31,22 @@ import torch
 from numba import njit, prange
 from numba.core import types
 
-from helix.ops.cpu_common import exp_fast, f32, f32_view, torch_threads
+from helix.ops.cpu_common import VECTOR_JIT, exp_fast, f32, f32_view, torch_threads
 
 # loading the compiled parallel kernels can start numba's OpenMP pool, which may reset a shared
 # OpenMP runtime's thread count (torch's): restored at the end of this module
 _TORCH_THREADS_AT_IMPORT = torch.get_num_threads()
 _F0, _F1 = np.float32(0.0), np.float32(1.0)
-_JIT = dict(fastmath=True, error_model="numpy", cache=True)
 CHUNK = 64  # time steps per token-major task: parallelism for small B, a backward tile that fits L2
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **VECTOR_JIT)
 def _sigmoid(v):
     """1 / (1 + e^-v) with the vectorisable exp of :mod:`helix.ops.cpu_common`."""
     return _F1 / (_F1 + exp_fast(-v))
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **VECTOR_JIT)
 def _silu_grad(v, go):
     """go * silu'(v) = go * s (1 + v (1 - s)), s = sigmoid(v)."""
     s = _sigmoid(v)
@@ -62,7 +61,7 @@ _BWD_SIG = types.void(_BCL, types.float32[:, ::1], types.float32[::1], types.int
                       types.float32[:, :, ::1], types.float32[:, ::1])
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **VECTOR_JIT)
 def _tap_views(a, b, shift, anti):
     """(a[t], b[t - shift]) for t in [shift, L) (causal), or (a[t], b[t + shift]) for t in [0, L - shift)."""
     n = a.shape[0] - shift
@@ -71,7 +70,7 @@ def _tap_views(a, b, shift, anti):
     return a[shift:], b[:n]
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **VECTOR_JIT)
 def _row_pre(xr, wc, bias_c, anti, pre):
     """pre (L,) = bias + sum_j w[j] x[t -+ (K-1-j)]: the pre-activation of one (b, c) row."""
     L = xr.shape[0]
@@ -87,7 +86,7 @@ def _row_pre(xr, wc, bias_c, anti, pre):
                 p[i] += wj * xs[i]
 
 
-@njit(_FWD_SIG, parallel=True, **_JIT)
+@njit(_FWD_SIG, parallel=True, **VECTOR_JIT)
 def _conv_fwd(x, w, bias, half, out):
     """Channels [half, C) anti-causal (half = C: none)."""
     Bsz, C, L = x.shape
@@ -101,7 +100,7 @@ def _conv_fwd(x, w, bias, half, out):
             o[t] = v * _sigmoid(v)
 
 
-@njit(_BWD_SIG, parallel=True, **_JIT)
+@njit(_BWD_SIG, parallel=True, **VECTOR_JIT)
 def _conv_bwd(x, w, bias, half, dout, dx, dw_part, dbias_part):
     """dx (B, C, L); dw_part (B, C, K) and dbias_part (B, C): per row, summed over the batch by the caller."""
     Bsz, C, L = x.shape
@@ -142,7 +141,7 @@ _BWD_TM_SIG = types.void(_BLS, types.float32[:, ::1], types.float32[::1], types.
                          types.float32[:, :, ::1], types.float32[:, ::1])
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **VECTOR_JIT)
 def _step_pre(xb, t, wt, bias, half, o):
     """o (C,) = pre-activation of step t: channels [0, half) read x[t - shift], [half, C) x[t + shift]."""
     L = xb.shape[0]
@@ -163,7 +162,7 @@ def _step_pre(xb, t, wt, bias, half, o):
                 oa[i] += wa[i] * xa[i]
 
 
-@njit(_FWD_TM_SIG, parallel=True, **_JIT)
+@njit(_FWD_TM_SIG, parallel=True, **VECTOR_JIT)
 def _conv_fwd_tm(x, wt, bias, half, out):
     Bsz, L, C = out.shape
     n_chunks = (L + CHUNK - 1) // CHUNK
@@ -178,7 +177,7 @@ def _conv_fwd_tm(x, wt, bias, half, out):
                 o[c] = v * _sigmoid(v)
 
 
-@njit(_BWD_TM_SIG, parallel=True, **_JIT)
+@njit(_BWD_TM_SIG, parallel=True, **VECTOR_JIT)
 def _conv_bwd_tm(x, wt, bias, half, dout, dx, dwt_part, dbias_part):
     """dwt_part (tasks, K, C) and dbias_part (tasks, C), summed by the caller.
 
