@@ -130,6 +130,11 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.checkpoint = checkpoint
         self.multilabel = bool(multilabel)
+        # full batches of full windows (the shape that repeats through a long file or many clips)
+        # replay a CUDA graph per output kind: one launch instead of ~500 per batch
+        self._graphs: dict[str, object] = {}
+        self.cuda_graphs = True
+        """Replay full batches from CUDA graphs on a GPU (False: every batch eagerly)."""
 
     def __repr__(self) -> str:
         return (f"Predictor({type(self.model).__name__}, {len(self.class_names)} classes, "
@@ -236,15 +241,30 @@ class Predictor:
                 # a batch of short windows is cut to its longest: no compute spent on padding
                 wave = torch.from_numpy(x[:, :int(n.max())]).to(device)  # (B, T_w)
                 lens = None if full else n  # all full: the unmasked path
-                if output == "probs":
-                    logits = model(wave, lens).float()  # (B, C)
-                    out = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
+                if full and device.type == "cuda" and self.cuda_graphs:
+                    out = self._captured(output)(wave)
                 else:
-                    out = model.forward_features(wave, lens).float()  # (B, D)
+                    out = self._outputs(output, wave, lens)
             out = out.cpu().numpy()  # rows with NaN/inf fail their own file (run_windows)
             return {output: out}
 
         return forward
+
+    def _outputs(self, output: str, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) -> class probabilities (B, C) or pooled features (B, D), float32."""
+        if output == "probs":
+            logits = self.model(wave, lengths).float()  # (B, C)
+            return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
+        return self.model.forward_features(wave, lengths).float()  # (B, D)
+
+    def _captured(self, output: str):
+        """:meth:`_outputs` of unmasked batches replayed from CUDA graphs (one per batch shape,
+        captured on a shape's second batch; the output is copied to the host before the next)."""
+        if output not in self._graphs:
+            from helix.core.graphs import CapturedStep
+
+            self._graphs[output] = CapturedStep(lambda wave: self._outputs(output, wave), warmup=1)
+        return self._graphs[output]
 
     def _source(self, item, index: int, sample_rate: int | None):
         if isinstance(item, (str, os.PathLike)):
