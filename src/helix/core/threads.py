@@ -26,6 +26,27 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+GPU_LOADER_WORKERS_MAX = 8
+"""Loader workers per rank on a GPU: enough for ~2,500 one-second clips/s (an H200 at 12.8 ms per
+captured B=32 step, ``benchmarks/RESULTS.md`` section 8), and no more processes than that needs."""
+
+
+def default_loader_workers(device_type: str, local_world_size: int = 1, cores: int | None = None) -> tuple[int, str]:
+    """DataLoader workers per rank when ``data.num_workers`` is null -> (workers, why).
+
+    GPU runs: the cores each rank may use, less one for the process itself, at most
+    :data:`GPU_LOADER_WORKERS_MAX` (decoding must never starve a short-clip step). CPU runs: the
+    model wants the cores, so at most 2 workers, and none on a single core."""
+    cores = usable_cores() if cores is None else cores
+    per_rank = max(cores // max(local_world_size, 1), 1)
+    if device_type == "cuda":
+        n = min(GPU_LOADER_WORKERS_MAX, per_rank - 1)
+    else:
+        n = min(2, per_rank - 1)
+    n = max(n, 0)
+    return n, f"{n} loader worker(s) per process ({per_rank} core(s) per process, {device_type}; data.num_workers=N to change)"
+
+
 def busy_cores() -> int:
     """Cores kept busy by other processes, from the 1-minute load average (0 where unknown)."""
     try:

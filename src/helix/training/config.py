@@ -50,8 +50,9 @@ class DataConfig:
     val_fraction: float = 0.1
     """Share of the training data held out for model selection when the dataset has no official
     validation split."""
-    num_workers: int = 2
-    """DataLoader worker processes per rank (0 loads in the main process)."""
+    num_workers: int | None = None
+    """DataLoader worker processes per rank (0 loads in the main process); null chooses from the
+    CPU count (``helix.core.threads.default_loader_workers``: up to 8 per GPU, up to 2 on CPU)."""
     task_kwargs: dict = field(default_factory=dict)
     """Extra keyword arguments for the dataset builder (e.g. ``num_segments`` for concatenated tasks)."""
     balanced_sampling: bool = False
@@ -86,7 +87,7 @@ class DataConfig:
                 raise ValueError(f"data.fold must be in 1..{self.num_folds}, got {self.fold}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.batching not in ("fixed", "bucket"):
             raise ValueError(f"data.batching must be fixed or bucket, got {self.batching!r}")

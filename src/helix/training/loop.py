@@ -38,7 +38,7 @@ from helix.training.resume import (HEAD_PREFIX, TrainState, check_allowed_change
 from helix.core.rundir import RunFolderLock, RunLogger, environment
 from helix.training.schedule import build_optimizer, build_scheduler, current_lr
 from helix.training.step import GraphedSteps, StepParts, optimizer_step
-from helix.core.threads import choose_cpu_threads, set_cpu_threads
+from helix.core.threads import choose_cpu_threads, default_loader_workers, set_cpu_threads
 
 
 class NonFiniteLossError(RuntimeError):
@@ -145,16 +145,21 @@ class Trainer:
         self.model = model
 
         o = cfg.optim
+        self.num_workers = cfg.data.num_workers
+        if self.num_workers is None:
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            self.num_workers, why = default_loader_workers(self.device.type, local_world)
+            self._say(why)
         self.micro = micro_batch_size(o.batch_size, self.env.world_size, o.grad_accum_steps)
         pin = self.device.type == "cuda"
         bucket = cfg.data.batching == "bucket"
-        self.train_loader = train_loader(self.data.train, self.micro, self.env, cfg.seed, cfg.data.num_workers, pin,
+        self.train_loader = train_loader(self.data.train, self.micro, self.env, cfg.seed, self.num_workers, pin,
                                          sample_weights=self._balance("data.balanced_sampling", cfg.data.balanced_sampling),
                                          num_buckets=cfg.data.num_buckets if bucket else None)
         self.class_weights = self._balance("optim.class_weights", o.class_weights == "balanced", loss=True)
         eval_bs = cfg.eval_batch_size or self.micro
-        self.val_loader = eval_loader(self.data.val, eval_bs, self.env, cfg.data.num_workers, pin, bucket)
-        self.test_loader = eval_loader(self.data.test, eval_bs, self.env, cfg.data.num_workers, pin, bucket)
+        self.val_loader = eval_loader(self.data.val, eval_bs, self.env, self.num_workers, pin, bucket)
+        self.test_loader = eval_loader(self.data.test, eval_bs, self.env, self.num_workers, pin, bucket)
         # batches per rank and epoch: the same on every rank, and in every epoch
         self.steps_per_epoch = len(self.train_loader) // o.grad_accum_steps
         if self.steps_per_epoch < 1:
@@ -245,7 +250,7 @@ class Trainer:
         width = getattr(getattr(self.raw_model, "config", None), "d_model", 256)
         activation = self.micro * (self.tokens or self.num_samples // 160) * width
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        threads, why = choose_cpu_threads(self.cfg.cpu_threads, activation, self.cfg.data.num_workers, local_world)
+        threads, why = choose_cpu_threads(self.cfg.cpu_threads, activation, self.num_workers, local_world)
         self._threads_before = set_cpu_threads(threads)
         self._say(f"CPU threads: {torch.get_num_threads()} ({why})")
 
