@@ -41,12 +41,81 @@ def _vectorised_generic_scan(self, input):
     return [self.to_tensor(out, arg.dtype) for out, arg in zip(outs, input)]
 
 
+def _vectorised_generic_reduce(self, input):
+    """The interpreter's generic reduce (``tl.flip`` goes through one: an xor-sum), vectorised the
+    same way: combine(acc, slice k) for k along the axis on whole slices, where upstream calls the
+    combine function once per element (``tl.flip`` in the scan backward took minutes per test)."""
+    import triton.language as tl
+
+    original_axis = self.axis
+    input, axis = self.unravel(input, self.axis)
+    data = [arg.handle.data for arg in input]
+
+    def wrap(i):
+        return tuple(self.to_tensor(np.ascontiguousarray(np.take(d, i, axis=axis)), arg.dtype)
+                     for d, arg in zip(data, input))
+
+    acc = wrap(0)
+    for k in range(1, data[0].shape[axis]):
+        ret = self.combine_fn.fn(*acc, *wrap(k))
+        acc = ret if isinstance(ret, tuple) else (ret,)
+    out_shape = data[0].shape[:axis] + data[0].shape[axis + 1:]
+    ret = []
+    for a, arg, d in zip(acc, input, data):
+        out = np.asarray(a.handle.data if isinstance(a, tl.core.tensor) else a, dtype=d.dtype).reshape(out_shape)
+        if self.keep_dims:
+            out = np.expand_dims(out, axis) if original_axis is not None else out.reshape((1,) * d.ndim)
+        elif original_axis is None:
+            out = out.item()
+        ret.append(self.to_tensor(out, arg.dtype))
+    return ret
+
+
 def _patch_interpreter_scan() -> None:
     try:
         from triton.runtime import interpreter
     except ImportError:  # no triton: the kernel tests skip themselves
         return
     interpreter.ScanOps.generic_scan = _vectorised_generic_scan
+    interpreter.ReduceOps.generic_reduce = _vectorised_generic_reduce
+    _patch_device_calls_once(interpreter)
+
+
+def _patch_device_calls_once(interpreter) -> None:
+    """Upstream re-patches ``triton.language`` on every call of a ``@triton.jit`` helper inside a
+    kernel (a third of a scan backward's time), although the launch has already patched the same
+    modules for the whole grid and restores them after it. Here a helper call skips that when the
+    modules it sees are among those patched since the launch began; anything else goes the upstream
+    way (and is patched from then on)."""
+    import inspect
+
+    import triton.language as tl
+
+    def langs(fn):
+        return frozenset(id(v) for v in fn.__globals__.values() if inspect.ismodule(v) and v in (tl, tl.core))
+
+    active = []  # per running launch, innermost last: the language modules patched since it began
+    launch, helper = interpreter.GridExecutor.__call__, interpreter.InterpretedFunction.__call__
+
+    def launch_call(self, *args, **kwargs):
+        active.append(set(langs(self.fn)))
+        try:
+            return launch(self, *args, **kwargs)
+        finally:
+            active.pop()
+
+    def helper_call(self, *args, **kwargs):
+        if not active or not langs(self.fn) <= active[-1]:
+            if active:  # patched from now until the launch ends (upstream never restores these)
+                active[-1] |= langs(self.fn)
+            return helper(self, *args, **kwargs)
+        try:
+            return self.rewrite()(*args, **kwargs)
+        except Exception as e:
+            raise interpreter.InterpreterError(repr(e)) from e
+
+    interpreter.GridExecutor.__call__ = launch_call
+    interpreter.InterpretedFunction.__call__ = helper_call
 
 
 if os.environ.get("TRITON_INTERPRET") == "1":
