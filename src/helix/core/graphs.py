@@ -52,6 +52,10 @@ def resolve_cuda_graphs(setting: str, device: torch.device | str, *, shapes_repe
         raise ValueError(f"cuda_graphs must be one of {CUDA_GRAPHS}, got {setting!r}")
     if setting == "off":
         return GraphDecision(False, "cuda_graphs: off")
+    if unsupported:
+        if setting == "on":
+            raise ValueError(f"cuda_graphs: on cannot capture this run: {unsupported}; use auto or off")
+        return GraphDecision(False, f"cuda_graphs: auto -> off ({unsupported})")
     if torch.device(device).type != "cuda":
         if setting == "on":
             raise ValueError(f"cuda_graphs: on needs a CUDA device, got {torch.device(device)}; use auto or off")
@@ -61,10 +65,6 @@ def resolve_cuda_graphs(setting: str, device: torch.device | str, *, shapes_repe
             raise ValueError("cuda_graphs: on needs batches of repeating shapes (fixed-length crops or length "
                              "buckets); every batch would capture a new graph")
         return GraphDecision(False, "cuda_graphs: auto -> off (batch shapes do not repeat)")
-    if unsupported:
-        if setting == "on":
-            raise ValueError(f"cuda_graphs: on cannot capture this run: {unsupported}; use auto or off")
-        return GraphDecision(False, f"cuda_graphs: auto -> off ({unsupported})")
     if setting == "auto" and clip_seconds is not None and clip_seconds > AUTO_MAX_CLIP_SECONDS:
         return GraphDecision(False, f"cuda_graphs: auto -> off ({clip_seconds:g} s clips: the step is kernel-bound; "
                                     "cuda_graphs=on captures anyway)")

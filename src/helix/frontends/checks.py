@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import torch
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def lengths_checked_on_host():
+    """Within this block, lengths already on the waveform's device are taken as checked: the caller
+    ran :func:`check_lengths` on the host copy (valid, and not every clip full). A captured CUDA
+    graph needs this: reading device lengths back for the check is a sync, which capture forbids."""
+    before = getattr(_state, "trusted", False)
+    _state.trusted = True
+    try:
+        yield
+    finally:
+        _state.trusted = before
 
 
 def check_waveform(wave: torch.Tensor, min_samples: int, what: str) -> None:
@@ -30,6 +48,8 @@ def check_lengths(lengths, wave: torch.Tensor, min_samples: int, what: str) -> t
     """
     if lengths is None:
         return None
+    if getattr(_state, "trusted", False) and isinstance(lengths, torch.Tensor) and lengths.device == wave.device:
+        return lengths
     B, T = wave.shape
     if not isinstance(lengths, torch.Tensor):
         raise ValueError(f"lengths must be a (B,) = ({B},) int64 tensor of samples per clip, "

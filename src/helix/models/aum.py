@@ -110,6 +110,10 @@ class AudioMamba(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.num_classes)
 
+    lengths_read_on_host = True
+    """Variable-length batches size each clip's positional table on the host (``sizes.tolist()``),
+    so such a step cannot be captured in a CUDA graph."""
+
     @property
     def min_samples(self) -> int:
         return self.frontend.min_samples

@@ -195,9 +195,13 @@ class Trainer:
         from helix.core.graphs import CapturedStep, resolve_cuda_graphs
 
         cfg = self.cfg
+        bucket = cfg.data.batching == "bucket"
         unsupported = ("fp16 loss scaling reads its overflow flag on the host" if self.scaler.is_enabled() else
-                       "compile: torch.compile manages its own graphs" if cfg.compile else None)
-        decision = resolve_cuda_graphs(cfg.cuda_graphs, self.device, shapes_repeat=cfg.data.batching == "fixed",
+                       "compile: torch.compile manages its own graphs" if cfg.compile else
+                       f"{cfg.model.name} reads clip lengths on the host" if bucket
+                       and getattr(self.raw_model, "lengths_read_on_host", False) else None)
+        # fixed crops repeat one shape; length buckets repeat num_buckets shapes (a graph each)
+        decision = resolve_cuda_graphs(cfg.cuda_graphs, self.device, shapes_repeat=True,
                                        world_size=self.env.world_size, clip_seconds=self.clip_seconds,
                                        unsupported=unsupported)
         self.graphs = decision.enabled

@@ -139,6 +139,8 @@ class GraphedSteps:
     numbers come from the host), then copied into the graph's static inputs; the mixup weight
     enters as a tensor, so one graph serves every step. The schedule's learning rate lives in a
     device tensor per param group (filled by the scheduler, read by the captured fused AdamW).
+    Length-bucketed batches: the clips' lengths are checked on the host, then enter the graph as a
+    device tensor (one graph per bucket, and one for a bucket whose clips are all full).
     Returned stats are a copy (the graph's own output is overwritten by the next replay).
     ``capture=False`` runs the same step function eagerly (CPU tests of what the graph computes).
     """
@@ -150,28 +152,32 @@ class GraphedSteps:
         if capture:
             for group in p.optimizer.param_groups:
                 group["capturable"] = True
-                if not isinstance(group["lr"], torch.Tensor):
-                    group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=p.device)
+                group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=p.device)
         self.run = CapturedStep(self._step, warmup=warmup) if capture else self._step
 
     def _step(self, *flat) -> torch.Tensor:
+        from helix.frontends.checks import lengths_checked_on_host
+
         p, losses, correct = self.p, [], torch.zeros((), device=self.p.device)
-        for i in range(0, len(flat), 5):
-            wave, labels, labels_b, lam, hit_labels = flat[i:i + 5]
-            loss, logits = forward_backward(p, wave, labels, labels_b, (lam[0], lam[1]))
+        for i in range(0, len(flat), 6):
+            wave, labels, labels_b, lam, hit_labels, lengths = flat[i:i + 6]
+            with lengths_checked_on_host():
+                loss, logits = forward_backward(p, wave, labels, labels_b, (lam[0], lam[1]), lengths)
             losses.append(loss)
             correct += top1_hits(logits, hit_labels)
         return apply_update(p, losses, correct)
 
     def __call__(self, batches, step: int) -> tuple[torch.Tensor, int]:
+        from helix.frontends.checks import check_lengths
+
         p, flat, count = self.p, [], 0
         for micro in range(p.cfg.optim.grad_accum_steps):
             m = draw_micro_batch(p, next(batches), step, micro)
-            if m.lengths is not None:
-                raise RuntimeError("captured steps take fixed-length batches (data.batching=fixed)")
+            # checked on the host copy; None when every clip is full (the unmasked graph)
+            lengths = check_lengths(m.lengths, m.wave, p.raw_model.min_samples, "model input")
             # the host computes 1 - lam in double, as the eager step's float arithmetic does
             lam = torch.tensor([m.lam, 1.0 - m.lam], dtype=torch.float32).to(p.device, non_blocking=True)
-            flat += [m.wave, m.labels, m.labels_b, lam, m.hit_labels]
+            flat += [m.wave, m.labels, m.labels_b, lam, m.hit_labels, lengths]
             count += m.labels.shape[0]
         stats = self.run(*flat).clone()
         p.scheduler.step()
