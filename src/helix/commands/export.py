@@ -26,19 +26,22 @@ def register(sub) -> None:
                                           ".safetensors / _pretrained)")
     p.add_argument("--window", type=float, metavar="SECONDS",
                    help="input length to trace at (default: the checkpoint's training clip length)")
+    p.add_argument("--lengths", action="store_true",
+                   help="onnx / torchscript: the graph also takes lengths (batch,) int64, samples per clip, "
+                        "so a zero-padded batch of clips of different lengths scores each clip as if alone")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from helix.inference.export import ATOL, RTOL, export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.format, args.output, args.window)
+    result = export_checkpoint(args.checkpoint, args.format, args.output, args.window, lengths=args.lengths)
     if result.format in ("safetensors", "pretrained"):
         print(f"wrote {result.path} ({result.format}: weights, class names, sample rate, model options; "
               "load it with helix.load)")
         return 0
     diffs = ", ".join(f"{n} samples: {d:.2e}" for n, d in result.max_abs_diff.items())
-    print(f"wrote {result.path} ({result.format})")
+    print(f"wrote {result.path} ({result.format}{', inputs wave and lengths' if result.lengths else ''})")
     print(f"max |exported - PyTorch| on random audio: {diffs} (tolerance atol {ATOL:g} + rtol {RTOL:g})")
     if result.dynamic_length:
         print("inputs: any batch size and any length (checked at 1.5x the traced length)")

@@ -50,9 +50,10 @@ def check_lengths(lengths, wave: torch.Tensor, min_samples: int, what: str) -> t
         return None
     if getattr(_state, "trusted", False) and isinstance(lengths, torch.Tensor) and lengths.device == wave.device:
         return lengths
-    if torch.compiler.is_compiling() and isinstance(lengths, torch.Tensor):
-        # a traced graph cannot read values back (a graph break with fullgraph=False, an error with
-        # True): the masked path is taken as given; with every clip full it equals the unmasked one
+    if (torch.compiler.is_compiling() or torch.jit.is_tracing()) and isinstance(lengths, torch.Tensor):
+        # a traced graph cannot read values back (compile: a graph break with fullgraph=False, an
+        # error with True; TorchScript/ONNX tracing: the values would become constants): the masked
+        # path is taken as given, and with every clip full it equals the unmasked one
         return lengths.to(device=wave.device, dtype=torch.int64)
     B, T = wave.shape
     if not isinstance(lengths, torch.Tensor):

@@ -20,6 +20,10 @@ Every export is run on seeded random audio and compared with the PyTorch model: 
 mismatch only marks the export as fixed-length (recorded in its metadata, and an ONNX export is
 then redone with a fixed time axis). Metadata (class names, sample rate, window) travels inside the
 file: ``helix.json`` in the TorchScript archive, ``metadata_props["helix"]`` in ONNX.
+
+``lengths=True`` exports ``(wave (B, T), lengths (B,) int64 samples) -> logits``: a padded batch of
+clips of different lengths, each scored as if alone (the masked path of ``model(wave, lengths)``);
+the check then runs on clips of two lengths, at both test lengths.
 """
 
 from __future__ import annotations
@@ -70,10 +74,24 @@ class ExportResult:
     """Input length -> largest |exported - PyTorch| over the logits of the random check audio."""
     dynamic_length: bool
     """Whether inputs of other lengths give the PyTorch result (checked at 1.5x the window)."""
+    lengths: bool = False
+    """Whether the exported graph takes per-clip lengths as a second input."""
+
+
+class _WithLengths(torch.nn.Module):
+    """``model(wave, lengths)`` as a module of two tensor inputs (what tracing needs)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.model(wave, lengths)
 
 
 class ExportedModel:
-    """An exported file loaded for inference: ``model(wave (B, T) float32 ndarray) -> logits (B, C)``."""
+    """An exported file loaded for inference: ``model(wave (B, T) float32 ndarray) -> logits (B, C)``;
+    an export with lengths also takes ``lengths`` (B,) samples per clip (default: every clip full)."""
 
     def __init__(self, path: str | os.PathLike, fmt: str | None = None):
         self.path = Path(path)
@@ -91,12 +109,22 @@ class ExportedModel:
                 self._module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=extra)
             self.metadata = json.loads(extra["helix.json"] or "{}")
 
-    def __call__(self, wave: np.ndarray) -> np.ndarray:
+    @property
+    def takes_lengths(self) -> bool:
+        return bool(self.metadata.get("lengths", False))
+
+    def __call__(self, wave: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
         wave = np.ascontiguousarray(wave, dtype=np.float32)
+        if lengths is not None and not self.takes_lengths:
+            raise ValueError(f"{self.path} was exported without lengths; export again with --lengths")
+        inputs = {"wave": wave}
+        if self.takes_lengths:
+            full = np.full(wave.shape[0], wave.shape[1], dtype=np.int64)
+            inputs["lengths"] = full if lengths is None else np.ascontiguousarray(lengths, dtype=np.int64)
         if self.format == "onnx":
-            return self._session.run(["logits"], {"wave": wave})[0]
+            return self._session.run(["logits"], inputs)[0]
         with torch.inference_mode():
-            return self._module(torch.from_numpy(wave)).numpy()
+            return self._module(*(torch.from_numpy(v) for v in inputs.values())).numpy()
 
 
 @contextlib.contextmanager
@@ -107,22 +135,30 @@ def _quiet_jit() -> Iterator[None]:
         yield
 
 
-def _trace(model: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
-    model = export_twin(model)
+def _twin(model: torch.nn.Module, lengths: bool) -> torch.nn.Module:
+    twin = export_twin(model)
+    return _WithLengths(twin).eval() if lengths else twin
+
+
+def _trace(model: torch.nn.Module, example: tuple) -> torch.jit.ScriptModule:
+    model = _twin(model, len(example) == 2)
     with torch.no_grad(), _quiet_jit(), warnings.catch_warnings():
         # shape checks in Python become constants of the trace; the check below is what matters
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         return torch.jit.trace(model, example, check_trace=False)
 
 
-def _export_onnx(model, example, path: Path, dynamic_length: bool, metadata: dict) -> None:
+def _export_onnx(model, example: tuple, path: Path, dynamic_length: bool, metadata: dict) -> None:
     import onnx
 
     axes = {"wave": {0: "batch", 1: "samples"} if dynamic_length else {0: "batch"}, "logits": {0: "batch"}}
-    model = export_twin(model)
+    names = ["wave"]
+    if len(example) == 2:
+        axes["lengths"], names = {0: "batch"}, ["wave", "lengths"]
+    model = _twin(model, len(example) == 2)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings and the TorchScript-exporter deprecation notice
-        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["wave"],
+        torch.onnx.export(model, example, str(path), dynamo=False, input_names=names,
                           output_names=["logits"], dynamic_axes=axes, opset_version=ONNX_OPSET)
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
@@ -130,12 +166,13 @@ def _export_onnx(model, example, path: Path, dynamic_length: bool, metadata: dic
     onnx.save(proto, str(path))
 
 
-def _compare(model: torch.nn.Module, exported: ExportedModel, wave: torch.Tensor) -> tuple[float, bool]:
-    """(max |diff|, within tolerance) of exported vs PyTorch logits on ``wave`` (B, T)."""
+def _compare(model: torch.nn.Module, exported: ExportedModel, wave: torch.Tensor,
+             lengths: torch.Tensor | None = None) -> tuple[float, bool]:
+    """(max |diff|, within tolerance) of exported vs PyTorch logits on ``wave`` (B, T) [+ lengths]."""
     with torch.inference_mode():
-        ref = model(wave).float().numpy()
+        ref = model(wave, lengths).float().numpy()
     try:
-        out = exported(wave.numpy())
+        out = exported(wave.numpy(), None if lengths is None else lengths.numpy())
     except Exception:  # a fixed-shape graph refuses another length outright
         return math.inf, False
     if out.shape != ref.shape:
@@ -145,7 +182,7 @@ def _compare(model: torch.nn.Module, exported: ExportedModel, wave: torch.Tensor
 
 
 def export_model(model: torch.nn.Module, path: str | os.PathLike, fmt: str, num_samples: int,
-                 metadata: dict | None = None, seed: int = 0, inputs: tuple = ()) -> ExportResult:
+                 metadata: dict | None = None, seed: int = 0, inputs: tuple = (), lengths: bool = False) -> ExportResult:
     """Export ``model`` (waveforms (B, num_samples) -> logits) to ``path`` and check it (module docstring).
 
     The file is built and checked under a temporary name and only then renamed to ``path``, so a
@@ -156,10 +193,21 @@ def export_model(model: torch.nn.Module, path: str | os.PathLike, fmt: str, num_
     model = model.cpu().eval()
     gen = torch.Generator().manual_seed(seed)
     example = 0.1 * torch.randn(2, num_samples, generator=gen)  # (B, T) random audio
-    longer = 0.1 * torch.randn(1, num_samples * 3 // 2, generator=gen)
-    metadata = {**(metadata or {}), "format": fmt, "input": "wave (batch, samples) float32",
-                "output": "logits (batch, classes)", "traced_samples": num_samples}
-    traced = _trace(model, example) if fmt == "torchscript" else None
+    longer = 0.1 * torch.randn(1 + lengths, num_samples * 3 // 2, generator=gen)
+
+    def clips(wave):  # with lengths: the first clip full, the second 5/8 of it (zero-padded)
+        if not lengths:
+            return wave, None
+        n = torch.tensor([wave.shape[1], max(wave.shape[1] * 5 // 8, int(getattr(model, "min_samples", 1)))])
+        return wave * (torch.arange(wave.shape[1]) < n[:, None]), n
+
+    example, example_lengths = clips(example)
+    longer, longer_lengths = clips(longer)
+    metadata = {**(metadata or {}), "format": fmt, "input": "wave (batch, samples) float32"
+                + (", lengths (batch,) int64 samples per clip" if lengths else ""),
+                "output": "logits (batch, classes)", "traced_samples": num_samples, "lengths": lengths}
+    trace_inputs = (example,) if not lengths else (example, example_lengths)
+    traced = _trace(model, trace_inputs) if fmt == "torchscript" else None
     with atomic_path(path, inputs, what=f"{fmt} export") as tmp:
 
         def save(dynamic: bool) -> None:
@@ -168,18 +216,18 @@ def export_model(model: torch.nn.Module, path: str | os.PathLike, fmt: str, num_
                 with _quiet_jit():
                     torch.jit.save(traced, str(tmp), _extra_files=extra)
             else:
-                _export_onnx(model, example, tmp, dynamic, metadata)
+                _export_onnx(model, trace_inputs, tmp, dynamic, metadata)
 
         save(True)
-        diff, ok = _compare(model, ExportedModel(tmp, fmt), example)
+        diff, ok = _compare(model, ExportedModel(tmp, fmt), example, example_lengths)
         if not ok:
             raise RuntimeError(f"exported {fmt} model differs from PyTorch by {diff:.3g} (> atol {ATOL} + rtol "
                                f"{RTOL}) at {num_samples} samples; nothing was written")
         diffs = {num_samples: diff}
-        diffs[longer.shape[1]], dynamic = _compare(model, ExportedModel(tmp, fmt), longer)
+        diffs[longer.shape[1]], dynamic = _compare(model, ExportedModel(tmp, fmt), longer, longer_lengths)
         if not dynamic:
             save(False)  # record (and for ONNX, enforce) that only the traced length is valid
-    return ExportResult(Path(path), fmt, num_samples, diffs, dynamic)
+    return ExportResult(Path(path), fmt, num_samples, diffs, dynamic, lengths)
 
 
 def default_output(checkpoint: str | os.PathLike, fmt: str) -> Path:
@@ -206,11 +254,13 @@ def check_export_output(out: Path, fmt: str, inputs: tuple) -> None:
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str = "torchscript",
-                      out: str | os.PathLike | None = None, window_seconds: float | None = None) -> ExportResult:
+                      out: str | os.PathLike | None = None, window_seconds: float | None = None,
+                      lengths: bool = False) -> ExportResult:
     """Export a checkpoint's model; ``out`` defaults to the checkpoint path with the format's ending.
 
     ``safetensors`` and ``pretrained`` write the weights (no pickle, no code) with the model's
-    description as metadata / ``config.json``; ``helix.load`` reads them back.
+    description as metadata / ``config.json``; ``helix.load`` reads them back. ``lengths``: the
+    TorchScript/ONNX graph also takes per-clip lengths (:func:`export_model`).
     """
     from helix.version import __version__
     from helix.inference.predict import build_predictor
@@ -218,6 +268,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str = "torchscript",
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"export format must be one of {EXPORT_FORMATS}, got {fmt!r}")
+    if lengths and fmt in ("safetensors", "pretrained"):
+        raise ValueError(f"--lengths applies to torchscript and onnx graphs; --format {fmt} writes weights only")
     ckpt_path = Path(checkpoint)
     out = Path(out) if out is not None else default_output(ckpt_path, fmt)
     inputs = (ckpt_path,)
@@ -237,4 +289,4 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str = "torchscript",
         return ExportResult(out, fmt, window, {}, True)
     metadata = {"helix_version": __version__, "checkpoint": str(ckpt_path), "class_names": predictor.class_names,
                 "sample_rate": predictor.sample_rate, "window_seconds": window / predictor.sample_rate}
-    return export_model(predictor.model, out, fmt, window, metadata, inputs=inputs)
+    return export_model(predictor.model, out, fmt, window, metadata, inputs=inputs, lengths=lengths)
