@@ -115,8 +115,6 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_bucketed_run(corpus, t
 
 
 def test_bucket_batching_refusals(tmp_path):
-    with pytest.raises(ValueError, match="data.balanced_sampling does not combine with data.batching=bucket"):
-        load_config(None, ["data.batching=bucket", "data.balanced_sampling=true"])
     with pytest.raises(ValueError, match="data.batching must be fixed or bucket, got 'buckets'"):
         load_config(None, ["data.batching=buckets"])
     cfg = load_config(None, ["data.name=synthetic_order", "data.batching=bucket", "data.clip_seconds=0.25"])

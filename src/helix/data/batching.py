@@ -13,10 +13,19 @@ reused. Models take ``model(wave, lengths)``.
   batches of ``batch_size * num_replicas`` clips; a bucket's remainder moves up to the next bucket
   (it pads to a longer length, never a shorter one), and the last remainder is dropped;
 - the global batches are shuffled, and rank r takes the r-th ``batch_size`` slice of each: every
-  rank steps through the same number of batches with the same padded shape at each step (DDP stays
-  in lockstep), and the union over ranks of step i is the single-process global batch i;
+  rank steps through the same number of batches (DDP stays in lockstep), and the union over ranks
+  of step i is the single-process global batch i. Each rank pads its slice to the bucket of its own
+  longest clip: at most the global batch's bucket, and shorter where a slice holds only clips
+  carried up from a smaller bucket (the model is given the lengths, so this changes nothing);
 - ``set_epoch(epoch, start_index)`` skips the first ``start_index`` clips this rank has already
   seen (a multiple of ``batch_size``), for exact mid-epoch resume.
+
+``BalancedBucketBatchSampler`` is the same with class-balanced draws (``data.balanced_sampling``):
+each epoch first draws ``N`` clips with replacement in proportion to per-clip weights (seeded by
+``seed`` and the epoch), then groups *the drawn clips* into buckets, batches and ranks exactly as
+above (:func:`bucketed_global_batches`, shared by both). Carrying remainders up makes an epoch
+``N // (batch_size * num_replicas)`` batches whichever buckets the draws fall in: the length of a
+plain bucketed epoch, and of a balanced epoch of fixed-length batches.
 """
 
 from __future__ import annotations
@@ -47,6 +56,30 @@ def bucket_lengths(lengths: Sequence[int], n_buckets: int, multiple: int = 1, ma
     qs = np.quantile(x, np.arange(1, n_buckets + 1) / n_buckets, method="inverted_cdf")
     edges = sorted({int(math.ceil(q / multiple) * multiple) for q in qs})
     return edges
+
+
+def bucket_index(lengths: np.ndarray, buckets: Sequence[int]) -> np.ndarray:
+    """``(N,)`` int64: the smallest of ``buckets`` (ascending) that holds each clip; clips longer
+    than the last bucket belong to it (the dataset crops them)."""
+    which = np.searchsorted(np.asarray(buckets), lengths, side="left")
+    return np.minimum(which, len(buckets) - 1)
+
+
+def bucketed_global_batches(members: Sequence[np.ndarray], size: int, rng: np.random.Generator
+                            ) -> list[np.ndarray]:
+    """Group clips into global batches of ``size`` indices, in step order (the module docstring's
+    rules). ``members[k]`` holds the dataset indices that fall in bucket k (ascending lengths;
+    repeats allowed). Each bucket is shuffled and cut into batches, its remainder joins the next
+    bucket up, the last remainder is dropped, and the batches are shuffled: ``sum(len) // size``
+    batches whatever the split over buckets."""
+    batches, carry = [], np.empty(0, dtype=np.int64)
+    for idx in members:
+        pool = np.concatenate([carry, rng.permutation(idx)])
+        n = len(pool) // size * size
+        batches.extend(pool[:n].reshape(-1, size))
+        carry = pool[n:]  # remainder: padded to the next bucket up
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
 
 
 class PadCollate:
@@ -95,9 +128,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.batch_size, self.num_replicas, self.rank, self.seed = batch_size, num_replicas, rank, seed
         self.buckets = sorted(int(b) for b in buckets)
-        which = np.searchsorted(np.asarray(self.buckets), self.lengths, side="left")
-        self.members = [np.flatnonzero(np.minimum(which, len(self.buckets) - 1) == k)
-                        for k in range(len(self.buckets))]
+        self.bucket_of = bucket_index(self.lengths, self.buckets)
+        self.members = [np.flatnonzero(self.bucket_of == k) for k in range(len(self.buckets))]
         self.epoch, self.start_index = 0, 0
 
     def set_epoch(self, epoch: int, start_index: int = 0) -> None:
@@ -108,27 +140,18 @@ class BucketBatchSampler(Sampler[list[int]]):
             raise ValueError(f"start_index ({start_index}) must be in [0, {self.batches_per_epoch() * self.batch_size}]")
         self.epoch, self.start_index = epoch, start_index
 
+    def epoch_members(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """The clips this epoch batches, one array of dataset indices per bucket: every clip once."""
+        return self.members
+
     def global_batches(self) -> list[np.ndarray]:
         """This epoch's global batches (each ``batch_size * num_replicas`` indices), in step order."""
         rng = np.random.default_rng([self.seed, self.epoch])
-        size = self.batch_size * self.num_replicas
-        batches, carry = [], np.empty(0, dtype=np.int64)
-        for members in self.members:
-            pool = np.concatenate([carry, rng.permutation(members)])
-            n = len(pool) // size * size
-            batches.extend(pool[:n].reshape(-1, size))
-            carry = pool[n:]  # remainder: padded to the next bucket up
-        order = rng.permutation(len(batches))
-        return [batches[i] for i in order]
+        return bucketed_global_batches(self.epoch_members(rng), self.batch_size * self.num_replicas, rng)
 
     def batches_per_epoch(self) -> int:
-        size = self.batch_size * self.num_replicas
-        total, carry = 0, 0
-        for members in self.members:
-            pool = carry + len(members)
-            total += pool // size
-            carry = pool % size
-        return total
+        # remainders carry up and only the last is dropped, so the buckets' sizes do not matter
+        return len(self.lengths) // (self.batch_size * self.num_replicas)
 
     def __iter__(self) -> Iterator[list[int]]:
         lo = self.rank * self.batch_size
@@ -150,3 +173,25 @@ class BucketBatchSampler(Sampler[list[int]]):
                 valid += int(part.sum())
                 computed += pad.padded_length(int(part.max())) * len(part)
         return 1.0 - valid / computed if computed else 0.0
+
+
+class BalancedBucketBatchSampler(BucketBatchSampler):
+    """:class:`BucketBatchSampler` over class-balanced draws (module docstring): each epoch draws
+    ``N`` clips with replacement, clip i with probability ``weights[i] / sum(weights)``
+    (:func:`helix.data.sampling.balanced_sample_weights`), from a generator seeded by (seed, epoch),
+    the same on every rank; sharding, padding and ``set_epoch`` resume are the parent's."""
+
+    def __init__(self, lengths: Sequence[int], weights: Sequence[float], batch_size: int, buckets: Sequence[int],
+                 num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        super().__init__(lengths, batch_size, buckets, num_replicas, rank, seed)
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != self.lengths.shape or not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
+            raise ValueError(f"sampling weights must be ({len(self.lengths)},) finite non-negative numbers, "
+                             f"not all 0 (got shape {w.shape})")
+        self.probabilities = w / w.sum()
+
+    def epoch_members(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """This epoch's ``N`` weighted draws (repeats included), split by the bucket of each drawn clip."""
+        drawn = rng.choice(len(self.probabilities), size=len(self.probabilities), p=self.probabilities)
+        which = self.bucket_of[drawn]
+        return [drawn[which == k] for k in range(len(self.buckets))]

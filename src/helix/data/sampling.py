@@ -37,7 +37,9 @@ def label_table(dataset: Any) -> np.ndarray:
 
 
 def balanced_sample_weights(dataset: Any) -> np.ndarray:
-    """``(N,)`` weights for ``torch.utils.data.WeightedRandomSampler``-style draws.
+    """``(N,)`` weights for ``torch.utils.data.WeightedRandomSampler``-style draws (training uses
+    ``helix.core.distributed.ResumableWeightedSampler`` for fixed-length batches and
+    :class:`helix.data.batching.BalancedBucketBatchSampler` for length buckets).
 
     Single-label: ``1 / count(class)``, so every class is drawn equally often. Multi-label: the sum
     of ``1 / count`` over the item's labels (the label-frequency weighting AudioSet training uses),

@@ -58,7 +58,9 @@ class DataConfig:
     balanced_sampling: bool = False
     """Draw training clips with replacement, weighted by ``1 / class count`` (multi-label: summed
     over the clip's labels), so rare classes come up as often as common ones
-    (``helix.data.sampling.balanced_sample_weights``). An epoch keeps its usual length."""
+    (``helix.data.sampling.balanced_sample_weights``). An epoch keeps its usual length. Combines
+    with ``batching=bucket``: the drawn clips are then grouped into length buckets
+    (``helix.data.batching.BalancedBucketBatchSampler``)."""
     batching: str = "fixed"
     """``fixed``: every clip is cropped or zero-padded to ``clip_seconds`` and batches are stacked
     (the paper's protocol; the default of the paper presets). ``bucket``: clips keep their own
@@ -93,10 +95,6 @@ class DataConfig:
             raise ValueError(f"data.batching must be fixed or bucket, got {self.batching!r}")
         if self.num_buckets < 1:
             raise ValueError(f"data.num_buckets must be >= 1, got {self.num_buckets}")
-        if self.batching == "bucket" and self.balanced_sampling:
-            raise ValueError("data.balanced_sampling does not combine with data.batching=bucket (weighted draws "
-                             "with replacement and length buckets are two different samplers); use "
-                             "data.batching=fixed, or optim.class_weights=balanced for imbalance")
 
 
 @dataclass

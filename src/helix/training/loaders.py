@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from helix.data.batching import BucketBatchSampler, PadCollate, bucket_lengths
+from helix.data.batching import BalancedBucketBatchSampler, BucketBatchSampler, PadCollate, bucket_lengths
 from helix.data.tasks import TaskOptionError, build_task
 from helix.training.config import DataConfig
 from helix.core.distributed import DistEnv, ResumableDistributedSampler, ResumableWeightedSampler, ShardSampler
@@ -108,16 +108,19 @@ def train_loader(ds: Dataset, micro_batch: int, env: DistEnv, seed: int, num_wor
     iterating each epoch. ``sample_weights`` (N,) draws the epoch with replacement in proportion to
     them instead (class-balanced sampling, ``data.balanced_sampling``), sharded and resumable alike.
     ``num_buckets`` (``data.batching=bucket``): batches of clips of similar length, padded to one of
-    that many lengths, yielding ``(wave, labels, lengths)``; sharded and resumable alike."""
+    that many lengths, yielding ``(wave, labels, lengths)``; sharded and resumable alike, and with
+    ``sample_weights`` too (the weighted draws grouped into buckets: ``BalancedBucketBatchSampler``)."""
     if len(ds) < micro_batch * env.world_size:
         raise ValueError(f"training set ({len(ds)} examples) is smaller than one global batch "
                          f"({micro_batch * env.world_size}); lower optim.batch_size")
     if num_buckets is not None:
-        if sample_weights is not None:
-            raise ValueError("data.balanced_sampling does not combine with data.batching=bucket")
         lengths = sample_counts(ds)
         buckets = bucket_lengths(lengths, num_buckets, BUCKET_MULTIPLE)
-        batches = BucketBatchSampler(lengths, micro_batch, buckets, env.world_size, env.rank, seed)
+        if sample_weights is not None:
+            batches = BalancedBucketBatchSampler(lengths, sample_weights, micro_batch, buckets, env.world_size,
+                                                 env.rank, seed)
+        else:
+            batches = BucketBatchSampler(lengths, micro_batch, buckets, env.world_size, env.rank, seed)
         if batches.batches_per_epoch() < 1:
             raise ValueError(f"training set ({len(ds)} examples) is smaller than one global batch "
                              f"({micro_batch * env.world_size}); lower optim.batch_size")
