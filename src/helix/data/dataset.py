@@ -9,7 +9,8 @@ their lengths. Frontends (mel etc.) belong to the model.
 
 The hot path (:meth:`ClipDataset.__getitem__`) touches only flat numpy arrays built once in
 ``__init__`` (no per-item dicts or objects; also no Python objects whose reference counts would
-un-share forked workers' memory), reads only the frames it needs, and raises
+un-share forked workers' memory), reads only the frames it needs -- or, with a decode-once cache
+(:mod:`helix.data.cache`, ``data.cache``), slices them from memory -- and raises
 :class:`~helix.data.audio.AudioError` naming the file rather than returning silence.
 """
 
@@ -66,6 +67,7 @@ class ClipDataset(Dataset):
         # soxr's one-shot output length is the rounded rate ratio (exact at equal rates)
         at_rate = np.rint(self.frames * (self.sample_rate / np.maximum(self.rates, 1))).astype(np.int64)
         self._counts = np.maximum(1, np.minimum(at_rate, self.num_samples))
+        self._cache = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -83,14 +85,23 @@ class ClipDataset(Dataset):
         if frames > want:
             spare = frames - want
             start = int(torch.randint(spare + 1, ())) if self.train else spare // 2
-        x = load_audio(
-            os.fsdecode(self.paths[i]), self.sample_rate, offset=start / native, duration=self.clip_seconds,
-            resample=self.resample, expected_frames=frames,
-        )
         # native length: a resampled file may come out a sample off the manifest's count; the
         # count wins so a batch's lengths are the ones its sampler planned for
         size = int(self._counts[i]) if self.native_length else self.num_samples
+        # the cache holds the same samples the decoder gives (None: a file it could not decode,
+        # read again here so it fails exactly as without a cache)
+        x = self._cache.read(i, start, native, size) if self._cache is not None else None
+        if x is None:
+            x = load_audio(
+                os.fsdecode(self.paths[i]), self.sample_rate, offset=start / native, duration=self.clip_seconds,
+                resample=self.resample, expected_frames=frames,
+            )
         return torch.from_numpy(fit_length(x, size)), int(self.labels[i])
+
+    def use_cache(self, cache) -> None:
+        """Read decoded files from ``cache`` (a :class:`helix.data.cache.CachedClips` built by
+        :func:`helix.data.cache.cache_datasets`) instead of decoding them; None decodes again."""
+        self._cache = cache
 
 
 def build_dataloader(

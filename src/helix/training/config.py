@@ -73,6 +73,14 @@ class DataConfig:
     num_buckets: int = 8
     """With ``batching=bucket``: how many padded lengths, placed at the quantiles of the training
     clips' lengths (more buckets pad less; fewer repeat shapes more often)."""
+    cache: str = "none"
+    """Decode-once cache for small corpora (``helix.data.cache``): ``none`` decodes and resamples
+    every clip each time it is read; ``memory`` decodes every file once before training (a
+    progress bar with clips/s and ETA) into one array in RAM that DataLoader workers share
+    (refused above half the machine's RAM); ``disk`` writes that array once as a memmap under
+    ``<root>/helix/cache`` and reuses it while the manifest, sample rate and files' sizes and mtimes
+    are unchanged. Batches are the same (bit for bit, except crops of resampled files longer than
+    the clip, which are cut after resampling); unreadable files fail as without a cache."""
 
     def __post_init__(self):
         check_finite(self)
@@ -95,6 +103,8 @@ class DataConfig:
             raise ValueError(f"data.batching must be fixed or bucket, got {self.batching!r}")
         if self.num_buckets < 1:
             raise ValueError(f"data.num_buckets must be >= 1, got {self.num_buckets}")
+        if self.cache not in ("none", "memory", "disk"):
+            raise ValueError(f"data.cache must be none, memory or disk, got {self.cache!r}")
 
 
 @dataclass

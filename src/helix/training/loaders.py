@@ -10,12 +10,14 @@ length-bucketed batches (:class:`~helix.data.batching.BucketBatchSampler`) padde
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from helix.data.batching import BalancedBucketBatchSampler, BucketBatchSampler, PadCollate, bucket_lengths
+from helix.data.cache import cache_datasets
 from helix.data.tasks import TaskOptionError, build_task
 from helix.training.config import DataConfig
 from helix.core.distributed import DistEnv, ResumableDistributedSampler, ResumableWeightedSampler, ShardSampler
@@ -52,6 +54,9 @@ def build_run_data(cfg: DataConfig, fold: int | None = None) -> RunData:
     except TaskOptionError as err:
         where = f"data.task_kwargs.{err.key}" if err.key else "data.task_kwargs"
         raise ValueError(f"{where}: {err}") from None
+    if cfg.cache != "none":
+        # in this (the main) process, before any DataLoader worker forks: workers share its pages
+        cache_datasets((train, val, test), cfg.cache, Path(cfg.root) / "helix" / "cache")
     source = "official"
     if val is None:
         train, val = split_validation(train, cfg.val_fraction)

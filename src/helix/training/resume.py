@@ -23,7 +23,8 @@ HEAD_PREFIX = "head."
 
 # settings that do not change the optimisation, so a resumed run may use other values
 RESUME_MAY_CHANGE = ("out_dir", "device", "precision", "compile", "cuda_graphs", "log_every_steps",
-                     "checkpoint_every_steps", "eval_batch_size", "data.root", "data.num_workers", "cpu_threads")
+                     "checkpoint_every_steps", "eval_batch_size", "data.root", "data.num_workers", "data.cache",
+                     "cpu_threads")
 # optimiser settings a resumed run may change when asked to (``--allow-changes``): the model, the
 # data and the schedule's length stay those of the run, so the steps already taken keep their meaning
 RESUME_MAY_CHANGE_ON_REQUEST = ("optim.lr", "optim.min_lr", "optim.weight_decay", "optim.betas", "optim.grad_clip")
