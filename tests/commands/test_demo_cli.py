@@ -16,6 +16,7 @@ SHRINK = ["data.clip_seconds=0.5", "data.task_kwargs.num_train=16", "data.task_k
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow  # started first (tests/conftest.py)
 def test_demo_trains_three_backbones_on_both_tasks(capsys, tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--epochs", "1", "--out", str(out), *SHRINK]) == 0

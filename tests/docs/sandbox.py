@@ -114,6 +114,10 @@ def install_wheel(work: Path, repo: Path = REPO) -> Install:
         raise RuntimeError(f"the new environment imports helix from {location}, not from the wheel in {site}")
     if str(repo / "src") in probe.stdout:
         raise RuntimeError(f"{repo / 'src'} leaked onto the new environment's sys.path")
+    # the numba kernels compile on their first import into the wheel's own __pycache__ (cache=True):
+    # once here, not once in each reader's first command (the demo's two workers would each compile)
+    _check([str(python), "-c", "import helix.ops.selective_scan.cpu, helix.ops.causal_conv.cpu"],
+           cwd=work, env=clean_env(venv / "bin"))
     return Install(venv, python, venv / "bin", site, wheel)
 
 

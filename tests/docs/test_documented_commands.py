@@ -12,14 +12,17 @@ write the file its ``# -> path`` comment promises.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from .extract import Snippet, extract_file
-from .sandbox import REPO, TINY_OVERRIDES, build_mirror, clean_env, corpora, install_wheel, run_snippet
+from .sandbox import REPO, TINY_OVERRIDES, Install, build_mirror, clean_env, corpora, install_wheel, run_snippet
 
 FIRST_DOCS = ["docs/data.md", "docs/training.md", "docs/inference.md"]
 
@@ -38,8 +41,21 @@ SKIPPED = [s for name in reading_order() for s in session_snippets(name) if s.sk
 
 
 @pytest.fixture(scope="session")
-def installed(tmp_path_factory):
-    return install_wheel(tmp_path_factory.mktemp("docs-wheel"))
+def installed(tmp_path_factory, worker_id):
+    """One wheel and environment for both readers, built by whichever ``pytest -n`` worker asks
+    first (the other waits on the lock): the numba kernels then compile once into its
+    site-packages, not once per reader. Each reader still works in an empty folder of its own."""
+    if worker_id == "master":
+        return install_wheel(tmp_path_factory.mktemp("docs-wheel"))
+    shared = tmp_path_factory.getbasetemp().parent  # the same folder for every worker of this run
+    with open(shared / "docs-wheel.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = shared / "docs-wheel.json"
+        if record.exists():
+            return Install(**{k: Path(v) for k, v in json.loads(record.read_text()).items()})
+        done = install_wheel(shared / "docs-wheel")
+        record.write_text(json.dumps({k: str(v) for k, v in vars(done).items()}))
+        return done
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +81,10 @@ def _check_overrides(installed, env, folder) -> None:
                     f"epochs={epochs!r}; the documented trainings would run at full size", pytrace=False)
 
 
-@pytest.mark.slow  # about 45 CLI processes per session, each importing torch (~1.5 s of CPU apiece)
-@pytest.mark.parametrize("session", ["readme", "docs"])
+# about 25 and 45 CLI processes, each importing torch (~1.5 s of CPU apiece); the seconds are what
+# each took on the 2-core VM, for tests/conftest.py to start them on different workers
+@pytest.mark.parametrize("session", [pytest.param("readme", marks=pytest.mark.slow(seconds=70)),
+                                     pytest.param("docs", marks=pytest.mark.slow(seconds=190))])
 def test_documented_commands_work(session, installed, mirror, tmp_path):
     reader = tmp_path / "reader"
     scratch = tmp_path / "scratch"

@@ -69,6 +69,7 @@ def test_bucketed_training_batches_are_padded_clips_with_their_lengths(corpus):
     assert [b[2].tolist() for b in loader] == [b[2].tolist() for b in batches[2:]]
 
 
+@pytest.mark.slow  # started first (tests/conftest.py)
 def test_sigkill_then_resume_reproduces_the_uninterrupted_bucketed_run(corpus, tmp_path):
     config = tmp_path / "bucket.yaml"
     config.write_text(load_config(None, SETTINGS + [f"data.root={corpus}"]).to_yaml())
@@ -147,6 +148,7 @@ def test_augmentation_and_mixup_of_a_padded_batch_stay_within_each_clip():
     assert torch.equal(plain[0], mixed) and plain[3] == lam  # the same draws as unpadded mixup
 
 
+@pytest.mark.slow  # started first (tests/conftest.py)
 def test_bucketed_run_on_two_gloo_processes_matches_one_process(corpus, tmp_path):
     """torchrun with data.batching=bucket: each rank takes its slice of every global batch (padded to
     its own bucket), and the run gives the same steps, losses and weights as one process. Random draws

@@ -31,6 +31,7 @@ def _train(args: list[str], out: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow  # started first (tests/conftest.py)
 def test_two_gloo_processes_match_one_process(tmp_path):
     from helix.training.config_io import load_config
 
@@ -57,6 +58,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert len(mb) == 2  # only rank 0 logs
 
 
+@pytest.mark.slow  # started first (tests/conftest.py)
 def test_multi_label_balanced_run_on_two_gloo_processes_matches_one_process(tmp_path):
     """The weighted sampler shards one draw over the ranks, and mAP is computed over the scores
     gathered from both ranks: the same steps and the same validation mAP as one process."""

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from helix.models.checkpoint import load_checkpoint
@@ -36,6 +37,7 @@ def _write_config(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # started first (tests/conftest.py)
 def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     config = _write_config(tmp_path)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
