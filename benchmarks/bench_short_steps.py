@@ -31,22 +31,9 @@ from helix.training.config_io import load_config
 from helix.training.loaders import RunData
 from helix.training.loop import Trainer
 
-SR, CLASSES = 16000, 35
-
-
-class MemoryClips(torch.utils.data.Dataset):
-    """Random waveforms kept in host memory: items (waveform (T,), label)."""
-
-    def __init__(self, n: int, seconds: float, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        self.wave = 0.1 * torch.randn(n, int(seconds * SR), generator=g)
-        self.label = torch.randint(0, CLASSES, (n,), generator=g)
-
-    def __len__(self):
-        return len(self.label)
-
-    def __getitem__(self, i):
-        return self.wave[i], int(self.label[i])
+# the same in-memory random clips as the loop-overhead benchmark (this folder is on sys.path when a
+# script in it runs)
+from bench_loop_overhead import CLASSES, MemoryClips  # noqa: E402
 
 
 def _config(name, batch, seconds, workers, graphs, out, device, epochs=2):
