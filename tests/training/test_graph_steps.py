@@ -45,7 +45,7 @@ def test_the_captured_step_function_equals_the_eager_step(tiny, accum, mixup):
     assert a.scheduler.last_epoch == b.scheduler.last_epoch == 4
 
 
-def test_cpu_runs_say_nothing_and_on_is_refused(tiny):
+def test_on_is_refused_on_cpu_and_unknown_settings_too(tiny):
     with pytest.raises(ValueError, match="cuda_graphs: on needs a CUDA device"):
         Trainer(tiny("cuda_graphs=on", out="on"), verbose=False).fit()
     with pytest.raises(ValueError, match="cuda_graphs must be auto, on or off"):

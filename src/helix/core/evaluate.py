@@ -37,7 +37,9 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device,
     """
     was_training = model.training
     model.eval()
-    loss_sum, correct, count = torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), device=device), 0
+    # on the device (no sync per batch): float64 loss, exact int64 hit count
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct, count = torch.zeros((), dtype=torch.int64, device=device), 0
     multilabel = None
     scores, targets = [], []
     for wave, labels, *lengths in loader:

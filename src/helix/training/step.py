@@ -81,12 +81,13 @@ def draw_micro_batch(p: StepParts, batch, step: int, micro: int) -> MicroBatch:
     return MicroBatch(wave, labels, labels_b, lam, lengths)
 
 
-def forward_backward(p: StepParts, wave, labels, labels_b, lam, lengths=None) -> torch.Tensor:
+def forward_backward(p: StepParts, wave, labels, labels_b, lam, lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward under autocast, the (mixup) loss, and its backward scaled for accumulation -> the
     detached loss and the logits. ``lam`` is a float, or 0-dim tensors ``(lam, 1 - lam)`` in a
     captured step (so one graph serves every mixup weight)."""
     with p.autocast:
-        # lengths stay on the host: the model checks them there without a device sync
+        # eager: lengths stay on the host, checked there without a device sync; a captured step
+        # passes a device tensor already checked on the host (lengths_checked_on_host)
         logits = p.model(wave) if lengths is None else p.model(wave, lengths)   # (B, C)
     loss = mixup_loss(logits, labels, labels_b, lam, p.class_weights)
     p.scaler.scale(loss / p.cfg.optim.grad_accum_steps).backward()
