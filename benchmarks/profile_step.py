@@ -1,23 +1,32 @@
-"""One profiled 300 s training step (Pure Mamba raw, B=8, 30,000 tokens, bf16): CUDA time per kernel.
+"""One profiled training step (bf16 autocast, AdamW): CUDA time per kernel, the largest first.
 
-Used for the A/B in RESULTS.md section 7, one tree per PYTHONPATH:
+Default: Pure Mamba raw, B=8, 300 s (30,000 tokens), as used for the A/B in RESULTS.md section 7,
+one tree per PYTHONPATH:
 
     PYTHONPATH=.old/src python3 benchmarks/profile_step.py old
-    PYTHONPATH=src python3 benchmarks/profile_step.py new
+    PYTHONPATH=src python3 benchmarks/profile_step.py new --model helix_raw --seconds 5 --batch 32
 """
 
-import sys
+import argparse
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from helix.models import create_model
 
+p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+p.add_argument("label", nargs="?", default="new")
+p.add_argument("--model", default="pure_mamba_raw")
+p.add_argument("--seconds", type=float, default=300.0)
+p.add_argument("--batch", type=int, default=8)
+p.add_argument("--top", type=int, default=14)
+args = p.parse_args()
+
 torch.manual_seed(0)
-model = create_model("pure_mamba_raw", 1313).cuda()
+model = create_model(args.model, 1313).cuda()
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-x = torch.randn(8, 30000 * 160, device="cuda")
-y = torch.randint(0, 1313, (8,), device="cuda")
+x = torch.randn(args.batch, int(args.seconds * 16000), device="cuda")
+y = torch.randint(0, 1313, (args.batch,), device="cuda")
 
 
 def step():
@@ -40,6 +49,7 @@ for ev in prof.key_averages():
     if t:
         rows.append((t / 1e3, ev.count, ev.key[:70]))
 rows.sort(reverse=True)
-print(sys.argv[1], "total kernel ms", round(sum(r[0] for r in rows), 1))
-for r in rows[:14]:
-    print(f"{sys.argv[1]:4s} {r[0]:8.2f} ms x{r[1]:<4d} {r[2]}")
+tag = f"{args.label} {args.model} {args.seconds:g}s B={args.batch}"
+print(tag, "total kernel ms", round(sum(r[0] for r in rows), 1), "kernels", sum(r[1] for r in rows))
+for r in rows[:args.top]:
+    print(f"{args.label:4s} {r[0]:8.2f} ms x{r[1]:<4d} {r[2]}")

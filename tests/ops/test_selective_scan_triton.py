@@ -125,6 +125,23 @@ def test_many_chunk_boundaries(config):
     check(inputs, kernel_fn(True, config), reference_fn(True), torch.float32)
 
 
+@pytest.mark.parametrize("config", [ScanConfig(block_t=16, dg=4, bwd_dg=1), ScanConfig(block_t=16, dg=1, bwd_dg=4),
+                                    ScanConfig(block_t=16, dg=4, fill=10 ** 6)],
+                         ids=["bwd-1-channel", "bwd-4-channels", "fill"])
+def test_backward_launch_shape_of_its_own(config):
+    """_bwd_scan with its own channels per program, and ``fill`` shrinking them: same results."""
+    inputs = make_inputs(2, 4, 49, 16, torch.float32)
+    check(inputs, kernel_fn(True, config), reference_fn(True), torch.float32)
+
+
+def test_fill_shrinks_channels_per_program_only_for_short_launches():
+    from helix.ops.selective_scan.triton import _channels_per_program
+    assert _channels_per_program(512, 128) == 128
+    assert _channels_per_program(512, 128, programs_per_channel=2 * 4 * 32, fill=4096) == 32  # 16 x 256 >= 4096
+    assert _channels_per_program(512, 128, programs_per_channel=2 * 938 * 8, fill=4096) == 128  # long: unchanged
+    assert _channels_per_program(6, 128, programs_per_channel=1, fill=10 ** 6) == 1
+
+
 def test_carry_over_many_chunk_blocks():
     """38 chunks of 8: the chunk carries are combined 16 chunks at a time, with a partial last block."""
     inputs = make_inputs(1, 2, 300, 16, torch.float32)

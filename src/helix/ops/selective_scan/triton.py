@@ -287,13 +287,26 @@ class ScanConfig:
     B and C (and dB, dC) rows are given a length that is a multiple of 16, so the compiler can prove
     16-byte alignment, vectorise their loads and lay the (T, N) tiles out with several time steps per
     thread (the scan along T then runs mostly inside threads). B, C are N/D of the traffic.
+
+    ``bwd_dg``/``bwd_warps``: the same for ``_bwd_scan`` (None: as the forward kernels). ``fill``: a
+    launch with fewer programs than this halves its channels per program until it has that many (or
+    one channel per program), so short sequences (L = 100-500, a few chunks) still cover every SM.
     """
 
-    def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1):
+    def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
+                 bwd_warps: int | None = None, fill: int = 0):
         self.block_t, self.dg, self.num_warps = block_t, dg, num_warps
+        self.bwd_dg = dg if bwd_dg is None else bwd_dg
+        self.bwd_warps = num_warps if bwd_warps is None else bwd_warps
+        self.fill = fill
+
+    def kernel(self, backward: bool) -> tuple[int, int]:
+        """(channel cap, warps) of the forward-side kernels, or of ``_bwd_scan``."""
+        return (self.bwd_dg, self.bwd_warps) if backward else (self.dg, self.num_warps)
 
     def __repr__(self) -> str:
-        return f"ScanConfig(block_t={self.block_t}, dg={self.dg}, num_warps={self.num_warps})"
+        return (f"ScanConfig(block_t={self.block_t}, dg={self.dg}, num_warps={self.num_warps}, "
+                f"bwd_dg={self.bwd_dg}, bwd_warps={self.bwd_warps}, fill={self.fill})")
 
 
 DEFAULT_CONFIG = ScanConfig()
@@ -319,11 +332,14 @@ def aligned_rows(x, cfg):
     return out[..., :L]
 
 
-def _channels_per_program(d_group: int, cap: int) -> int:
-    # a program's channels must share one B/C group, so dg divides the group size
+def _channels_per_program(d_group: int, cap: int, programs_per_channel: int = 0, fill: int = 0) -> int:
+    # a program's channels must share one B/C group, so dg divides the group size; with ``fill``, fewer
+    # channels per program while the launch (d_group / dg programs per group, times the rest) is short
     dg = 1
     while dg * 2 <= cap and d_group % (dg * 2) == 0:
         dg *= 2
+    while dg > 1 and fill and (d_group // dg) * programs_per_channel < fill:
+        dg //= 2
     return dg
 
 
@@ -331,14 +347,14 @@ def _strides3(x):
     return (x.stride(0), x.stride(1), x.stride(2)) if x is not None else (0, 0, 0)
 
 
-def _launch_shape(u, Bm, cfg):
+def _launch_shape(u, Bm, cfg, backward: bool = False):
     Bsz, Dtot, L = u.shape
     G, N = Bm.shape[1], Bm.shape[2]
     d_group = Dtot // G
-    dg = _channels_per_program(d_group, cfg.dg)
     n_chunks = triton.cdiv(L, cfg.block_t)
-    meta = dict(BLOCK_T=cfg.block_t, BLOCK_N=triton.next_power_of_2(N), DG=dg,
-                num_warps=cfg.num_warps)
+    cap, warps = cfg.kernel(backward)
+    dg = _channels_per_program(d_group, cap, G * n_chunks * Bsz, cfg.fill)
+    meta = dict(BLOCK_T=cfg.block_t, BLOCK_N=triton.next_power_of_2(N), DG=dg, num_warps=warps)
     return Bsz, Dtot, L, N, d_group, n_chunks, (Dtot // dg, n_chunks, Bsz), meta
 
 
@@ -395,8 +411,10 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
     (each element is read before it is written, by the same program); callers that own delta and z
     save two (B, D, L) buffers."""
     Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
-    flags = dict(HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir),
-                 REVERSE=bool(reverse), HAS_LEN=lengths is not None, **meta)
+    *_, bwd_grid, bwd_meta = _launch_shape(u, Bm, cfg, backward=True)
+    common = dict(HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir),
+                  REVERSE=bool(reverse), HAS_LEN=lengths is not None)
+    flags = dict(common, **meta)
     dummy = A
     lens = lengths if lengths is not None else dummy
     f32 = dict(dtype=torch.float32, device=u.device)
@@ -423,12 +441,12 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
     l_bc = _padded_len(L)
     dB = torch.zeros((*Bm.shape[:3], l_bc), **f32)  # (B, G, N, L_BC), contiguous
     dC = torch.zeros((*Cm.shape[:3], l_bc), **f32)
-    _launch(_bwd_scan, grid,
+    _launch(_bwd_scan, bwd_grid,
             u, delta, A, Bm, Cm, D if D is not None else dummy, z if z is not None else u,
             bias if bias is not None else dummy, H, K, lens, dout, du, ddelta, dz if dz is not None else du,
             dA, dD, dbias, dB, dC, L, d_group, N, n_chunks, l_bc,
             *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(), *_strides3(z), *_strides3(dout),
-            HAS_D=D is not None, **flags)
+            HAS_D=D is not None, **common, **bwd_meta)
     return du, ddelta, dA, dB[..., :L], dC[..., :L], dD, dz, dbias
 
 
