@@ -50,3 +50,45 @@ def test_unknown_backend_is_a_clear_error():
     inputs, R = _inputs(L=5)
     with pytest.raises(ValueError, match="backend must be one of"):
         bimamba_inner(**inputs, R=R, backend="cuda")
+
+
+def test_lean_inner_saves_only_its_inputs_for_backward():
+    """Backward remakes every activation (x_dbl, y too): nothing of the inner width or of x_dbl's
+    shape is kept between forward and backward, only h and the weights."""
+    inputs, R = _inputs(L=40)
+    ours = {k: v.float().to(DEVICE).requires_grad_() for k, v in inputs.items()}
+    saved = []
+
+    def pack(t):
+        saved.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = bimamba_inner(**ours, R=R, backend="triton", lean=True)
+    inner = {(2, 2 * 16, 40), (2, 2 * R + 4 * 4, 40)}  # (B, 2E, L): u, z, delta, y; (B, 2R+4N, L): x_dbl
+    assert not inner & set(saved), saved
+    assert (2, 40, 8) in saved  # h
+    y.sum().backward()
+    assert ours["h"].grad is not None
+
+
+def test_backward_remakes_the_forward_output_over_dout():
+    """scan_backward(y_out=dout) writes the forward's output over dout (each element after reading it),
+    and the gradients are those of a separate buffer."""
+    from helix.ops.selective_scan import triton as scan
+
+    g = torch.Generator().manual_seed(1)
+    Bsz, Dch, L, N = 2, 8, 45, 4
+    r = lambda *s: torch.randn(*s, generator=g).to(DEVICE)  # noqa: E731
+    u, delta, z, dout = r(Bsz, Dch, L), r(Bsz, Dch, L) * 0.5, r(Bsz, Dch, L), r(Bsz, Dch, L)
+    Bm, Cm = r(Bsz, 2, N, L), r(Bsz, 2, N, L)
+    A = -torch.rand(Dch, N, generator=g).to(DEVICE) - 0.5
+    D, bias = r(Dch), r(Dch)
+    cfg = scan.ScanConfig(block_t=16, dg=2)
+    out, H = scan.scan_forward(u, delta, A, Bm, Cm, D, z, bias, True, True, False, cfg)
+    plain = scan.scan_backward(dout.clone(), u, delta, A, Bm, Cm, D, z, bias, H, True, True, False, cfg)
+    buf = dout.clone()
+    remade = scan.scan_backward(buf, u, delta, A, Bm, Cm, D, z, bias, H, True, True, False, cfg, y_out=buf)
+    torch.testing.assert_close(buf, out, rtol=1e-5, atol=1e-5)
+    for a, b in zip(plain, remade):
+        torch.testing.assert_close(a, b)

@@ -27,7 +27,7 @@ def build_layer(kind: str, cfg: ModelConfig, d_ffn: int) -> nn.Module:
         return BiMambaBlock(cfg.d_model, cfg.d_state, cfg.d_conv, cfg.expand, cfg.resolved_dt_rank,
                             cfg.scan_backend, lean=cfg.lean_blocks)
     if kind == "A":
-        return AttentionBlock(cfg.d_model, d_ffn, cfg.n_heads, cfg.attention_impl)
+        return AttentionBlock(cfg.d_model, d_ffn, cfg.n_heads, cfg.attention_impl, lean=cfg.lean_blocks)
     raise ValueError(f"unknown layer type {kind!r} in pattern (expected 'M' or 'A')")
 
 

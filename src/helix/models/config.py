@@ -49,8 +49,9 @@ class ModelConfig:
     recompute: bool = False
     """Recompute each layer's activations in backward (less memory, ~1.3x compute)."""
     lean_blocks: bool = True
-    """Fused (GPU) BiMamba blocks save only their input, x_dbl and the scan output, and recompute the
-    rest in backward (~1/4 of the activation memory for ~+10% step time); False keeps everything."""
+    """Blocks keep little for backward and recompute the rest: fused (GPU) BiMamba blocks save only
+    their normalised input (x_dbl, the scan output and every inner activation are remade), and
+    attention blocks recompute their FFN's wide (B, L, F) activations. False keeps everything."""
     sample_rate: int = 16000
     """Input sample rate in Hz; waveforms must already be at this rate."""
     mel_stft: str = "fft"

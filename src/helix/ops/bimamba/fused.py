@@ -2,11 +2,12 @@
 
 Same function as :func:`helix.ops.bimamba.reference.bimamba_inner_reference` (tests/ops/bimamba
 checks outputs and every gradient against it); what differs is memory. Autograd would keep x_in, z,
-u, delta and the scan's chunk states H (at 300 s, B=8: ~3.4 GB per block). Here only h, x_dbl and y
-are saved (~0.7 GB); backward recomputes x_in and z (two matmuls), u (the conv), delta (one small
-matmul) and H (the chunk-state and carry passes, ~4 ms per block at 300 s, B=8), then runs the
+u, x_dbl, delta, y and the scan's chunk states H (at 300 s, B=8: ~4 GB per block). Here only h is
+saved (0.12 GB); backward recomputes x_in and z (two matmuls), u (the conv), x_dbl and delta (two
+small matmuls) and H (the chunk-state and carry passes, ~4 ms per block at 300 s, B=8), then runs the
 kernels' backward and the matmul gradients by hand, freeing each activation as soon as its last use
-is done (the scan writes ddelta and dz over delta and z). Triton kernels only: CUDA tensors, or CPU
+is done: the scan writes ddelta and dz over delta and z, and the forward's output y (for W_out's
+gradient) over dy, which it has read. Triton kernels only: CUDA tensors, or CPU
 tensors under ``TRITON_INTERPRET=1``.
 
 With ``lengths`` (B,) the conv and scan kernels stop at each clip's end (the backward half starts at
@@ -46,28 +47,30 @@ class BiMambaInnerFn(torch.autograd.Function):
         delta = bmm(w_dt, x_dbl[:, :2 * R])
         Bm, Cm = _bc(x_dbl, R, cfg)
         y, _ = scan.scan_forward(u, delta, A, Bm, Cm, D, z, dt_bias, True, True, False, cfg, lengths)
-        ctx.save_for_backward(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, x_dbl, y, lengths)
+        ctx.save_for_backward(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, lengths)
         ctx.R, ctx.cfg = R, cfg
         return bmm(w_out, y)
 
     @staticmethod
     def backward(ctx, dout):
-        h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, x_dbl, y, lengths = ctx.saved_tensors
+        h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, lengths = ctx.saved_tensors
         R, cfg = ctx.R, ctx.cfg
         dtype = h.dtype
         h_t = h.transpose(1, 2)
-        # z, u, delta, B, C as the forward made them (x_in is remade later, for the conv backward)
+        # z, u, x_dbl, delta, B, C as the forward made them (x_in is remade later, for the conv backward)
         z = bmm(w_z, h_t)
         u = conv.conv_forward(bmm(w_x, h_t), conv_w, conv_b, True, lengths)
+        x_dbl = bmm(w_xp, u)
         delta = bmm(w_dt, x_dbl[:, :2 * R])
         Bm, Cm = _bc(x_dbl, R, cfg)
         H = scan.chunk_entry_states(u, delta, A, Bm, dt_bias, True, True, False, cfg, lengths)
         dout = dout.to(dtype)
-        d_w_out = _wgrad(dout, y)
         dy = bmm(w_out.t(), dout)
-        # ddelta and dz overwrite the recomputed delta and z
+        # ddelta and dz overwrite the recomputed delta and z; the forward's output y overwrites dy
         du, ddelta, dA, dB, dC, dD, dz, dbias = scan.scan_backward(
-            dy, u, delta, A, Bm, Cm, D, z, dt_bias, H, True, True, False, cfg, overwrite=True, lengths=lengths)
+            dy, u, delta, A, Bm, Cm, D, z, dt_bias, H, True, True, False, cfg, overwrite=True, lengths=lengths,
+            y_out=dy)
+        d_w_out = _wgrad(dout, dy)
         del dy, H, delta, z, Bm, Cm
         d_w_z = _wgrad(dz, h_t)
         dh_t = bmm(w_z.t(), dz)

@@ -1,9 +1,10 @@
 """The lean BiMamba inner function (:mod:`.fused`) as a ``torch.library`` custom op (why:
 :mod:`helix.ops.custom_ops`).
 
-``helix::bimamba_inner_triton`` returns W_out y and the two activations its backward keeps (x_dbl
-and y); ``helix::bimamba_inner_triton_backward`` recomputes the rest, as :class:`.fused.BiMambaInnerFn`
-does (its forward and backward run unchanged, with a stand-in ctx). Triton kernels only.
+``helix::bimamba_inner_triton`` returns W_out y; its backward keeps only the op's inputs (h and the
+weights), and ``helix::bimamba_inner_triton_backward`` recomputes the rest, as
+:class:`.fused.BiMambaInnerFn` does (its forward and backward run unchanged, with a stand-in ctx).
+Triton kernels only.
 """
 
 from __future__ import annotations
@@ -35,33 +36,30 @@ def _config():
 @torch.library.custom_op(f"{NAMESPACE}::bimamba_inner_triton", mutates_args=())
 def _inner(h: Tensor, w_x: Tensor, w_z: Tensor, conv_w: Tensor, conv_b: Tensor, w_xp: Tensor, w_dt: Tensor,
            A: Tensor, D: Tensor, dt_bias: Tensor, w_out: Tensor, R: int,
-           lengths: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+           lengths: Optional[Tensor]) -> Tensor:
     ctx = SavedCtx()
     conv_w, conv_b, A, D, dt_bias, lengths = _dense(conv_w, conv_b, A, D, dt_bias, lengths)
     out = _fused().BiMambaInnerFn.forward(ctx, h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
                                           _config(), lengths)
-    x_dbl, y = ctx.saved_tensors[11:13]
-    return tuple(conform(t, *m) for t, m in zip((out, x_dbl, y), _inner_meta(h, w_x, w_xp, w_out)))
+    return conform(out, *_inner_meta(h, w_out))
 
 
-def _inner_meta(h, w_x, w_xp, w_out):
-    Bsz, L = h.shape[0], h.shape[1]
-    return [((Bsz, w_out.shape[0], L), None, h.dtype), ((Bsz, w_xp.shape[0], L), None, h.dtype),
-            ((Bsz, w_x.shape[0], L), None, h.dtype)]
+def _inner_meta(h, w_out):
+    return (h.shape[0], w_out.shape[0], h.shape[1]), None, h.dtype
 
 
 @_inner.register_fake
 def _inner_fake(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R, lengths):
-    return tuple(fake(h, *m) for m in _inner_meta(h, w_x, w_xp, w_out))
+    return fake(h, *_inner_meta(h, w_out))
 
 
 @torch.library.custom_op(f"{NAMESPACE}::bimamba_inner_triton_backward", mutates_args=())
 def _inner_bwd(dout: Tensor, h: Tensor, w_x: Tensor, w_z: Tensor, conv_w: Tensor, conv_b: Tensor, w_xp: Tensor,
-               w_dt: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor, w_out: Tensor, x_dbl: Tensor, y: Tensor, R: int,
+               w_dt: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor, w_out: Tensor, R: int,
                lengths: Optional[Tensor]) -> list[Tensor]:
     conv_w, conv_b, A, D, dt_bias, lengths = _dense(conv_w, conv_b, A, D, dt_bias, lengths)
     weights = (w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out)
-    ctx = SavedCtx((h, *weights, x_dbl, y, lengths), R=R, cfg=_config())
+    ctx = SavedCtx((h, *weights, lengths), R=R, cfg=_config())
     grads = _fused().BiMambaInnerFn.backward(ctx, dout)[:11]
     return [conform(g, *m) for g, m in zip(grads, _inner_bwd_meta(h, weights))]
 
@@ -72,20 +70,20 @@ def _inner_bwd_meta(h, weights):
 
 
 @_inner_bwd.register_fake
-def _inner_bwd_fake(dout, h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, x_dbl, y, R, lengths):
+def _inner_bwd_fake(dout, h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R, lengths):
     weights = (w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out)
     return [fake(h, *m) for m in _inner_bwd_meta(h, weights)]
 
 
 def _inner_setup(ctx, inputs, output):
     *tensors, R, lengths = inputs
-    ctx.save_for_backward(*tensors, output[1], output[2], lengths)
+    ctx.save_for_backward(*tensors, lengths)
     ctx.R = R
 
 
-def _inner_backward(ctx, dout, _dx_dbl, _dy):
-    *tensors, x_dbl, y, lengths = ctx.saved_tensors
-    grads = _inner_bwd(dout, *tensors, x_dbl, y, ctx.R, lengths)
+def _inner_backward(ctx, dout):
+    *tensors, lengths = ctx.saved_tensors
+    grads = _inner_bwd(dout, *tensors, ctx.R, lengths)
     return (*grads, None, None)
 
 
@@ -98,4 +96,4 @@ def bimamba_inner_triton_op(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bi
     if lengths is not None:
         lengths = lengths.to(device=h.device, dtype=torch.int64).contiguous()
     f32 = [t.float() for t in (conv_w, conv_b, A, D, dt_bias)]
-    return _inner(h, w_x, w_z, *f32[:2], w_xp, w_dt, *f32[2:], w_out, int(R), lengths)[0]
+    return _inner(h, w_x, w_z, *f32[:2], w_xp, w_dt, *f32[2:], w_out, int(R), lengths)

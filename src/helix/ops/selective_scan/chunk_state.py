@@ -2,7 +2,7 @@
 
 Shared helpers, and what lets chunks run in parallel: each chunk's local end state from a zero start
 (``_fwd_chunk_state``; its adjoint twin ``_bwd_chunk_state``) and the carries between chunks
-(``_chunk_carry``). With per-row lengths, steps past a row's end are identity steps (never loaded),
+(``_chunk_carry``, in place; ``_entry_state`` reads them). With per-row lengths, steps past a row's end are identity steps (never loaded),
 so a reversed row's carry reaches its last valid step as zero: it starts there. Time offsets ascend in memory order for both directions; a time-reversed channel
 scans each chunk from its last row down and passes carries from high chunks to low ones.
 """
@@ -130,15 +130,29 @@ def _bwd_chunk_state(dl_ptr, A_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, len_ptr, V
 
 
 @triton.jit
-def _chunk_carry(S_ptr, Sig_ptr, A_ptr, H_ptr, Dtot, D_GROUP, N, n_chunks, BACKWARD: tl.constexpr,
+def _entry_state(ptr, row, c, n, n_chunks, N, ascending):
+    """The carry entering chunk c (N,), from carries stored in place by ``_chunk_carry``: row c holds
+    the state after chunk c, so an ascending carry enters from row c-1, a descending one from row
+    c+1, and the first chunk in carry order starts from zero."""
+    step = 1 - 2 * tl.where(ascending, 1, 0)  # ascending: a runtime flag (bidirectional) or a constant
+    prev = c + step
+    n_ok = tl.where((prev >= 0) & (prev < n_chunks), N, 0)  # no entering state: nothing loaded
+    return tl.load(ptr + (row + step) * N + n, mask=n < n_ok, other=0.0)
+
+
+@triton.jit
+def _chunk_carry(S_ptr, Sig_ptr, A_ptr, Dtot, D_GROUP, N, n_chunks, BACKWARD: tl.constexpr,
                  BIDIR: tl.constexpr, REVERSE: tl.constexpr,
                  CB: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    """H[b, d, c] = the carry entering chunk c, from chunk-local sums S and total steps Sigma.
+    """In place: S[b, d, c] (chunk c's local sum) becomes the carry *after* chunk c.
 
-    Ascending: H_{c+1} = exp(A Sigma_c) H_c + S_c from H_0 = 0; descending: the same recurrence from
+    Ascending: E_c = exp(A Sigma_c) E_{c-1} + S_c from E_{-1} = 0; descending: the same recurrence from
     the last chunk down. The state of a forward channel ascends and its adjoint descends; a reversed
-    channel the opposite. ``CB`` chunks at a time are combined with a scan, so the serial part is
-    n_chunks / CB steps (L = 300,000 has ~9,000 chunks). A program's channels share a direction.
+    channel the opposite. Readers take the state entering chunk c from its neighbour in carry order
+    (``_entry_state``). In place halves the peak of the chunk-state buffers (one (B, D, n_chunks, N)
+    fp32 tensor instead of two); every element is loaded and stored by the same program, the store after
+    the scan that consumed the load. ``CB`` chunks at a time are combined with a scan, so the serial
+    part is n_chunks / CB steps (L = 300,000 has ~9,000 chunks). A program's channels share a direction.
     """
     d = tl.program_id(0).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
     b = tl.program_id(1).to(tl.int64)
@@ -168,12 +182,6 @@ def _chunk_carry(S_ptr, Sig_ptr, A_ptr, H_ptr, Dtot, D_GROUP, N, n_chunks, BACKW
         sig = tl.load(Sig_ptr + r, mask=valid[:, None] & (d < Dtot)[None, :], other=0.0)
         e = tl.exp2(sig[:, :, None] * A2[None, :, :])  # masked chunks: (1, 0), the identity
         P, Q = tl.associative_scan((e, s), 0, _combine)
-        out = Q + P * h[None, :, :]  # row k: the carry after chunk cs[k], i.e. what enters the next one
-        if descending:
-            tl.store(H_ptr + (r - 1)[:, :, None] * N + n[None, None, :], out, mask=m3 & (cs >= 1)[:, None, None])
-            tl.store(H_ptr + (rows + c0 + CB - 1)[:, None] * N + n[None, :], h, mask=mask_dn)
-        else:
-            tl.store(H_ptr + (r + 1)[:, :, None] * N + n[None, None, :], out,
-                     mask=m3 & (cs + 1 < n_chunks)[:, None, None])
-            tl.store(H_ptr + (rows + c0)[:, None] * N + n[None, :], h, mask=mask_dn)
+        out = Q + P * h[None, :, :]  # row k: the carry after chunk cs[k]
+        tl.store(S_ptr + r[:, :, None] * N + n[None, None, :], out, mask=m3)
         h = tl.sum(tl.where((k == CB - 1)[:, None, None], out, 0.0), 0)

@@ -43,7 +43,7 @@ import triton
 import triton.language as tl
 
 from helix.ops.selective_scan.chunk_state import (_bwd_chunk_state, _chunk_carry, _combine, _dt_of,
-                                                   _fwd_chunk_state, _program_setup, _valid_len)
+                                                   _entry_state, _fwd_chunk_state, _program_setup, _valid_len)
 
 
 @triton.jit
@@ -121,7 +121,7 @@ def _fwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
             x = (dt * u)[:, None] * Bt
             pa, hl = tl.associative_scan((a, x), 0, _combine)
             row = (b * Dtot + d) * n_chunks + c
-            H = tl.load(H_ptr + row * N + n, mask=mask_n, other=0.0)
+            H = _entry_state(H_ptr, row, c, n, n_chunks, N, not rev)
             y = tl.sum((hl + pa * H[None, :]) * Ct, 1)
             if HAS_D:
                 y += tl.load(D_ptr + d) * u
@@ -132,13 +132,13 @@ def _fwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
 
 @triton.jit
 def _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, dout_ptr,
-               du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr,
+               du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr, y_ptr,
                L, D_GROUP, N, n_chunks, L_BC,
                su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                d0, c, b, g, t, mask_t, n, rev, n_b,
                HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-               BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr):
+               BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, WRITE_Y: tl.constexpr):
     """One program's chunk of ``_bwd_scan`` (every step before the row's end is computed)."""
     mask_n = n < N
     mask_tn = mask_t[:, None] & mask_n[None, :]
@@ -189,22 +189,27 @@ def _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr
         a = tl.exp2(dt[:, None] * A2[None, :])
         pa, hl = tl.associative_scan((a, x), 0, _combine)
         row = (b * Dtot + d) * n_chunks + c
-        h = hl + pa * tl.load(H_ptr + row * N + n, mask=mask_n, other=0.0)[None, :]
+        h = hl + pa * _entry_state(H_ptr, row, c, n, n_chunks, N, not rev)[None, :]
         Dd = tl.load(D_ptr + d) if HAS_D else 0.0
         off = (b * Dtot + d) * L + tq  # contiguous (B, D, L) gradient outputs
+        if HAS_Z or WRITE_Y:
+            y = tl.sum(h * Ct, 1) + Dd * u
         if HAS_Z:
             sz = tl.sigmoid(z)
-            y = tl.sum(h * Ct, 1) + Dd * u
             dy = dout * z * sz
             tl.store(dz_ptr + off, (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty),
                      mask=mask_st)
+            if WRITE_Y:  # the forward's output, remade (dout's own elements, already read)
+                tl.store(y_ptr + off, (y * z * sz).to(y_ptr.dtype.element_ty), mask=mask_st)
         else:
             dy = dout
+            if WRITE_Y:
+                tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=mask_st)
         # adjoint: g_t = dy_t C_t + a_{t+1} g_{t+1} plus the carry from the next chunk, a reverse
         # scan done forwards on flipped tiles
         an_rev = tl.exp2(tl.flip(dtn, 0)[:, None] * A2[None, :])
         pr, gl = tl.associative_scan((an_rev, tl.flip(dy, 0)[:, None] * Ct_rev), 0, _combine)
-        gg = tl.flip(gl + pr * tl.load(K_ptr + row * N + n, mask=mask_n, other=0.0)[None, :], 0)
+        gg = tl.flip(gl + pr * _entry_state(K_ptr, row, c, n, n_chunks, N, rev)[None, :], 0)
         gh = gg * (h - x)  # g_t a_t h_{t-1}
         gB = tl.sum(gg * Bt, 1)
         ddt = gB * u + tl.sum(gh * A[None, :], 1)
@@ -232,14 +237,16 @@ def _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr
 
 @triton.jit
 def _bwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, len_ptr, dout_ptr,
-              du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr,
+              du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr, y_ptr,
               L, D_GROUP, N, n_chunks, L_BC,
               su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
               sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
               SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
-              BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, HAS_LEN: tl.constexpr):
-    """du, ddelta, dz are written (B, D, L) contiguous; the rest are fp32 atomics.
+              BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, HAS_LEN: tl.constexpr,
+              WRITE_Y: tl.constexpr):
+    """du, ddelta, dz (and with ``WRITE_Y`` the forward's output y) are written (B, D, L) contiguous;
+    the rest are fp32 atomics.
 
     Tiles are in logical (scan) order, as in ``_fwd_scan``: the state recomputation is a forward
     scan, and the adjoint's reverse scan runs forwards on flipped tiles (three flips of a (T, N)
@@ -263,22 +270,24 @@ def _bwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
                 tl.store(ddl_ptr + offz, tl.zeros((BLOCK_T,), dtype=ddl_ptr.dtype.element_ty), mask=mz)
                 if HAS_Z:
                     tl.store(dz_ptr + offz, tl.zeros((BLOCK_T,), dtype=dz_ptr.dtype.element_ty), mask=mz)
+                if WRITE_Y:
+                    tl.store(y_ptr + offz, tl.zeros((BLOCK_T,), dtype=y_ptr.dtype.element_ty), mask=mz)
         else:
             _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, dout_ptr,
-                       du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr,
+                       du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr, y_ptr,
                        L, D_GROUP, N, n_chunks, L_BC,
                        su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                        sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                        d0, c, b, g, t, mask_t, n, rev, n_b,
-                       HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG)
+                       HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, WRITE_Y)
     else:
         _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, dout_ptr,
-                   du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr,
+                   du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr, y_ptr,
                    L, D_GROUP, N, n_chunks, L_BC,
                    su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                    sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                    d0, c, b, g, t, mask_t, n, rev, n_b,
-                   HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG)
+                   HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, WRITE_Y)
 
 
 class ScanConfig:
@@ -309,7 +318,10 @@ class ScanConfig:
                 f"bwd_dg={self.bwd_dg}, bwd_warps={self.bwd_warps}, fill={self.fill})")
 
 
-DEFAULT_CONFIG = ScanConfig()
+# measured on the H200 (benchmarks/sweep_scan_configs.py, RESULTS.md section 9): the forward-side
+# kernels are best at 16-32 channels per program at every length, _bwd_scan at 128 except when the
+# launch is short (L = 100 at B = 32: 64)
+DEFAULT_CONFIG = ScanConfig(block_t=32, dg=32, num_warps=1, bwd_dg=128, fill=2048)
 
 
 def _launch(kernel, grid, *args, **kwargs):
@@ -359,21 +371,21 @@ def _launch_shape(u, Bm, cfg, backward: bool = False):
 
 
 def _carry(S, Sig, A, backward: bool, d_group: int, bidir: bool, reverse: bool):
-    """Chunk-local sums S (B, D, n_chunks, N) -> the carries entering each chunk (new tensor)."""
+    """Chunk-local sums S (B, D, n_chunks, N) -> the carry after each chunk, in place (S is returned)."""
     Bsz, Dtot, n_chunks, N = S.shape
-    H = torch.empty_like(S)
     block_n = triton.next_power_of_2(N)
     block_d = 2 if d_group % 2 == 0 else 1  # (CB, 2, N) tiles: many programs even at B = 1
     cb = 16 if n_chunks >= 16 else triton.next_power_of_2(n_chunks)
     _launch(_chunk_carry, (triton.cdiv(Dtot, block_d), Bsz),
-            S, Sig, A, H, Dtot, d_group, N, n_chunks, BACKWARD=backward, BIDIR=bidir, REVERSE=reverse,
+            S, Sig, A, Dtot, d_group, N, n_chunks, BACKWARD=backward, BIDIR=bidir, REVERSE=reverse,
             CB=cb, BLOCK_D=block_d, BLOCK_N=block_n,
             num_warps=max(1, min(4, cb * block_d * block_n // 256)))
-    return H
+    return S
 
 
 def chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg, lengths=None):
-    """H (B, D, n_chunks, N) fp32: the state entering every chunk (what backward needs saved).
+    """H (B, D, n_chunks, N) fp32: the state after every chunk in scan order, from which the kernels
+    read the state entering each chunk (``_entry_state``; what backward needs saved).
     ``lengths``: None or (B,) int64 contiguous valid steps per row, on u's device."""
     Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
     flags = dict(HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir), REVERSE=bool(reverse),
@@ -406,11 +418,14 @@ def scan_forward(u, delta, A, Bm, Cm, D, z, bias, softplus, bidir, reverse, cfg,
 
 
 def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, reverse, cfg, overwrite=False,
-                  lengths=None):
+                  lengths=None, y_out=None):
     """All gradients of :func:`scan_forward`. ``overwrite``: write ddelta into delta's storage and dz into z's
     (each element is read before it is written, by the same program); callers that own delta and z
-    save two (B, D, L) buffers."""
+    save two (B, D, L) buffers. ``y_out``: a contiguous (B, D, L) buffer (it may be ``dout`` itself)
+    that receives the forward's output again, so callers need not save it."""
     Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
+    if y_out is not None and (y_out.shape != u.shape or not y_out.is_contiguous()):
+        raise ValueError("y_out must be a contiguous (B, D, L) buffer")
     *_, bwd_grid, bwd_meta = _launch_shape(u, Bm, cfg, backward=True)
     common = dict(HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir),
                   REVERSE=bool(reverse), HAS_LEN=lengths is not None)
@@ -444,9 +459,9 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
     _launch(_bwd_scan, bwd_grid,
             u, delta, A, Bm, Cm, D if D is not None else dummy, z if z is not None else u,
             bias if bias is not None else dummy, H, K, lens, dout, du, ddelta, dz if dz is not None else du,
-            dA, dD, dbias, dB, dC, L, d_group, N, n_chunks, l_bc,
+            dA, dD, dbias, dB, dC, y_out if y_out is not None else du, L, d_group, N, n_chunks, l_bc,
             *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(), *_strides3(z), *_strides3(dout),
-            HAS_D=D is not None, **common, **bwd_meta)
+            HAS_D=D is not None, WRITE_Y=y_out is not None, **common, **bwd_meta)
     return du, ddelta, dA, dB[..., :L], dC[..., :L], dD, dz, dbias
 
 

@@ -1,0 +1,32 @@
+"""The attention block (layers/attention.py): the lean FFN recompute."""
+
+from __future__ import annotations
+
+import torch
+
+from helix.layers.attention import AttentionBlock
+
+
+def test_lean_attention_block_recomputes_the_ffn_and_matches():
+    """lean=True keeps neither the FFN's (B, L, F) input nor its output, and changes no number."""
+    torch.manual_seed(0)
+    plain = AttentionBlock(16, 40, n_heads=2)
+    lean = AttentionBlock(16, 40, n_heads=2, lean=True)
+    lean.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 9, 16)
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    shapes = {}
+    outs = []
+    for name, block, xi in (("plain", plain, xs[0]), ("lean", lean, xs[1])):
+        seen = shapes.setdefault(name, [])
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, seen=seen: seen.append(tuple(t.shape)) or t,
+                                                      lambda t: t):
+            y = block(xi)
+        y.pow(2).sum().backward()
+        outs.append(y)
+    assert (2, 9, 40) in shapes["plain"]
+    assert (2, 9, 40) not in shapes["lean"]
+    torch.testing.assert_close(outs[0], outs[1])
+    torch.testing.assert_close(xs[0].grad, xs[1].grad)
+    for p, q in zip(plain.parameters(), lean.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
