@@ -37,7 +37,7 @@ STRIDES = {
 INTS = {"L": L, "D_GROUP": D // 2, "N": N, "n_chunks": -(-L // 32), "L_BC": L}
 BF16 = {"u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr", "dout_ptr", "du_ptr", "ddl_ptr", "dz_ptr"}
 META = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BIDIR=True, REVERSE=False,
-            BLOCK_T=32, BLOCK_N=32, DG=128, HAS_LEN=False)
+            BLOCK_T=32, BLOCK_N=32, DG=128, HAS_LEN=False, WRITE_Y=True)
 SHOWN = ("SHFL", "MUFU", "FFMA", "FMUL", "FADD", "LDG", "STG", "LDS", "STS", "BAR", "STL", "LDL", "RED")
 
 

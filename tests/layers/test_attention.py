@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from helix.layers.attention import AttentionBlock
 
 
-def test_lean_attention_block_recomputes_the_ffn_and_matches():
-    """lean=True keeps neither the FFN's (B, L, F) input nor its output, and changes no number."""
+@pytest.mark.parametrize("lengths", [None, torch.tensor([9, 5])], ids=["full", "lengths"])
+def test_lean_attention_block_recomputes_the_ffn_and_matches(lengths):
+    """lean=True keeps neither the FFN's (B, L, F) input nor its output nor q, k, v, and changes no number."""
     torch.manual_seed(0)
     plain = AttentionBlock(16, 40, n_heads=2)
     lean = AttentionBlock(16, 40, n_heads=2, lean=True)
@@ -21,11 +23,13 @@ def test_lean_attention_block_recomputes_the_ffn_and_matches():
         seen = shapes.setdefault(name, [])
         with torch.autograd.graph.saved_tensors_hooks(lambda t, seen=seen: seen.append(tuple(t.shape)) or t,
                                                       lambda t: t):
-            y = block(xi)
+            y = block(xi, lengths)
         y.pow(2).sum().backward()
         outs.append(y)
     assert (2, 9, 40) in shapes["plain"]
     assert (2, 9, 40) not in shapes["lean"]
+    qkv = {s for s in shapes["plain"] if len(s) == 4}  # (B, H, L, Dh) views SDPA keeps
+    assert qkv and not qkv & set(shapes["lean"]), shapes
     torch.testing.assert_close(outs[0], outs[1])
     torch.testing.assert_close(xs[0].grad, xs[1].grad)
     for p, q in zip(plain.parameters(), lean.parameters()):

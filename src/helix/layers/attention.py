@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from helix.ops.attention import ATTENTION_IMPLS, attention
 
@@ -36,9 +36,11 @@ class MultiHeadAttention(nn.Module):
 class AttentionBlock(nn.Module):
     """(B, L, D) -> (B, L, D).
 
-    ``lean``: the FFN (LayerNorm, the D -> F product, GELU) is recomputed in backward instead of
-    keeping its (B, L, F) input and output, the block's two widest activations (at 300 s, B=8 and
-    F=1543: 1.5 GB); the recompute is one LayerNorm, one matmul and one GELU.
+    ``lean``: backward recomputes everything but attention itself (selective checkpointing): the
+    block keeps its input and SDPA's outputs, and remakes the norms, the qkv and output products and
+    the FFN (whose (B, L, F) input and output are the block's widest activations: at 300 s, B=8 and
+    F=1543, 1.5 GB; q, k, v another 0.37 GB). The recompute is two LayerNorms, four matmuls and a
+    GELU, not the attention (which costs more than all of them at long lengths).
     """
 
     def __init__(self, d_model: int, d_ffn: int, n_heads: int = 4, impl: str = "sdpa", lean: bool = False):
@@ -52,10 +54,21 @@ class AttentionBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d_model, d_ffn), nn.GELU(), nn.Linear(d_ffn, d_model))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        a = x + self.attn(self.norm1(x), lengths)
-        if self.lean and torch.is_grad_enabled() and a.requires_grad:
-            return a + checkpoint(self._ffn, a, use_reentrant=False)
-        return a + self._ffn(a)
+        if self.lean and torch.is_grad_enabled() and x.requires_grad:
+            return checkpoint(self._body, x, lengths, use_reentrant=False, context_fn=_keep_attention_outputs)
+        return self._body(x, lengths)
 
-    def _ffn(self, a: torch.Tensor) -> torch.Tensor:
-        return self.ffn(self.norm2(a))
+    def _body(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        a = x + self.attn(self.norm1(x), lengths)
+        return a + self.ffn(self.norm2(a))
+
+
+def _attention_saved(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    """Selective checkpointing: keep what SDPA returns (its backward's own inputs are remade)."""
+    if "_scaled_dot_product" in str(op):
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _keep_attention_outputs():
+    return create_selective_checkpoint_contexts(_attention_saved)
