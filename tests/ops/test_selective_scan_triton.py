@@ -267,19 +267,22 @@ def test_gpu_offsets_past_int32():
 
 def test_chunk_carries_are_computed_in_place():
     """The carry pass overwrites the chunk-local sums with the state after each chunk (one state buffer
-    at a time, not two): ascending E_c = exp(A Sigma_c) E_{c-1} + S_c, descending from the top."""
+    at a time, not two): ascending E_c = exp(A Sigma_c) E_{c-1} + S_c with chunk c at row c + 1 and
+    row 0 zero; descending from the top, chunk c at row c and row n_chunks zero."""
     from helix.ops.selective_scan import triton as scan
 
     g = torch.Generator().manual_seed(3)
     A = -torch.rand(4, 16, generator=g).to(DEVICE) - 0.2
+    n = 19  # chunks: one full block of 16 and a part
     for descending in (False, True):
-        S = torch.rand(2, 4, 19, 16, generator=g).to(DEVICE)  # 19 chunks: one full block of 16 and a part
-        Sig = torch.rand(2, 4, 19, generator=g).to(DEVICE)
-        want = S.clone()
-        order = range(17, -1, -1) if descending else range(1, 19)
-        for c in order:
+        S = torch.rand(2, 4, n + 1, 16, generator=g).to(DEVICE)
+        Sig = torch.rand(2, 4, n, generator=g).to(DEVICE)
+        local = S[:, :, :n] if descending else S[:, :, 1:]
+        want = local.clone()
+        for c in (range(n - 2, -1, -1) if descending else range(1, n)):
             prev = c + 1 if descending else c - 1
             want[:, :, c] += torch.exp(Sig[:, :, c, None] * A) * want[:, :, prev]
         out = scan._carry(S, Sig, A, False, 4, False, descending)
         assert out.data_ptr() == S.data_ptr()
-        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out[:, :, :n] if descending else out[:, :, 1:], want, rtol=1e-5, atol=1e-6)
+        assert not (out[:, :, n] if descending else out[:, :, 0]).any()  # the zero row

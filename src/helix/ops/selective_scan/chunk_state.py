@@ -2,7 +2,7 @@
 
 Shared helpers, and what lets chunks run in parallel: each chunk's local end state from a zero start
 (``_fwd_chunk_state``; its adjoint twin ``_bwd_chunk_state``) and the carries between chunks
-(``_chunk_carry``, in place; ``_entry_state`` reads them). With per-row lengths, steps past a row's end are identity steps (never loaded),
+(``_chunk_carry``, in place, rows laid out by ``_state_row``; ``_entry_state`` reads them). With per-row lengths, steps past a row's end are identity steps (never loaded),
 so a reversed row's carry reaches its last valid step as zero: it starts there. Time offsets ascend in memory order for both directions; a time-reversed channel
 scans each chunk from its last row down and passes carries from high chunks to low ones.
 """
@@ -86,9 +86,8 @@ def _fwd_chunk_state(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, len_ptr, S_ptr, Sig_
             expo = tot - cum
         w = tl.exp2(expo[:, None] * A2[None, :])
         s = tl.sum(w * ((dt * u)[:, None] * Bt), 0)  # (N,)
-        row = (b * Dtot + d) * n_chunks + c  # S, Sig: (B, D, n_chunks[, N])
-        tl.store(S_ptr + row * N + n, s, mask=mask_n)
-        tl.store(Sig_ptr + row, tot)
+        tl.store(S_ptr + _state_row(b, d, c, Dtot, n_chunks, not rev) * N + n, s, mask=mask_n)
+        tl.store(Sig_ptr + (b * Dtot + d) * n_chunks + c, tot)  # Sig: (B, D, n_chunks)
 
 
 @triton.jit
@@ -124,27 +123,32 @@ def _bwd_chunk_state(dl_ptr, A_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, len_ptr, V
             expo = cum
         w = tl.exp2(expo[:, None] * A2[None, :])
         s = tl.sum(w * (dy[:, None] * Ct), 0)
-        row = (b * Dtot + d) * n_chunks + c
-        tl.store(V_ptr + row * N + n, s, mask=mask_n)
-        tl.store(Sig_ptr + row, tl.sum(dt, 0))
+        tl.store(V_ptr + _state_row(b, d, c, Dtot, n_chunks, rev) * N + n, s, mask=mask_n)
+        tl.store(Sig_ptr + (b * Dtot + d) * n_chunks + c, tl.sum(dt, 0))
 
 
 @triton.jit
-def _entry_state(ptr, row, c, n, n_chunks, N, ascending):
-    """The carry entering chunk c (N,), from carries stored in place by ``_chunk_carry``: row c holds
-    the state after chunk c, so an ascending carry enters from row c-1, a descending one from row
-    c+1, and the first chunk in carry order starts from zero."""
-    step = 1 - 2 * tl.where(ascending, 1, 0)  # ascending: a runtime flag (bidirectional) or a constant
-    prev = c + step
-    n_ok = tl.where((prev >= 0) & (prev < n_chunks), N, 0)  # no entering state: nothing loaded
-    return tl.load(ptr + (row + step) * N + n, mask=n < n_ok, other=0.0)
+def _state_row(b, d, c, Dtot, n_chunks, ascending):
+    """Row of chunk c in a (B, D, n_chunks + 1, N) carry buffer. Each channel has one extra row that
+    stays zero (the state before the first chunk in carry order): row 0 for an ascending carry, which
+    keeps chunk c at row c + 1; row n_chunks for a descending one, which keeps chunk c at row c."""
+    return (b * Dtot + d) * (n_chunks + 1) + c + tl.where(ascending, 1, 0)
+
+
+@triton.jit
+def _entry_state(ptr, b, d, c, n, mask_n, Dtot, n_chunks, N, ascending):
+    """The carry entering chunk c (N,): rows hold the state after each chunk (``_chunk_carry`` works in
+    place), so it is the chunk before c in carry order, or the zero row. No mask beyond N's."""
+    row = (b * Dtot + d) * (n_chunks + 1) + c + tl.where(ascending, 0, 1)
+    return tl.load(ptr + row * N + n, mask=mask_n, other=0.0)
 
 
 @triton.jit
 def _chunk_carry(S_ptr, Sig_ptr, A_ptr, Dtot, D_GROUP, N, n_chunks, BACKWARD: tl.constexpr,
                  BIDIR: tl.constexpr, REVERSE: tl.constexpr,
                  CB: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    """In place: S[b, d, c] (chunk c's local sum) becomes the carry *after* chunk c.
+    """In place: chunk c's local sum in S (B, D, n_chunks + 1, N), at ``_state_row``, becomes the carry
+    *after* chunk c, and the channel's extra row is set to zero.
 
     Ascending: E_c = exp(A Sigma_c) E_{c-1} + S_c from E_{-1} = 0; descending: the same recurrence from
     the last chunk down. The state of a forward channel ascends and its adjoint descends; a reversed
@@ -159,13 +163,17 @@ def _chunk_carry(S_ptr, Sig_ptr, A_ptr, Dtot, D_GROUP, N, n_chunks, BACKWARD: tl
     n = tl.arange(0, BLOCK_N)
     mask_dn = (d < Dtot)[:, None] & (n < N)[None, :]
     A2 = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=mask_dn, other=0.0) * 1.4426950408889634
-    rows = (b * Dtot + d) * n_chunks  # (BLOCK_D,)
+    sig_rows = (b * Dtot + d) * n_chunks  # (BLOCK_D,)
     k = tl.arange(0, CB).to(tl.int64)
     h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     if BIDIR:
         descending = ((tl.program_id(0) * BLOCK_D // D_GROUP) % 2 == 1) != BACKWARD
     else:
         descending = REVERSE != BACKWARD
+    # state rows: chunk c at c + 1 when ascending (row 0 zero), at c when descending (row n_chunks zero)
+    rows = (b * Dtot + d) * (n_chunks + 1) + tl.where(descending, 0, 1)
+    zero_row = (b * Dtot + d) * (n_chunks + 1) + tl.where(descending, n_chunks, 0)
+    tl.store(S_ptr + zero_row[:, None] * N + n[None, :], h, mask=mask_dn)
     for j in range(tl.cdiv(n_chunks, CB)):
         # row k of the block is the k-th chunk in carry order (descending: from the top down), so the
         # scan along rows runs forwards either way (a reverse=True scan costs ~4x the shuffles)
@@ -179,7 +187,7 @@ def _chunk_carry(S_ptr, Sig_ptr, A_ptr, Dtot, D_GROUP, N, n_chunks, BACKWARD: tl
         r = rows[None, :] + cs[:, None]  # (CB, BLOCK_D)
         m3 = valid[:, None, None] & mask_dn[None, :, :]
         s = tl.load(S_ptr + r[:, :, None] * N + n[None, None, :], mask=m3, other=0.0)
-        sig = tl.load(Sig_ptr + r, mask=valid[:, None] & (d < Dtot)[None, :], other=0.0)
+        sig = tl.load(Sig_ptr + sig_rows[None, :] + cs[:, None], mask=valid[:, None] & (d < Dtot)[None, :], other=0.0)
         e = tl.exp2(sig[:, :, None] * A2[None, :, :])  # masked chunks: (1, 0), the identity
         P, Q = tl.associative_scan((e, s), 0, _combine)
         out = Q + P * h[None, :, :]  # row k: the carry after chunk cs[k]

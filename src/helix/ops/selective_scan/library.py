@@ -51,7 +51,7 @@ def _contiguous(*tensors):
 def _scan_triton_meta(u, A):
     Bsz, Dch, L = u.shape
     return [((Bsz, Dch, L), None, u.dtype),
-            ((Bsz, Dch, _n_chunks(L, _kernels().DEFAULT_CONFIG.block_t), A.shape[1]), None, torch.float32)]
+            ((Bsz, Dch, _n_chunks(L, _kernels().DEFAULT_CONFIG.block_t) + 1, A.shape[1]), None, torch.float32)]
 
 
 @_scan_triton.register_fake

@@ -15,7 +15,7 @@ walk. A chunk only needs the state entering it, which takes three launches:
 3. ``_fwd_scan``: the in-chunk scan from H_c (``tl.associative_scan`` over (a, x) pairs) and the
    fused epilogue (C contraction, D skip, SiLU gate).
 
-Only H (B, D, n_chunks, N) in fp32 is kept for backward; backward recomputes the in-chunk states.
+Only H (B, D, n_chunks + 1, N) in fp32 is kept for backward; backward recomputes the in-chunk states.
 The adjoint g_t = dL/dh_t = dy_t C_t + a_{t+1} g_{t+1} is chunked the same way: K_c = a_{t1} g_{t1}
 (what flows into chunk c from the chunk after it) obeys K_{c-1} = exp(A Sigma_c) K_c + V_c with
 V_c = sum_t exp(A cumincl_t) dy_t C_t. ``_bwd_scan`` then recomputes h, runs the reverse scan for g
@@ -120,8 +120,7 @@ def _fwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
             a = tl.exp2(dt[:, None] * A2[None, :])
             x = (dt * u)[:, None] * Bt
             pa, hl = tl.associative_scan((a, x), 0, _combine)
-            row = (b * Dtot + d) * n_chunks + c
-            H = _entry_state(H_ptr, row, c, n, n_chunks, N, not rev)
+            H = _entry_state(H_ptr, b, d, c, n, mask_n, Dtot, n_chunks, N, not rev)
             y = tl.sum((hl + pa * H[None, :]) * Ct, 1)
             if HAS_D:
                 y += tl.load(D_ptr + d) * u
@@ -188,8 +187,7 @@ def _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr
         x = dtu[:, None] * Bt
         a = tl.exp2(dt[:, None] * A2[None, :])
         pa, hl = tl.associative_scan((a, x), 0, _combine)
-        row = (b * Dtot + d) * n_chunks + c
-        h = hl + pa * _entry_state(H_ptr, row, c, n, n_chunks, N, not rev)[None, :]
+        h = hl + pa * _entry_state(H_ptr, b, d, c, n, mask_n, Dtot, n_chunks, N, not rev)[None, :]
         Dd = tl.load(D_ptr + d) if HAS_D else 0.0
         off = (b * Dtot + d) * L + tq  # contiguous (B, D, L) gradient outputs
         if HAS_Z or WRITE_Y:
@@ -209,7 +207,7 @@ def _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr
         # scan done forwards on flipped tiles
         an_rev = tl.exp2(tl.flip(dtn, 0)[:, None] * A2[None, :])
         pr, gl = tl.associative_scan((an_rev, tl.flip(dy, 0)[:, None] * Ct_rev), 0, _combine)
-        gg = tl.flip(gl + pr * _entry_state(K_ptr, row, c, n, n_chunks, N, rev)[None, :], 0)
+        gg = tl.flip(gl + pr * _entry_state(K_ptr, b, d, c, n, mask_n, Dtot, n_chunks, N, rev)[None, :], 0)
         gh = gg * (h - x)  # g_t a_t h_{t-1}
         gB = tl.sum(gg * Bt, 1)
         ddt = gB * u + tl.sum(gh * A[None, :], 1)
@@ -371,8 +369,9 @@ def _launch_shape(u, Bm, cfg, backward: bool = False):
 
 
 def _carry(S, Sig, A, backward: bool, d_group: int, bidir: bool, reverse: bool):
-    """Chunk-local sums S (B, D, n_chunks, N) -> the carry after each chunk, in place (S is returned)."""
+    """Chunk-local sums S (B, D, n_chunks + 1, N) -> the carry after each chunk, in place (S is returned)."""
     Bsz, Dtot, n_chunks, N = S.shape
+    n_chunks -= 1  # one zero row per channel (``_state_row``)
     block_n = triton.next_power_of_2(N)
     block_d = 2 if d_group % 2 == 0 else 1  # (CB, 2, N) tiles: many programs even at B = 1
     cb = 16 if n_chunks >= 16 else triton.next_power_of_2(n_chunks)
@@ -384,15 +383,16 @@ def _carry(S, Sig, A, backward: bool, d_group: int, bidir: bool, reverse: bool):
 
 
 def chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg, lengths=None):
-    """H (B, D, n_chunks, N) fp32: the state after every chunk in scan order, from which the kernels
-    read the state entering each chunk (``_entry_state``; what backward needs saved).
+    """H (B, D, n_chunks + 1, N) fp32: the state after every chunk in scan order plus a zero row per
+    channel, from which the kernels read the state entering each chunk (``_entry_state``; what
+    backward needs saved).
     ``lengths``: None or (B,) int64 contiguous valid steps per row, on u's device."""
     Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
     flags = dict(HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir), REVERSE=bool(reverse),
                  HAS_LEN=lengths is not None, **meta)
     if n_chunks == 1:  # one chunk starts from zero: nothing to carry
-        return u.new_zeros((Bsz, Dtot, 1, N), dtype=torch.float32)
-    S = u.new_empty((Bsz, Dtot, n_chunks, N), dtype=torch.float32)
+        return u.new_zeros((Bsz, Dtot, 2, N), dtype=torch.float32)
+    S = u.new_empty((Bsz, Dtot, n_chunks + 1, N), dtype=torch.float32)
     Sig = u.new_empty((Bsz, Dtot, n_chunks), dtype=torch.float32)
     _launch(_fwd_chunk_state, grid,
             u, delta, A, Bm, bias if bias is not None else A, lengths if lengths is not None else A, S, Sig,
@@ -434,7 +434,7 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
     lens = lengths if lengths is not None else dummy
     f32 = dict(dtype=torch.float32, device=u.device)
     if n_chunks > 1:
-        V = torch.empty((Bsz, Dtot, n_chunks, N), **f32)
+        V = torch.empty((Bsz, Dtot, n_chunks + 1, N), **f32)
         Sig = torch.empty((Bsz, Dtot, n_chunks), **f32)
         _launch(_bwd_chunk_state, grid,
                 delta, A, Cm, z if z is not None else u, dout, bias if bias is not None else dummy, lens, V, Sig,
@@ -443,7 +443,7 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
         K = _carry(V, Sig, A, True, d_group, bidir, reverse)
         del V, Sig
     else:
-        K = torch.zeros((Bsz, Dtot, 1, N), **f32)
+        K = torch.zeros((Bsz, Dtot, 2, N), **f32)
     du = torch.empty((Bsz, Dtot, L), dtype=u.dtype, device=u.device)
     if overwrite and delta.is_contiguous() and (z is None or z.is_contiguous()):
         ddelta, dz = delta, z
