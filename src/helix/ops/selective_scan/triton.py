@@ -70,6 +70,19 @@ def _bc_tile(ptr, b, g, n, t, mask, s_b, s_g, s_n, s_l, rev):
 
 
 @triton.jit
+def _right(l, r):
+    return r
+
+
+@triton.jit
+def _pin(x):
+    """x unchanged (an identity scan, which LLVM deletes), but Triton cannot rematerialise what
+    produced x in another layout through it: a softplus per time step is computed once, where
+    its operands were loaded, and converted, not recomputed in each thread of the (T, N) tile."""
+    return tl.associative_scan(x, 0, _right)
+
+
+@triton.jit
 def _fwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, len_ptr, out_ptr,
               L, D_GROUP, N, n_chunks,
               su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
@@ -115,7 +128,7 @@ def _fwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
             if HAS_Z:
                 z_nx = tl.load(pz + (i + 1) * sz_d, mask=more, other=0.0)
             bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
-            dt = tl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
+            dt = _pin(tl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0))
             A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
             a = tl.exp2(dt[:, None] * A2[None, :])
             x = (dt * u)[:, None] * Bt
@@ -143,7 +156,6 @@ def _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr
     mask_tn = mask_t[:, None] & mask_n[None, :]
     Bt = _bc_tile(B_ptr, b, g, n, t, mask_tn, sB_b, sB_g, sB_n, sB_l, rev)
     Ct = _bc_tile(C_ptr, b, g, n, t, mask_tn, sC_b, sC_g, sC_n, sC_l, rev)
-    Ct_rev = tl.flip(Ct, 0)  # the adjoint runs on time-reversed tiles
     tq, mask_st = _logical_time(c, L, rev, BLOCK_T)
     mask_q = tq < n_b  # loads; stores use mask_st (values past the end come out zero)
     # a at the logical successor inside the chunk; the chunk's logical last step has its successor
@@ -178,7 +190,7 @@ def _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr
         if HAS_Z:
             z_nx = tl.load(pz + (i + 1) * sz_d, mask=more, other=0.0)
         bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
-        dt = tl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
+        dt = _pin(tl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0))
         dtn = tl.where(mask_next, _dt_of(vn, bias, SOFTPLUS), 0.0)
         A = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0)
         A2 = A * 1.4426950408889634
@@ -204,9 +216,10 @@ def _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr
             if WRITE_Y:
                 tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=mask_st)
         # adjoint: g_t = dy_t C_t + a_{t+1} g_{t+1} plus the carry from the next chunk, a reverse
-        # scan done forwards on flipped tiles
+        # scan done forwards on flipped tiles; dy_t C_t is flipped per channel (~60 shuffles) rather than
+        # C once per program: a persistent flipped copy of C is 32 more registers across the loop
         an_rev = tl.exp2(tl.flip(dtn, 0)[:, None] * A2[None, :])
-        pr, gl = tl.associative_scan((an_rev, tl.flip(dy, 0)[:, None] * Ct_rev), 0, _combine)
+        pr, gl = tl.associative_scan((an_rev, tl.flip(dy[:, None] * Ct, 0)), 0, _combine)
         gg = tl.flip(gl + pr * _entry_state(K_ptr, b, d, c, n, mask_n, Dtot, n_chunks, N, rev)[None, :], 0)
         gh = gg * (h - x)  # g_t a_t h_{t-1}
         gB = tl.sum(gg * Bt, 1)
@@ -298,11 +311,14 @@ class ScanConfig:
     ``bwd_dg``/``bwd_warps``: the same for ``_bwd_scan`` (None: as the forward kernels). ``fill``: a
     launch with fewer programs than this halves its channels per program until it has that many (or
     one channel per program), so short sequences (L = 100-500, a few chunks) still cover every SM.
+    ``bwd_maxnreg``: a register cap for ``_bwd_scan`` (ptxas ``.maxnreg``; None: ptxas's choice, which is
+    255 for it at one warp: 8 warps per SM; 168 allows 12, 128 allows 16, at the price of spills).
     """
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
-                 bwd_warps: int | None = None, fill: int = 0):
+                 bwd_warps: int | None = None, fill: int = 0, bwd_maxnreg: int | None = None):
         self.block_t, self.dg, self.num_warps = block_t, dg, num_warps
+        self.bwd_maxnreg = bwd_maxnreg
         self.bwd_dg = dg if bwd_dg is None else bwd_dg
         self.bwd_warps = num_warps if bwd_warps is None else bwd_warps
         self.fill = fill
@@ -313,7 +329,8 @@ class ScanConfig:
 
     def __repr__(self) -> str:
         return (f"ScanConfig(block_t={self.block_t}, dg={self.dg}, num_warps={self.num_warps}, "
-                f"bwd_dg={self.bwd_dg}, bwd_warps={self.bwd_warps}, fill={self.fill})")
+                f"bwd_dg={self.bwd_dg}, bwd_warps={self.bwd_warps}, fill={self.fill}, "
+                f"bwd_maxnreg={self.bwd_maxnreg})")
 
 
 # measured on the H200 (benchmarks/sweep_scan_configs.py, RESULTS.md section 9): the forward-side
@@ -365,6 +382,8 @@ def _launch_shape(u, Bm, cfg, backward: bool = False):
     cap, warps = cfg.kernel(backward)
     dg = _channels_per_program(d_group, cap, G * n_chunks * Bsz, cfg.fill)
     meta = dict(BLOCK_T=cfg.block_t, BLOCK_N=triton.next_power_of_2(N), DG=dg, num_warps=warps)
+    if backward and cfg.bwd_maxnreg is not None:
+        meta["maxnreg"] = cfg.bwd_maxnreg
     return Bsz, Dtot, L, N, d_group, n_chunks, (Dtot // dg, n_chunks, Bsz), meta
 
 
