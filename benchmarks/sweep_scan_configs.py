@@ -67,6 +67,7 @@ def main(argv=None):
     p.add_argument("--block-t", type=int, nargs="+", default=[32])
     p.add_argument("--dgs", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     p.add_argument("--warps", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--bwd-maxnreg", type=int, nargs="+", default=[0], help="register caps for _bwd_scan (0: none)")
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -74,21 +75,20 @@ def main(argv=None):
     for size in args.sizes:
         Bsz, L = (int(v) for v in size.split("x"))
         for bt in args.block_t:
-            for dg in args.dgs:
-                for w in args.warps:
-                    cfg = ScanConfig(block_t=bt, dg=dg, num_warps=w)
-                    try:
-                        r = kernel_times(Bsz, args.D, L, args.N, cfg, args.reps)
-                    except Exception as err:  # a shape that fails to compile is reported, not fatal
-                        print(f"{size} t{bt} dg{dg} w{w}: failed {type(err).__name__}: {str(err)[:160]}", flush=True)
-                        continue
-                    r.update(B=Bsz, L=L, block_t=bt, dg=dg, warps=w)
-                    rows.append(r)
-                    print(f"{size:>8s} t{bt:<3d} dg{dg:<4d} w{w}  " + "  ".join(
-                        f"{k.strip('_')} {r[k]:6.3f}" for k in (*KERNELS, "other")) +
-                        f"  total {r['total']:7.3f} ms  bwd regs {r['bwd_regs']} spills {r['bwd_spills']}",
-                        flush=True)
-                    torch.cuda.empty_cache()
+            for dg, w, cap in ((dg, w, cap) for dg in args.dgs for w in args.warps for cap in args.bwd_maxnreg):
+                cfg = ScanConfig(block_t=bt, dg=dg, num_warps=w, bwd_maxnreg=cap or None)
+                try:
+                    r = kernel_times(Bsz, args.D, L, args.N, cfg, args.reps)
+                except Exception as err:  # a shape that fails to compile is reported, not fatal
+                    print(f"{size} t{bt} dg{dg} w{w}: failed {type(err).__name__}: {str(err)[:160]}", flush=True)
+                    continue
+                r.update(B=Bsz, L=L, block_t=bt, dg=dg, warps=w, bwd_maxnreg=cap)
+                rows.append(r)
+                print(f"{size:>8s} t{bt:<3d} dg{dg:<4d} w{w} cap{cap:<3d} " + "  ".join(
+                    f"{k.strip('_')} {r[k]:6.3f}" for k in (*KERNELS, "other")) +
+                    f"  total {r['total']:7.3f} ms  bwd regs {r['bwd_regs']} spills {r['bwd_spills']}",
+                    flush=True)
+                torch.cuda.empty_cache()
         # the best shape per kernel family at this size (forward side: both chunk-state kernels and
         # _fwd_scan share a launch shape; _bwd_scan has its own)
         mine = [r for r in rows if (r["B"], r["L"]) == (Bsz, L)]
@@ -101,7 +101,7 @@ def main(argv=None):
             best = (fwd_side["_fwd_chunk_state"] + fwd_side["_fwd_scan"] + fwd_side["_bwd_chunk_state"]
                     + bwd_side["_bwd_scan"] + fwd_side["_chunk_carry"] + fwd_side["other"])
             print(f"BEST {size} t{bt}: forward side dg{fwd_side['dg']} w{fwd_side['warps']}, "
-                  f"_bwd_scan dg{bwd_side['dg']} w{bwd_side['warps']} -> {best:.3f} ms "
+                  f"_bwd_scan dg{bwd_side['dg']} w{bwd_side['warps']} cap {bwd_side['bwd_maxnreg']} -> {best:.3f} ms "
                   f"(all-default row t32 dg128 w1: "
                   f"{next((r['total'] for r in at if r['dg'] == 128 and r['warps'] == 1), float('nan')):.3f} ms)",
                   flush=True)
