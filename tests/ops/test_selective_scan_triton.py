@@ -286,3 +286,18 @@ def test_chunk_carries_are_computed_in_place():
         assert out.data_ptr() == S.data_ptr()
         torch.testing.assert_close(out[:, :, :n] if descending else out[:, :, 1:], want, rtol=1e-5, atol=1e-6)
         assert not (out[:, :, n] if descending else out[:, :, 0]).any()  # the zero row
+
+
+def test_default_launch_shape_follows_the_measured_sweep():
+    """Defaults (RESULTS.md section 9): 128 channels per program at 300 s; a 5 s batch of 32 spreads the
+    forward-side kernels over more programs; _bwd_scan keeps 128 everywhere."""
+    from helix.ops.selective_scan.triton import DEFAULT_CONFIG, _launch_shape
+
+    def dg(B, L, backward):
+        u = torch.empty(B, 1024, L, device="meta")
+        Bm = torch.empty(B, 2, 32, L, device="meta")
+        return _launch_shape(u, Bm, DEFAULT_CONFIG, backward)[-1]["DG"]
+
+    assert dg(8, 30000, False) == dg(8, 30000, True) == 128
+    assert dg(32, 500, False) == 32 and dg(32, 100, False) == 16
+    assert dg(32, 500, True) == dg(32, 100, True) == 128

@@ -309,8 +309,9 @@ class ScanConfig:
     thread (the scan along T then runs mostly inside threads). B, C are N/D of the traffic.
 
     ``bwd_dg``/``bwd_warps``: the same for ``_bwd_scan`` (None: as the forward kernels). ``fill``: a
-    launch with fewer programs than this halves its channels per program until it has that many (or
-    one channel per program), so short sequences (L = 100-500, a few chunks) still cover every SM.
+    forward-side launch with fewer programs than this halves its channels per program until it has
+    that many (or one channel per program), so short sequences (L = 100-500, a few chunks) still
+    spread over every SM (``_bwd_scan`` measured best at its cap at every length).
     ``bwd_maxnreg``: a register cap for ``_bwd_scan`` (ptxas ``.maxnreg``; None: ptxas's choice, which is
     255 for it at one warp: 8 warps per SM; 168 allows 12, 128 allows 16, at the price of spills).
     """
@@ -333,10 +334,10 @@ class ScanConfig:
                 f"bwd_maxnreg={self.bwd_maxnreg})")
 
 
-# measured on the H200 (benchmarks/sweep_scan_configs.py, RESULTS.md section 9): the forward-side
-# kernels are best at 16-32 channels per program at every length, _bwd_scan at 128 except when the
-# launch is short (L = 100 at B = 32: 64)
-DEFAULT_CONFIG = ScanConfig(block_t=32, dg=32, num_warps=1, bwd_dg=128, fill=2048)
+# measured on the H200 (benchmarks/sweep_scan_configs.py, RESULTS.md section 9): every kernel is best
+# at 128 channels per program on long sequences; short launches (B=32, L=100-500) want the forward-side
+# kernels at 16-32 channels per program (16,384 programs), while _bwd_scan stays best at 128
+DEFAULT_CONFIG = ScanConfig(block_t=32, dg=128, num_warps=1, bwd_dg=128, fill=16384)
 
 
 def _launch(kernel, grid, *args, **kwargs):
@@ -380,7 +381,7 @@ def _launch_shape(u, Bm, cfg, backward: bool = False):
     d_group = Dtot // G
     n_chunks = triton.cdiv(L, cfg.block_t)
     cap, warps = cfg.kernel(backward)
-    dg = _channels_per_program(d_group, cap, G * n_chunks * Bsz, cfg.fill)
+    dg = _channels_per_program(d_group, cap, G * n_chunks * Bsz, 0 if backward else cfg.fill)
     meta = dict(BLOCK_T=cfg.block_t, BLOCK_N=triton.next_power_of_2(N), DG=dg, num_warps=warps)
     if backward and cfg.bwd_maxnreg is not None:
         meta["maxnreg"] = cfg.bwd_maxnreg
