@@ -299,5 +299,5 @@ def test_default_launch_shape_follows_the_measured_sweep():
         return _launch_shape(u, Bm, DEFAULT_CONFIG, backward)[-1]["DG"]
 
     assert dg(8, 30000, False) == dg(8, 30000, True) == 128
-    assert dg(32, 500, False) == 32 and dg(32, 100, False) == 16
+    assert dg(32, 500, False) == 32 and dg(32, 100, False) <= 16
     assert dg(32, 500, True) == dg(32, 100, True) == 128
