@@ -9,6 +9,9 @@ the ``gpu`` tests add opcheck for them and a model compiled by Inductor.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -248,3 +251,18 @@ def test_gpu_model_compiles_fullgraph_and_exports(backend):
     assert "helix.bimamba_inner_triton.default" in {str(n.target) for n in program.graph.nodes}
     with torch.no_grad():
         torch.testing.assert_close(program.module()(wave), model(wave), rtol=1e-4, atol=1e-4)
+
+
+def test_a_fresh_process_exports_a_model_whose_first_call_is_the_export(tmp_path):
+    """The numba kernels' first import must not happen inside torch.export's trace (it swaps the math
+    builtins numba registers): building the model loads them. In a fresh process, as a user runs it."""
+    script = tmp_path / "export_first.py"
+    script.write_text(
+        "import torch\n"
+        "from helix.models import create_model\n"
+        "model = create_model('pure_mamba_raw', 3, pattern='M', d_model=16).eval()\n"
+        "program = torch.export.export(model, (torch.randn(1, 1600),))\n"
+        "print('exported', len(program.graph.nodes))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "exported" in done.stdout

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from helix.ops.backend import resolve_backend
+from helix.ops.backend import preload_cpu_kernels, resolve_backend
 from helix.ops.causal_conv import causal_conv1d_silu
 from helix.ops.selective_scan import selective_scan
 
@@ -29,6 +29,7 @@ class SelectiveSSM(nn.Module):
         super().__init__()
         self.d_inner, self.d_state, self.dt_rank = d_inner, d_state, dt_rank
         self.scan_backend = scan_backend
+        preload_cpu_kernels(scan_backend)  # before any export trace (see the function)
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)

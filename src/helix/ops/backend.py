@@ -75,6 +75,19 @@ def cpu_kernels_available() -> bool:
     return _numba_ok
 
 
+def preload_cpu_kernels(backend: str) -> None:
+    """Import the numba kernel modules now if ``backend`` may pick them for CPU tensors.
+
+    Their first import compiles (or loads cached) machine code, and numba then registers typing for
+    ``math`` functions, which fails inside ``torch.export``'s non-strict trace: the trace swaps those
+    builtins for its own. Layers call this when they are built, so a model whose first call is an
+    export traces; the cost is paid once per process, as the first CPU forward would pay it.
+    """
+    if backend in ("auto", "cpu") and cpu_kernels_available():
+        for module in ("selective_scan.cpu", "causal_conv.cpu"):
+            importlib.import_module(f"helix.ops.{module}")
+
+
 def through_custom_op() -> bool:
     """Whether the kernels are called through their ``torch.library`` custom ops (``ops/*/library.py``).
 
