@@ -1,4 +1,8 @@
-"""The attention block (layers/attention.py): the lean FFN recompute."""
+"""The attention block (layers/attention.py): the lean (selectively checkpointed) block.
+
+Named test_attention_block.py: tests/ops/test_attention.py holds the attention op's tests, and
+pytest needs distinct basenames here.
+"""
 
 from __future__ import annotations
 
