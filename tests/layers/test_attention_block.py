@@ -18,6 +18,7 @@ def test_lean_attention_block_recomputes_the_ffn_and_matches(lengths):
     torch.manual_seed(0)
     plain = AttentionBlock(16, 40, n_heads=2)
     lean = AttentionBlock(16, 40, n_heads=2, lean=True)
+    lean.lean_devices = ("cpu", "cuda")  # lean applies to CUDA inputs by default; the same code here
     lean.load_state_dict(plain.state_dict())
     x = torch.randn(2, 9, 16)
     xs = [x.clone().requires_grad_() for _ in range(2)]
@@ -38,3 +39,11 @@ def test_lean_attention_block_recomputes_the_ffn_and_matches(lengths):
     torch.testing.assert_close(xs[0].grad, xs[1].grad)
     for p, q in zip(plain.parameters(), lean.parameters()):
         torch.testing.assert_close(p.grad, q.grad)
+
+
+def test_lean_attention_block_is_plain_on_cpu_by_default():
+    block = AttentionBlock(16, 40, n_heads=2, lean=True)
+    shapes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+        block(torch.randn(2, 9, 16, requires_grad=True))
+    assert (2, 9, 40) in shapes

@@ -40,8 +40,12 @@ class AttentionBlock(nn.Module):
     block keeps its input and SDPA's outputs, and remakes the norms, the qkv and output products and
     the FFN (whose (B, L, F) input and output are the block's widest activations: at 300 s, B=8 and
     F=1543, 1.5 GB; q, k, v another 0.37 GB). The recompute is two LayerNorms, four matmuls and a
-    GELU, not the attention (which costs more than all of them at long lengths).
+    GELU, not the attention (which costs more than all of them at long lengths). It applies to inputs
+    on ``lean_devices`` (CUDA): on a CPU it cost 3-10% of a HELIX step and memory is rarely what
+    limits there (the BiMamba blocks' lean path is GPU-only too).
     """
+
+    lean_devices: tuple[str, ...] = ("cuda",)
 
     def __init__(self, d_model: int, d_ffn: int, n_heads: int = 4, impl: str = "sdpa", lean: bool = False):
         super().__init__()
@@ -54,7 +58,7 @@ class AttentionBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d_model, d_ffn), nn.GELU(), nn.Linear(d_ffn, d_model))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if self.lean and torch.is_grad_enabled() and x.requires_grad:
+        if self.lean and x.device.type in self.lean_devices and torch.is_grad_enabled() and x.requires_grad:
             return checkpoint(self._body, x, lengths, use_reentrant=False, context_fn=_keep_attention_outputs)
         return self._body(x, lengths)
 

@@ -51,7 +51,7 @@ class ModelConfig:
     lean_blocks: bool = True
     """Blocks keep little for backward and recompute the rest: fused (GPU) BiMamba blocks save only
     their normalised input (x_dbl, the scan output and every inner activation are remade), and
-    attention blocks recompute their FFN's wide (B, L, F) activations. False keeps everything."""
+    attention blocks (on CUDA) keep only their input and SDPA's outputs. False keeps everything."""
     sample_rate: int = 16000
     """Input sample rate in Hz; waveforms must already be at this rate."""
     mel_stft: str = "fft"
