@@ -1,6 +1,6 @@
 """Compile the scan kernels for an H100 (sm_90) on a machine without a GPU and count SASS opcodes.
 
-    python benchmarks/sass_count.py [fwd] [bwd]
+    python benchmarks/sass_count.py [fwd] [bwd]        (MAXNREG=128 caps ptxas's registers)
 
 Uses the kernels' real specialisation for the BiMamba block at 300 s (B=8, 2 x 512 channels, N=32,
 bf16, strides divisible by 16, unit strides constant), Triton's bundled ``nvdisasm``, and reports
@@ -35,13 +35,16 @@ STRIDES = {
     "sz_b": D * L, "sz_d": L, "sz_l": 1, "so_b": D * L, "so_d": L, "so_l": 1, "sg_b": D * L, "sg_d": L, "sg_l": 1,
 }
 INTS = {"L": L, "D_GROUP": D // 2, "N": N, "n_chunks": -(-L // 32), "L_BC": L}
-BF16 = {"u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr", "dout_ptr", "du_ptr", "ddl_ptr", "dz_ptr"}
+BF16 = {"u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr", "dout_ptr", "du_ptr", "ddl_ptr", "dz_ptr", "y_ptr"}
 META = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BIDIR=True, REVERSE=False,
             BLOCK_T=32, BLOCK_N=32, DG=128, HAS_LEN=False, WRITE_Y=True)
-SHOWN = ("SHFL", "MUFU", "FFMA", "FMUL", "FADD", "LDG", "STG", "LDS", "STS", "BAR", "STL", "LDL", "RED")
+SHOWN = ("SHFL", "MUFU", "FFMA", "FMUL", "FADD", "LDG", "STG", "LDS", "STS", "BAR", "STL", "LDL", "RED", "REDG", "ATOMG")
 
 
-def compile_sm90(fn, meta: dict, num_warps: int = 1):
+MAXNREG = int(os.environ["MAXNREG"]) if os.environ.get("MAXNREG") else None  # ptxas register cap
+
+
+def compile_sm90(fn, meta: dict, num_warps: int = 1, maxnreg: int | None = MAXNREG):
     """The kernel compiled as the runtime would specialise it for the strides above."""
     sig, consts, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
@@ -59,7 +62,7 @@ def compile_sm90(fn, meta: dict, num_warps: int = 1):
                 if value % 16 == 0:
                     attrs[(i,)] = [["tt.divisibility", 16]]
     src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "maxnreg": maxnreg})
 
 
 def disassemble(compiled) -> str:
@@ -68,6 +71,17 @@ def disassemble(compiled) -> str:
         f.write(compiled.asm["cubin"])
         f.flush()
         return subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
+
+
+def resource_usage(compiled) -> str:
+    """Registers, spill stores/loads (bytes) and stack frame from ``cuobjdump -res-usage``."""
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        out = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", out)
+    return f"REG {m.group(1)} STACK {m.group(2)} SHARED {m.group(3)} LOCAL {m.group(4)}" if m else out.strip()
 
 
 def opcode_counts(sass: str) -> tuple[collections.Counter, collections.Counter]:
@@ -94,7 +108,7 @@ def opcode_counts(sass: str) -> tuple[collections.Counter, collections.Counter]:
 
 def main(argv=None) -> None:
     which = (argv if argv is not None else sys.argv[1:]) or ["fwd", "bwd"]
-    print(f"triton {triton.__version__}, sm_90, B=8 L={L} D={D} N={N} bf16 bidirectional")
+    print(f"triton {triton.__version__}, sm_90, B=8 L={L} D={D} N={N} bf16 bidirectional, maxnreg {MAXNREG}")
     for name in which:
         fn = {"fwd": kernels._fwd_scan, "bwd": kernels._bwd_scan}[name]
         compiled = compile_sm90(fn, META)
@@ -105,7 +119,19 @@ def main(argv=None) -> None:
             shown = " ".join(f"{k} {counts[k]}" for k in SHOWN)
             print(f"{name:4s} {label:13s} total {sum(counts.values()):5d} | {shown}")
         print(f"{name:4s} layout conversions {converts}, local stores in PTX {spills}")
+        print(f"{name:4s} {resource_usage(compiled)} | n_regs {getattr(compiled.metadata, 'n_regs', '-')}"
+              f" | STL/LDL kernel {whole['STL']}/{whole['LDL']} loop {loop['STL']}/{loop['LDL']}")
 
 
 if __name__ == "__main__":
     main()
+
+
+def dump(name: str, outdir: str) -> None:
+    """Write ttgir/llir/ptx/sass of one kernel to outdir (for reading)."""
+    fn = {"fwd": kernels._fwd_scan, "bwd": kernels._bwd_scan}[name]
+    compiled = compile_sm90(fn, META)
+    os.makedirs(outdir, exist_ok=True)
+    for k in ("ttir", "ttgir", "llir", "ptx"):
+        open(os.path.join(outdir, f"{name}.{k}"), "w").write(compiled.asm[k])
+    open(os.path.join(outdir, f"{name}.sass"), "w").write(disassemble(compiled))
