@@ -20,12 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from helix.data.cache import cache_datasets
-from helix.data.recipes import get_recipe
 from helix.data.tasks import build_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data_loading import measure  # noqa: E402
-from bench_data_prepare import generate, machine  # noqa: E402
+from bench_data_loading import measure, prepared_corpus  # noqa: E402
+from bench_data_prepare import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "### Decode-once cache (issue 13)"
@@ -42,10 +41,7 @@ def main() -> None:
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args()
     root = Path(args.root)
-    generate(root, args.files)
-    recipe = get_recipe("speechcommands")
-    if not recipe.manifest_path(root).exists():
-        recipe.prepare(root, progress=False)
+    prepared_corpus(root, args.files)
     cache_dir = root / "helix" / "cache"
     for old in cache_dir.glob("decoded-*"):  # the first disk build is timed too
         old.unlink()

@@ -41,6 +41,14 @@ def measure(dataset, workers: int, batches: int, warmup: int, batch_size: int = 
     return batches * batch_size / seconds
 
 
+def prepared_corpus(root: Path, files: int) -> None:
+    """A generated Speech Commands-layout corpus of ``files`` clips under ``root``, prepared once."""
+    generate(root, files)
+    recipe = get_recipe("speechcommands")
+    if not recipe.manifest_path(root).exists():
+        recipe.prepare(root, progress=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default="/tmp/helix-bench-speechcommands")
@@ -51,10 +59,7 @@ def main() -> None:
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args()
     root = Path(args.root)
-    generate(root, args.files)
-    recipe = get_recipe("speechcommands")
-    if not recipe.manifest_path(root).exists():
-        recipe.prepare(root, progress=False)
+    prepared_corpus(root, args.files)
     train, _, _, names = build_task("speechcommands", root, 1.0)
     lines = []
     for workers in args.workers:
