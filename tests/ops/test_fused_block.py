@@ -86,6 +86,18 @@ def test_causal_conv_grads_small_tiles(monkeypatch, K, L, bidirectional):
     _conv_grads_vs_reference(2, 7, L, K, bidirectional, torch.float32, seed=K)
 
 
+@pytest.mark.parametrize("L", [1, 100, 500, 30000])
+def test_conv_tiles_fit_short_rows_and_cap_long_ones(L):
+    """A short row is one program per channel with less than twice its steps in tiles (1 s raw audio
+    is L = 100: the fixed 2,048-step programs did ~20x the work); a long row uses the capped tiles."""
+    kernels = pytest.importorskip("helix.ops.causal_conv.triton")
+    fwd_bt, dpre_bt, dpre_nt, dx_bt = kernels.conv_tiles(L)
+    for covered in (fwd_bt, dpre_bt * dpre_nt, dx_bt):
+        assert covered >= min(L, 16) and (covered < 2 * max(L, 16) or L >= 2048)
+    if L >= 30000:
+        assert (fwd_bt, dpre_bt, dpre_nt, dx_bt) == (kernels._BT, kernels._DPRE_BT, kernels._DPRE_NT, kernels._DX_BT)
+
+
 @pytest.mark.parametrize("lean", [True, False], ids=["lean-recompute", "autograd-saves-all"])
 def test_fused_bimamba_block_matches_reference_path(lean):
     """Same parameters, same input: the fused Triton path equals the two-mixer reference path."""
@@ -107,23 +119,34 @@ def test_fused_bimamba_block_matches_reference_path(lean):
         assert rel(grads[name].grad.cpu(), p.grad) < 1e-4, name
 
 
+def _saved_activation_bytes(lean, L=70):
+    """Bytes of the (B, L, ...) activations one BiMamba block keeps for backward (B=2)."""
+    torch.manual_seed(0)
+    block = BiMambaBlock(16, d_state=16, scan_backend="triton", lean=lean).to(DEVICE)
+    seen = {}
+
+    def pack(t):
+        if L in t.shape:  # activations, not weights
+            seen[(t.data_ptr(), t.shape)] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        block(torch.randn(2, L, 16, device=DEVICE, requires_grad=True))
+    return sum(seen.values())
+
+
 def test_lean_block_saves_a_fraction_of_the_activations():
     """The lean path keeps h, x_dbl and y; autograd over the same products keeps every activation."""
-    L = 70
-
-    def saved_activation_bytes(lean):
-        torch.manual_seed(0)
-        block = BiMambaBlock(16, d_state=16, scan_backend="triton", lean=lean).to(DEVICE)
-        seen = {}
-
-        def pack(t):
-            if L in t.shape:  # activations, not weights
-                seen[(t.data_ptr(), t.shape)] = t.numel() * t.element_size()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            block(torch.randn(2, L, 16, device=DEVICE, requires_grad=True))
-        return sum(seen.values())
-
-    lean, full = saved_activation_bytes(True), saved_activation_bytes(False)
+    lean, full = _saved_activation_bytes(True), _saved_activation_bytes(False)
     assert 0 < lean < 0.6 * full, (lean, full)
+
+
+def test_auto_lean_block_is_lean_for_large_batches_only(monkeypatch):
+    """lean_blocks "auto": a batch below the token threshold keeps everything, one above it is lean."""
+    from helix.layers import lean as lean_rule
+
+    lean, full = _saved_activation_bytes(True), _saved_activation_bytes(False)
+    monkeypatch.setattr(lean_rule, "LEAN_AUTO_TOKENS", 2 * 70 + 1)  # the batch (2 x 70 tokens) is below
+    assert _saved_activation_bytes("auto") == full
+    monkeypatch.setattr(lean_rule, "LEAN_AUTO_TOKENS", 2 * 70)
+    assert _saved_activation_bytes("auto") == lean

@@ -180,9 +180,23 @@ def _conv_bwd_dx(dpre_ptr, w_ptr, len_ptr, dx_ptr, C, L, HALF, BIDIR, K: tl.cons
         _dx_span(dpre_ptr + row * L, dx_ptr + row * L, w_ptr + c * K, t, L, nv, 1, K)
 
 
-_BC, _BT = 4, 256  # forward tile
-_DPRE_BT, _DPRE_NT = 512, 4  # backward: one program per channel and 2048 steps, in tiles of 512
+_BC, _BT = 4, 256  # forward tile (at most)
+_DPRE_BT, _DPRE_NT = 512, 4  # backward: one program per channel and up to 2048 steps, in tiles of up to 512
 _DX_BT = 1024
+
+
+def _tile(L: int, cap: int) -> int:
+    """Steps per tile: ``cap``, or the next power of two above L (at least 16) when that is smaller.
+
+    Short clips (1 s raw is L = 100) would otherwise run mostly masked-off tiles: at L = 100 the
+    backward's 2,048-step programs did ~20x the work needed, a tenth of a 1 s training step."""
+    return min(cap, max(16, triton.next_power_of_2(L)))
+
+
+def conv_tiles(L: int) -> tuple[int, int, int, int]:
+    """(forward tile, dpre tile, dpre tiles per program, dx tile) for rows of L steps."""
+    dpre_bt = _tile(L, _DPRE_BT)
+    return _tile(L, _BT), dpre_bt, min(_DPRE_NT, triton.cdiv(L, dpre_bt)), _tile(L, _DX_BT)
 
 
 def conv_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, bidirectional: bool,
@@ -192,9 +206,10 @@ def conv_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, bidirectiona
     Bsz, C, L = x.shape
     K = w.shape[1]
     out = torch.empty((Bsz, C, L), dtype=x.dtype, device=x.device)
-    grid = (triton.cdiv(L, _BT), triton.cdiv(C, _BC), Bsz)
+    bt = conv_tiles(L)[0]
+    grid = (triton.cdiv(L, bt), triton.cdiv(C, _BC), Bsz)
     _conv_fwd[grid](x, w, b, lengths if lengths is not None else b, out, C, L, C // 2, int(bidirectional),
-                    x.stride(0), x.stride(1), K=K, BC=_BC, BT=_BT, HAS_LEN=lengths is not None, num_warps=4)
+                    x.stride(0), x.stride(1), K=K, BC=_BC, BT=bt, HAS_LEN=lengths is not None, num_warps=4)
     return out
 
 
@@ -208,15 +223,16 @@ def conv_backward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, dout: torch
     db = torch.zeros_like(b)
     K = w.shape[1]
     dpre = torch.empty((Bsz, C, L), dtype=torch.float32, device=x.device)
-    grid = (triton.cdiv(L, _DPRE_BT * _DPRE_NT), C, Bsz)
+    _, dpre_bt, dpre_nt, dx_bt = conv_tiles(L)
+    grid = (triton.cdiv(L, dpre_bt * dpre_nt), C, Bsz)
     lens = lengths if lengths is not None else b  # never read without HAS_LEN
     has_len = lengths is not None
     _conv_bwd_dpre[grid](x, w, b, lens, dout, dpre, dw, db, C, L, C // 2, int(bidirectional),
                          x.stride(0), x.stride(1), dout.stride(0), dout.stride(1),
-                         K=K, KP=triton.next_power_of_2(K), BT=_DPRE_BT, NT=_DPRE_NT, HAS_LEN=has_len, num_warps=4)
+                         K=K, KP=triton.next_power_of_2(K), BT=dpre_bt, NT=dpre_nt, HAS_LEN=has_len, num_warps=4)
     dx = torch.empty((Bsz, C, L), dtype=x.dtype, device=x.device)
-    _conv_bwd_dx[(triton.cdiv(L, _DX_BT), C, Bsz)](dpre, w, lens, dx, C, L, C // 2, int(bidirectional),
-                                                   K=K, BT=_DX_BT, HAS_LEN=has_len, num_warps=4)
+    _conv_bwd_dx[(triton.cdiv(L, dx_bt), C, Bsz)](dpre, w, lens, dx, C, L, C // 2, int(bidirectional),
+                                                   K=K, BT=dx_bt, HAS_LEN=has_len, num_warps=4)
     return dx, dw, db
 
 
