@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from helix.layers.lean import check_setting, is_lean
 from helix.ops.attention import ATTENTION_IMPLS, attention
 
 
@@ -47,9 +48,10 @@ class AttentionBlock(nn.Module):
 
     lean_devices: tuple[str, ...] = ("cuda",)
 
-    def __init__(self, d_model: int, d_ffn: int, n_heads: int = 4, impl: str = "sdpa", lean: bool = False):
+    def __init__(self, d_model: int, d_ffn: int, n_heads: int = 4, impl: str = "sdpa", lean: bool | str = False):
         super().__init__()
-        self.lean = lean
+        check_setting(lean)
+        self.lean = lean  # True, False or "auto" (large batches only: layers/lean.py)
         if d_ffn <= 0:
             raise ValueError(f"d_ffn must be positive, got {d_ffn}")
         self.norm1 = nn.LayerNorm(d_model)
@@ -58,7 +60,7 @@ class AttentionBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d_model, d_ffn), nn.GELU(), nn.Linear(d_ffn, d_model))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if self.lean and x.device.type in self.lean_devices and torch.is_grad_enabled() and x.requires_grad:
+        if is_lean(self.lean, x) and x.device.type in self.lean_devices and torch.is_grad_enabled() and x.requires_grad:
             return checkpoint(self._body, x, lengths, use_reentrant=False, context_fn=_keep_attention_outputs)
         return self._body(x, lengths)
 

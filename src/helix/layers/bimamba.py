@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from helix.layers.lean import check_setting, is_lean
 from helix.layers.mamba import MambaMixer
 from helix.ops.backend import resolve_backend
 from helix.ops.bimamba import bimamba_inner
@@ -36,9 +37,12 @@ class BiMambaBlock(nn.Module):
     """(B, L, D) -> (B, L, D); two independent mixers, concatenated and projected (2D -> D)."""
 
     def __init__(self, d_model: int, d_state: int = 32, d_conv: int = 4, expand: int = 2,
-                 dt_rank: int | None = None, scan_backend: str = "auto", lean: bool = True):
+                 dt_rank: int | None = None, scan_backend: str = "auto", lean: bool | str = True):
         super().__init__()
-        self.lean = lean  # fused path: recompute the inner activations in backward (ops/bimamba/fused.py)
+        check_setting(lean)
+        # fused path: recompute the inner activations in backward (ops/bimamba/fused.py); "auto": for
+        # large batches only (layers/lean.py)
+        self.lean = lean
         self.norm = nn.LayerNorm(d_model)
         self.fwd = MambaMixer(d_model, d_state, d_conv, expand, dt_rank, scan_backend)
         self.bwd = MambaMixer(d_model, d_state, d_conv, expand, dt_rank, scan_backend)
@@ -64,7 +68,7 @@ class BiMambaBlock(nn.Module):
         dtype = _compute_dtype(x)
         h = self.norm(x).to(dtype)  # (B, L, Dm), one cast here instead of one per product
         w = _composed_weights(self, dtype)
-        out = bimamba_inner(h, **w, R=self.fwd.ssm.dt_rank, backend=self.fwd.ssm.scan_backend, lean=self.lean,
+        out = bimamba_inner(h, **w, R=self.fwd.ssm.dt_rank, backend=self.fwd.ssm.scan_backend, lean=is_lean(self.lean, x),
                             lengths=lengths)
         return x + (out.transpose(1, 2) + self.proj.bias)
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from helix.frontends.mel import STFT_MODES
+from helix.layers.lean import check_setting as check_lean_setting
 from helix.names import FRONTENDS
 
 LAYER_TYPES = {"M": "BiMamba block", "A": "attention block"}
@@ -48,10 +49,12 @@ class ModelConfig:
     """"none" as in the paper's equations, or "sinusoidal" added after the frontend."""
     recompute: bool = False
     """Recompute each layer's activations in backward (less memory, ~1.3x compute)."""
-    lean_blocks: bool = True
+    lean_blocks: bool | str = "auto"
     """Blocks keep little for backward and recompute the rest: fused (GPU) BiMamba blocks save only
     their normalised input (x_dbl, the scan output and every inner activation are remade), and
-    attention blocks (on CUDA) keep only their input and SDPA's outputs. False keeps everything."""
+    attention blocks (on CUDA) keep only their input and SDPA's outputs. False keeps everything;
+    "auto" is lean for batches of at least 131,072 tokens (long audio, where memory binds) and keeps
+    everything for smaller ones, where recomputing only costs time (``helix.layers.lean``)."""
     sample_rate: int = 16000
     """Input sample rate in Hz; waveforms must already be at this rate."""
     mel_stft: str = "fft"
@@ -85,6 +88,7 @@ class ModelConfig:
             raise ValueError(
                 f"scan_backend must be 'auto', 'reference', 'triton', 'cpu' or 'export', got {self.scan_backend!r}"
             )
+        check_lean_setting(self.lean_blocks)
         if self.mel_stft not in STFT_MODES:
             raise ValueError(f"mel_stft must be one of {STFT_MODES}, got {self.mel_stft!r}")
         if self.pos_encoding not in ("none", "sinusoidal"):
