@@ -97,6 +97,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--epoch-clips", type=int, default=0, help="also time one epoch of N 1-s clips (0: skip)")
     p.add_argument("--epoch-modes", default="off,on", help="cuda_graphs settings for --epoch-clips")
+    p.add_argument("--modes", default="off,on", help="cuda_graphs settings of the step table (eager is 'off')")
     p.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run)")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -105,11 +106,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     scratch = out / "runs"
     graph_modes = ("off", "on") if args.device == "cuda" else ("off",)
+    step_modes = [m for m in args.modes.split(",") if m in graph_modes]
     rows = []
     for seconds in (float(s) for s in args.seconds.split(",") if s):
         for name in args.models.split(","):
             row = {"model": name, "seconds": seconds}
-            for g in graph_modes:
+            for g in step_modes:
                 row[f"ms_{g}"] = step_ms(name, args.batch, seconds, args.steps, args.workers, g, scratch / "run",
                                          args.device)
                 row[f"launches_{g}"] = launches_per_step(name, args.batch, seconds, args.workers, g,
@@ -125,9 +127,12 @@ def main() -> None:
     def cell(v, fmt):
         return "-" if v is None else format(v, fmt)
 
+    def speedup(r):
+        return r["ms_off"] / r["ms_on"] if r.get("ms_on") and r.get("ms_off") else None
+
     table = head + "".join(
-        f"| {r['model']} | {r['seconds']:g} | {r['ms_off']:.1f} | {cell(r.get('ms_on'), '.1f')} | "
-        f"{cell(r['ms_off'] / r['ms_on'] if r.get('ms_on') else None, '.2f')}x | {cell(r['launches_off'], '.0f')} | "
+        f"| {r['model']} | {r['seconds']:g} | {cell(r.get('ms_off'), '.1f')} | {cell(r.get('ms_on'), '.1f')} | "
+        f"{cell(speedup(r), '.2f')}x | {cell(r.get('launches_off'), '.0f')} | "
         f"{cell(r.get('launches_on'), '.0f')} |\n" for r in rows)
     if args.epoch_clips:
         name = args.models.split(",")[0]

@@ -5,6 +5,7 @@ one tree per PYTHONPATH:
 
     PYTHONPATH=.old/src python3 benchmarks/profile_step.py old
     PYTHONPATH=src python3 benchmarks/profile_step.py new --model helix_raw --seconds 5 --batch 32
+    PYTHONPATH=src python3 benchmarks/profile_step.py full --seconds 1 --batch 32 --set lean_blocks=false
 """
 
 import argparse
@@ -20,10 +21,21 @@ p.add_argument("--model", default="pure_mamba_raw")
 p.add_argument("--seconds", type=float, default=300.0)
 p.add_argument("--batch", type=int, default=8)
 p.add_argument("--top", type=int, default=14)
+p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+               help="model config overrides, e.g. lean_blocks=false (values: true/false, ints, or text)")
 args = p.parse_args()
 
+
+def _value(text: str):
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
+
 torch.manual_seed(0)
-model = create_model(args.model, 1313).cuda()
+model = create_model(args.model, 1313, **overrides).cuda()
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 x = torch.randn(args.batch, int(args.seconds * 16000), device="cuda")
 y = torch.randint(0, 1313, (args.batch,), device="cuda")
@@ -49,7 +61,7 @@ for ev in prof.key_averages():
     if t:
         rows.append((t / 1e3, ev.count, ev.key[:70]))
 rows.sort(reverse=True)
-tag = f"{args.label} {args.model} {args.seconds:g}s B={args.batch}"
+tag = f"{args.label} {args.model} {args.seconds:g}s B={args.batch} {overrides or ''}"
 print(tag, "total kernel ms", round(sum(r[0] for r in rows), 1), "kernels", sum(r[1] for r in rows))
 for r in rows[:args.top]:
     print(f"{args.label:4s} {r[0]:8.2f} ms x{r[1]:<4d} {r[2]}")
