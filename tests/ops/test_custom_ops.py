@@ -233,12 +233,13 @@ def test_gpu_triton_ops_pass_opcheck():
     torch.library.opcheck(torch.ops.helix.bimamba_inner_triton.default, (*inner, 2, lengths), test_utils=checks)
 
 
-@gpu
-@pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
-def test_gpu_model_compiles_fullgraph_and_exports(backend):
-    model = _tiny("helix_raw").cuda()
-    wave = torch.randn(4, 16000, device="cuda", generator=torch.Generator("cuda").manual_seed(2))
+# lean blocks run as one fused op; below the "auto" threshold (layers/lean.py) the blocks keep
+# everything and autograd composes the scan and conv ops
+FUSED_OPS = {True: {"helix.bimamba_inner_triton.default"},
+             "auto": {"helix.causal_conv_triton.default", "helix.selective_scan_triton.default"}}
+
+
+def _compiles_and_exports(model, wave, backend, lean):
     params = list(model.parameters())
 
     def step(m):
@@ -248,9 +249,30 @@ def test_gpu_model_compiles_fullgraph_and_exports(backend):
     torch._dynamo.reset()
     _assert_close(step(model), step(torch.compile(model, fullgraph=True, backend=backend)), 1e-4)
     program = torch.export.export(model.eval(), (wave,))
-    assert "helix.bimamba_inner_triton.default" in {str(n.target) for n in program.graph.nodes}
+    assert {str(n.target) for n in program.graph.nodes if "helix" in str(n.target)} == FUSED_OPS[lean]
     with torch.no_grad():
         torch.testing.assert_close(program.module()(wave), model(wave), rtol=1e-4, atol=1e-4)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("lean", [True, "auto"], ids=["lean", "auto-small-batch"])
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_gpu_model_compiles_fullgraph_and_exports(backend, lean):
+    model = _tiny("helix_raw", lean_blocks=lean).cuda()
+    wave = torch.randn(4, 16000, device="cuda", generator=torch.Generator("cuda").manual_seed(2))
+    _compiles_and_exports(model, wave, backend, lean)
+
+
+@pytest.mark.parametrize("lean", [True, "auto"], ids=["lean", "auto-small-batch"])
+def test_triton_model_compiles_fullgraph_and_exports_on_cpu(lean):
+    """The GPU test above through Triton's interpreter (tests/ops/conftest.py), so CI covers it: the
+    Triton ops (fused when lean, composed otherwise) trace without a graph break and export."""
+    if torch.cuda.is_available():
+        pytest.skip("the GPU test covers this compiled")
+    model = _tiny("helix_raw", scan_backend="triton", lean_blocks=lean)
+    wave = torch.randn(2, 1600, generator=torch.Generator().manual_seed(2))
+    _compiles_and_exports(model, wave, "aot_eager", lean)
 
 
 def test_a_fresh_process_exports_a_model_whose_first_call_is_the_export(tmp_path):
