@@ -15,6 +15,7 @@ def test_auto_is_lean_from_the_token_threshold_up():
     assert not lean_rule.is_lean("auto", torch.empty(1, n - 1, 0))
     assert lean_rule.is_lean("auto", torch.empty(1, n, 0))
     assert lean_rule.is_lean("auto", torch.empty(8, 30000, 0))  # 300 s raw at B=8: the long-audio regime
+    assert lean_rule.is_lean("auto", torch.empty(32, 3000, 0))  # the 30 s LibriSpeech preset stays lean
     assert not lean_rule.is_lean("auto", torch.empty(32, 500, 0))  # 5 s raw at B=32
     assert lean_rule.is_lean(True, torch.empty(1, 1, 0)) and not lean_rule.is_lean(False, torch.empty(8, 30000, 0))
 

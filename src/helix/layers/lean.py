@@ -2,8 +2,9 @@
 
 ``True`` / ``False`` apply to every batch. ``"auto"`` (the default) decides per batch from its size:
 lean from :data:`LEAN_AUTO_TOKENS` tokens (batch x tokens per clip) up, where activations dominate a
-step's memory (300 s raw at B=8 is 240,000 tokens: the lean blocks halve the peak there), and keeping
-everything below it, where memory is small and recomputing is pure cost. Measured on the H200
+step's memory (300 s raw at B=8 is 240,000 tokens: there the lean blocks take 7.9 GB where keeping
+everything took 26.8 GB), and keeping everything below it, where memory is small and recomputing is
+pure cost. Measured on the H200
 (benchmarks/RESULTS.md section 10): the kernels of a Pure Mamba raw training step at B=32 take 10%
 less time without the recompute at 1 s (3,200 tokens) and 12% less at 5 s (16,000 tokens).
 """
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import torch
 
-LEAN_AUTO_TOKENS = 131_072
-"""Batches with at least this many tokens run lean under ``"auto"`` (B=32 from 41 s raw, B=8 from 164 s).
-Below it the blocks keep everything: ~50 KB per token for a 6-layer model, at most ~7 GB."""
+LEAN_AUTO_TOKENS = 32_768
+"""Batches with at least this many tokens run lean under ``"auto"`` (raw audio: B=32 from 10.24 s per
+clip, B=8 from 41 s). Keeping everything costs ~110 KB per token for the paper's 6-layer models
+(26.8 GB at 240,000 tokens, RESULTS.md section 2), so a batch just below the threshold needs ~3.6 GB;
+the 30 s LibriSpeech preset (B=32, 96,000 tokens) stays lean, as do CUDA-graph pools of long buckets."""
 
 SETTINGS = (True, False, "auto")
 

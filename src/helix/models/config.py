@@ -53,7 +53,7 @@ class ModelConfig:
     """Blocks keep little for backward and recompute the rest: fused (GPU) BiMamba blocks save only
     their normalised input (x_dbl, the scan output and every inner activation are remade), and
     attention blocks (on CUDA) keep only their input and SDPA's outputs. False keeps everything;
-    "auto" is lean for batches of at least 131,072 tokens (long audio, where memory binds) and keeps
+    "auto" is lean for batches of at least 32,768 tokens (long audio, where memory binds) and keeps
     everything for smaller ones, where recomputing only costs time (``helix.layers.lean``)."""
     sample_rate: int = 16000
     """Input sample rate in Hz; waveforms must already be at this rate."""
