@@ -32,7 +32,9 @@ def test_second_run_into_a_busy_folder_stops_at_once_and_ctrl_c_is_one_line(tmp_
     from helix.training.config_io import load_config
 
     config = tmp_path / "long.yaml"
-    config.write_text(load_config(None, TINY + ["optim.epochs=500"]).to_yaml())
+    # far more epochs than the test lasts (a TINY epoch takes ~0.1 s): with 500 the first run could reach
+    # its own end, and a Ctrl-C during the interpreter's shutdown is ignored (exit status 0)
+    config.write_text(load_config(None, TINY + ["optim.epochs=100000"]).to_yaml())
     out = tmp_path / "run"
     first = subprocess.Popen(_train(config, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True)
