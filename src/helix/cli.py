@@ -22,6 +22,7 @@ import yaml
 
 import helix
 import helix.commands
+from helix.utils.interrupts import handling_interrupts
 
 _RST_ROLE = re.compile(r":(?:func|class|meth|mod|data|attr|obj):`~?([^`]+)`")
 
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with handling_interrupts():  # a Ctrl-C is never lost, nor turned into a writer's error
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("\nhelix: interrupted", file=sys.stderr)
         return 130

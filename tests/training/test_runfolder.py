@@ -96,3 +96,32 @@ def test_out_that_is_a_file_is_refused(tiny, tmp_path):
     with pytest.raises(ValueError, match=f"--out {path} is an existing file, not a folder"):
         Trainer(tiny(f"out_dir={path}"), verbose=False).fit()
     assert path.read_text() == "x"
+
+
+def test_ctrl_c_during_a_checkpoint_write_finishes_it_and_ends_as_interrupted(tmp_path, monkeypatch, capsys):
+    """A SIGINT that lands while ``torch.save`` writes used to surface as its error ("unexpected
+    pos ...", exit 1) with the file dropped; now the checkpoint is written whole and the run ends as
+    interrupted (exit 130, one line)."""
+    import helix.training.loop as loop
+    from helix.cli import main
+    from helix.models.checkpoint import load_checkpoint
+    from helix.training.config_io import load_config
+
+    real_save = loop.save_checkpoint
+    saved = []
+
+    def save_hit_by_ctrl_c(path, payload, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while this checkpoint is being written
+        time.sleep(0.2)
+        saved.append(real_save(path, payload, *args, **kwargs))
+        return saved[-1]
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_hit_by_ctrl_c)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(load_config(None, TINY).to_yaml())
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "helix: interrupted"
+    assert len(saved) == 1 and load_checkpoint(saved[0])["model"]  # written whole, loads safely
+    assert not list(out.glob(".*.tmp"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the command put it back

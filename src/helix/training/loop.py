@@ -39,6 +39,7 @@ from helix.core.rundir import RunFolderLock, RunLogger, environment
 from helix.training.schedule import build_optimizer, build_scheduler, current_lr
 from helix.training.step import GraphedSteps, StepParts, optimizer_step
 from helix.core.threads import choose_cpu_threads, default_loader_workers, set_cpu_threads
+from helix.utils.interrupts import check_interrupt, interrupts_deferred
 
 
 class NonFiniteLossError(RuntimeError):
@@ -266,6 +267,10 @@ class Trainer:
         self._say(f"resumed {self.out} at epoch {self.state.epoch + 1}, step {self.state.step}")
 
     def _save(self, path: Path, training_state: bool = True) -> None:
+        with interrupts_deferred():  # Ctrl-C: the checkpoint is written whole, then the run stops
+            self._save_now(path, training_state)
+
+    def _save_now(self, path: Path, training_state: bool) -> None:
         if self.env.is_main:
             extra = (dict(optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, device=self.device)
                      if training_state else {})
@@ -329,6 +334,7 @@ class Trainer:
         pending = None
         self._mark = time.perf_counter()
         for batch in range(st.batch_in_epoch, self.steps_per_epoch):
+            check_interrupt()  # a Ctrl-C lost in a finalizer still stops the run here
             lr = current_lr(self.scheduler)
             stats, count = self.step_fn(batches, st.step)
             st.step, st.batch_in_epoch = st.step + 1, batch + 1
