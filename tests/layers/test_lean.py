@@ -20,6 +20,14 @@ def test_auto_is_lean_from_the_token_threshold_up():
     assert lean_rule.is_lean(True, torch.empty(1, 1, 0)) and not lean_rule.is_lean(False, torch.empty(8, 30000, 0))
 
 
+def test_auto_without_gradients_takes_the_fused_path():
+    """Inference keeps nothing either way; "auto" then runs the fused op (the one inference always ran)."""
+    with torch.no_grad():
+        assert lean_rule.is_lean("auto", torch.empty(1, 10, 0))
+        assert not lean_rule.is_lean(False, torch.empty(1, 10, 0))
+    assert not lean_rule.is_lean("auto", torch.empty(1, 10, 0))
+
+
 @pytest.mark.parametrize("bad", ["yes", 1, 0, None, "Auto"])
 def test_other_settings_are_refused_with_their_name(bad):
     with pytest.raises(ValueError, match="lean_blocks must be true, false or 'auto'"):

@@ -60,7 +60,8 @@ class AttentionBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d_model, d_ffn), nn.GELU(), nn.Linear(d_ffn, d_model))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if is_lean(self.lean, x) and x.device.type in self.lean_devices and torch.is_grad_enabled() and x.requires_grad:
+        # the size rule last: inference and export never evaluate it (no shape guard in their graphs)
+        if x.device.type in self.lean_devices and torch.is_grad_enabled() and x.requires_grad and is_lean(self.lean, x):
             return checkpoint(self._body, x, lengths, use_reentrant=False, context_fn=_keep_attention_outputs)
         return self._body(x, lengths)
 

@@ -28,7 +28,10 @@ def check_setting(value) -> None:
 
 
 def is_lean(setting, x: torch.Tensor) -> bool:
-    """Whether a block given ``lean_blocks=setting`` runs lean on x (B, L, D)."""
+    """Whether a block given ``lean_blocks=setting`` runs lean on x (B, L, D).
+
+    Without gradients nothing is kept either way; ``"auto"`` then answers True, so inference
+    (``predict``, ``embed``, their CUDA graphs) runs the fused BiMamba op, as with ``True``."""
     if setting == "auto":
-        return x.shape[0] * x.shape[1] >= LEAN_AUTO_TOKENS
+        return not torch.is_grad_enabled() or x.shape[0] * x.shape[1] >= LEAN_AUTO_TOKENS
     return bool(setting)
