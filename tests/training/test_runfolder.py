@@ -36,8 +36,10 @@ def test_second_run_into_a_busy_folder_stops_at_once_and_ctrl_c_is_one_line(tmp_
     # its own end, and a Ctrl-C during the interpreter's shutdown is ignored (exit status 0)
     config.write_text(load_config(None, TINY + ["optim.epochs=100000"]).to_yaml())
     out = tmp_path / "run"
+    # preexec_fn: SIGINT as a terminal gives it; a background job (``make test &``) hands its children
+    # SIGINT ignored, and Ctrl-C could not be tested
     first = subprocess.Popen(_train(config, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
+                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         while len(read_jsonl(out / "steps.jsonl")) < 2:
@@ -98,7 +100,7 @@ def test_out_that_is_a_file_is_refused(tiny, tmp_path):
     assert path.read_text() == "x"
 
 
-def test_ctrl_c_during_a_checkpoint_write_finishes_it_and_ends_as_interrupted(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_during_a_checkpoint_write_finishes_it_and_ends_as_interrupted(tmp_path, monkeypatch, capsys, request):
     """A SIGINT that lands while ``torch.save`` writes used to surface as its error ("unexpected
     pos ...", exit 1) with the file dropped; now the checkpoint is written whole and the run ends as
     interrupted (exit 130, one line)."""
@@ -117,6 +119,9 @@ def test_ctrl_c_during_a_checkpoint_write_finishes_it_and_ends_as_interrupted(tm
         return saved[-1]
 
     monkeypatch.setattr(loop, "save_checkpoint", save_hit_by_ctrl_c)
+    # a command started from a terminal has Python's handler (a pytest-xdist worker ignores SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     config = tmp_path / "tiny.yaml"
     config.write_text(load_config(None, TINY).to_yaml())
     out = tmp_path / "run"

@@ -12,6 +12,14 @@ import pytest
 from helix.utils.interrupts import check_interrupt, handling_interrupts, interrupts_deferred
 
 
+@pytest.fixture(autouse=True)
+def _pythons_sigint_handler():
+    """What a command started from a terminal has (a pytest-xdist worker ignores SIGINT instead)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _ctrl_c() -> None:
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.2)  # interrupted by the handler's KeyboardInterrupt when it raises
@@ -56,3 +64,13 @@ def test_without_the_handler_sigint_is_pythons_own():
         _ctrl_c()
         pytest.fail("the SIGINT did not interrupt")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_process_that_ignores_sigint_keeps_ignoring_it():
+    """A background job (``cmd &`` in a script) starts with SIGINT ignored; helix leaves it so."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with handling_interrupts():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        with interrupts_deferred():
+            _ctrl_c()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN

@@ -34,9 +34,12 @@ def _on_sigint(signum, frame) -> None:
 
 @contextlib.contextmanager
 def handling_interrupts() -> Iterator[None]:
-    """Route SIGINT through this module for the block (main thread only; elsewhere a no-op)."""
+    """Route SIGINT through this module for the block. Only where Python's own handler is in place, in
+    the main thread: a process that ignores SIGINT (a background job, a pytest-xdist worker) or has
+    its own handler keeps it."""
     global _pending, _installed
-    if threading.current_thread() is not threading.main_thread() or _installed:
+    if (threading.current_thread() is not threading.main_thread() or _installed
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield
         return
     previous = signal.signal(signal.SIGINT, _on_sigint)
