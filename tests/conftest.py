@@ -14,6 +14,17 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def terminal_sigint():
+    """SIGINT as a command started from a terminal has it (Python's handler). A background job
+    (``make test &`` from a script) hands its children SIGINT ignored, and Ctrl-C could not be tested."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``slow`` start first, so that under ``pytest -n 2`` they overlap the many short
     tests instead of one of them running alone at the end; ``slow(seconds=...)`` (CPU seconds,

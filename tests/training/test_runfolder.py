@@ -100,7 +100,8 @@ def test_out_that_is_a_file_is_refused(tiny, tmp_path):
     assert path.read_text() == "x"
 
 
-def test_ctrl_c_during_a_checkpoint_write_finishes_it_and_ends_as_interrupted(tmp_path, monkeypatch, capsys, request):
+def test_ctrl_c_during_a_checkpoint_write_finishes_it_and_ends_as_interrupted(tmp_path, monkeypatch, capsys,
+                                                                               terminal_sigint):
     """A SIGINT that lands while ``torch.save`` writes used to surface as its error ("unexpected
     pos ...", exit 1) with the file dropped; now the checkpoint is written whole and the run ends as
     interrupted (exit 130, one line)."""
@@ -119,9 +120,6 @@ def test_ctrl_c_during_a_checkpoint_write_finishes_it_and_ends_as_interrupted(tm
         return saved[-1]
 
     monkeypatch.setattr(loop, "save_checkpoint", save_hit_by_ctrl_c)
-    # a command started from a terminal has Python's handler (a pytest-xdist worker ignores SIGINT)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     config = tmp_path / "tiny.yaml"
     config.write_text(load_config(None, TINY).to_yaml())
     out = tmp_path / "run"

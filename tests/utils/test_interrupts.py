@@ -11,13 +11,7 @@ import pytest
 
 from helix.utils.interrupts import check_interrupt, handling_interrupts, interrupts_deferred
 
-
-@pytest.fixture(autouse=True)
-def _pythons_sigint_handler():
-    """What a command started from a terminal has (a pytest-xdist worker ignores SIGINT instead)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
+pytestmark = pytest.mark.usefixtures("terminal_sigint")  # tests/conftest.py
 
 
 def _ctrl_c() -> None:

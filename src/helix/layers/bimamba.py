@@ -68,8 +68,8 @@ class BiMambaBlock(nn.Module):
         dtype = _compute_dtype(x)
         h = self.norm(x).to(dtype)  # (B, L, Dm), one cast here instead of one per product
         w = _composed_weights(self, dtype)
-        out = bimamba_inner(h, **w, R=self.fwd.ssm.dt_rank, backend=self.fwd.ssm.scan_backend, lean=is_lean(self.lean, x),
-                            lengths=lengths)
+        out = bimamba_inner(h, **w, R=self.fwd.ssm.dt_rank, backend=self.fwd.ssm.scan_backend,
+                            lean=is_lean(self.lean, x), lengths=lengths)
         return x + (out.transpose(1, 2) + self.proj.bias)
 
 

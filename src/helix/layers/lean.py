@@ -2,11 +2,11 @@
 
 ``True`` / ``False`` apply to every batch. ``"auto"`` (the default) decides per batch from its size:
 lean from :data:`LEAN_AUTO_TOKENS` tokens (batch x tokens per clip) up, where activations dominate a
-step's memory (300 s raw at B=8 is 240,000 tokens: there the lean blocks take 7.9 GB where keeping
-everything took 26.8 GB), and keeping everything below it, where memory is small and recomputing is
-pure cost. Measured on the H200
-(benchmarks/RESULTS.md section 10): the kernels of a Pure Mamba raw training step at B=32 take 10%
-less time without the recompute at 1 s (3,200 tokens) and 12% less at 5 s (16,000 tokens).
+step's memory (300 s raw at B=8 is 240,000 tokens: a Pure Mamba step there takes 7.9 GB lean on an
+H200, RESULTS.md section 9, against 26.8 GB keeping everything, section 2), and keeping everything
+below it, where memory is small and recomputing is pure cost. Measured on the H200 (section 10): the
+kernels of a Pure Mamba raw training step at B=32 take 10% less time without the recompute at 1 s
+(3,200 tokens) and 12% less at 5 s (16,000 tokens).
 """
 
 from __future__ import annotations
@@ -19,11 +19,8 @@ clip, B=8 from 41 s). Keeping everything costs ~110 KB per token for the paper's
 (26.8 GB at 240,000 tokens, RESULTS.md section 2), so a batch just below the threshold needs ~3.6 GB;
 the 30 s LibriSpeech preset (B=32, 96,000 tokens) stays lean, as do CUDA-graph pools of long buckets."""
 
-SETTINGS = (True, False, "auto")
-
-
 def check_setting(value) -> None:
-    if value not in SETTINGS or (value is not True and value is not False and not isinstance(value, str)):
+    if not (value is True or value is False or value == "auto"):
         raise ValueError(f"lean_blocks must be true, false or 'auto', got {value!r}")
 
 

@@ -267,14 +267,11 @@ class Trainer:
         self._say(f"resumed {self.out} at epoch {self.state.epoch + 1}, step {self.state.step}")
 
     def _save(self, path: Path, training_state: bool = True) -> None:
-        with interrupts_deferred():  # Ctrl-C: the checkpoint is written whole, then the run stops
-            self._save_now(path, training_state)
-
-    def _save_now(self, path: Path, training_state: bool) -> None:
         if self.env.is_main:
             extra = (dict(optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, device=self.device)
                      if training_state else {})
-            save_checkpoint(path, training_payload(self.cfg, self.state, self.raw_model, self.data.class_names,
+            with interrupts_deferred():  # Ctrl-C: the checkpoint is written whole, then the run stops
+                save_checkpoint(path, training_payload(self.cfg, self.state, self.raw_model, self.data.class_names,
                                                    self.clip_seconds, self.multilabel, **extra))
 
     # ------------------------------------------------------------------ training

@@ -35,7 +35,7 @@ def _on_sigint(signum, frame) -> None:
 @contextlib.contextmanager
 def handling_interrupts() -> Iterator[None]:
     """Route SIGINT through this module for the block. Only where Python's own handler is in place, in
-    the main thread: a process that ignores SIGINT (a background job, a pytest-xdist worker) or has
+    the main thread: a process that ignores SIGINT (a background job started by a script) or has
     its own handler keeps it."""
     global _pending, _installed
     if (threading.current_thread() is not threading.main_thread() or _installed
