@@ -24,8 +24,26 @@ SETTINGS = TINY + ["augment.enabled=false", "data.task_kwargs={num_train: 48, nu
                    "eval_batch_size=4"]
 
 
-def _train(args: list[str], out: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*args, "-m", "helix.cli", "train", "--config", str(out.parent / "cfg.yaml"),
+# `helix train` as the CLI runs it, then the process group's threads (Linux names them) must be
+# gone: threads that outlived destroy_process_group were torn down while the interpreter exited,
+# which now and then aborted a finished run ("terminate called without an active exception")
+THREADS_AFTER_RUN = """
+import os, sys
+from helix.cli import main
+code = main(sys.argv[1:])
+names = []
+for t in os.listdir("/proc/self/task"):
+    try:
+        names.append(open(f"/proc/self/task/{t}/comm").read().strip())
+    except OSError:
+        pass  # a thread that ended meanwhile
+print("gloo threads after the run:", sorted(n for n in names if "gloo" in n), flush=True)
+sys.exit(code)
+"""
+
+
+def _train(args: list[str], out: Path, entry: list[str] = ("-m", "helix.cli")) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*args, *entry, "train", "--config", str(out.parent / "cfg.yaml"),
                            "--out", str(out)], env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -38,7 +56,12 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     (tmp_path / "cfg.yaml").write_text(load_config(None, SETTINGS).to_yaml())
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     _train([sys.executable], single)
-    _train([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], ddp)
+    script = tmp_path / "train_then_list_threads.py"
+    script.write_text(THREADS_AFTER_RUN)
+    proc = _train([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], ddp,
+                  entry=[str(script)])
+    if Path("/proc/self/task").is_dir():
+        assert proc.stdout.count("gloo threads after the run: []") == 2, proc.stdout
 
     env = json.loads((ddp / "env.json").read_text())
     assert env["world_size"] == 2
@@ -86,7 +109,12 @@ def test_multi_label_balanced_run_on_two_gloo_processes_matches_one_process(tmp_
     (tmp_path / "cfg.yaml").write_text(load_config(None, settings).to_yaml())
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     _train([sys.executable], single)
-    _train([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], ddp)
+    script = tmp_path / "train_then_list_threads.py"
+    script.write_text(THREADS_AFTER_RUN)
+    proc = _train([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], ddp,
+                  entry=[str(script)])
+    if Path("/proc/self/task").is_dir():
+        assert proc.stdout.count("gloo threads after the run: []") == 2, proc.stdout
     a, b = (read_jsonl(d / "steps.jsonl") for d in (single, ddp))
     assert len(a) == len(b) == 8
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-4)

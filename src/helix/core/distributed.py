@@ -40,6 +40,12 @@ def setup_distributed(device_kind: str) -> DistEnv:
         return DistEnv()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
+        # Import what DDP imports lazily before the group exists. Imported after it, torch 2.13
+        # (torch._dynamo -> torch.distributed._tools.fake_collectives) keeps ten references to the
+        # default group that are never released: destroy_process_group then cannot join gloo's
+        # worker threads, they outlive the run, and one that drops a tensor while the interpreter
+        # exits aborts a finished run ("terminate called without an active exception").
+        import torch._dynamo  # noqa: F401
         backend = "nccl" if device_kind == "cuda" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
