@@ -48,12 +48,13 @@ def _data(n_train, seconds, batch):
                    [str(i) for i in range(CLASSES)], "synthetic")
 
 
-def step_ms(name, batch, seconds, steps, workers, graphs, out, device) -> float:
-    """Mean optimizer-step time of the Trainer's second epoch (the first warms up and captures)."""
+def step_ms(name, batch, seconds, steps, workers, graphs, out, device) -> tuple[float, float]:
+    """Mean optimizer-step time of the Trainer's second epoch (the first warms up and captures), and
+    the share of that epoch the loop waited for the loader."""
     cfg = _config(name, batch, seconds, workers, graphs, out, device)
     Trainer(cfg, data=_data(batch * steps, seconds, batch), verbose=False).fit()
     epoch2 = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")][1]
-    return 1000 * epoch2["epoch_seconds"] / steps
+    return 1000 * epoch2["epoch_seconds"] / steps, epoch2["data_wait_frac"]
 
 
 def launches_per_step(name, batch, seconds, workers, graphs, out, device, steps=4) -> float | None:
@@ -85,7 +86,7 @@ def epoch_seconds(name, clips, batch, workers, graphs, out, device) -> dict:
     cfg = _config(name, batch, 1.0, workers, graphs, out, device)
     Trainer(cfg, data=_data(clips, 1.0, batch), verbose=False).fit()
     r = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")][1]
-    return {"epoch_seconds": r["epoch_seconds"], "clips_per_s": r["clips_per_s"]}
+    return {"epoch_seconds": r["epoch_seconds"], "clips_per_s": r["clips_per_s"], "data_wait_frac": r["data_wait_frac"]}
 
 
 def main() -> None:
@@ -112,7 +113,7 @@ def main() -> None:
         for name in args.models.split(","):
             row = {"model": name, "seconds": seconds}
             for g in step_modes:
-                row[f"ms_{g}"] = step_ms(name, args.batch, seconds, args.steps, args.workers, g, scratch / "run",
+                row[f"ms_{g}"], row[f"wait_{g}"] = step_ms(name, args.batch, seconds, args.steps, args.workers, g, scratch / "run",
                                          args.device)
                 row[f"launches_{g}"] = launches_per_step(name, args.batch, seconds, args.workers, g,
                                                          scratch / "prof", args.device)
@@ -121,8 +122,10 @@ def main() -> None:
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
     head = (f"device: {where}, torch {torch.__version__}, B={args.batch}, {args.steps} steps per epoch, "
             f"{args.workers} loader workers, augmentation + mixup on, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
+            "'loader wait': the share of the epoch the loop spent waiting for the next batch\n\n"
             "| model | clip (s) | step, eager (ms) | step, CUDA graphs (ms) | speed-up | launches/step, eager "
-            "| launches/step, graphs |\n|---|---:|---:|---:|---:|---:|---:|\n")
+            "| launches/step, graphs | loader wait, eager | loader wait, graphs |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 
     def cell(v, fmt):
         return "-" if v is None else format(v, fmt)
@@ -133,15 +136,16 @@ def main() -> None:
     table = head + "".join(
         f"| {r['model']} | {r['seconds']:g} | {cell(r.get('ms_off'), '.1f')} | {cell(r.get('ms_on'), '.1f')} | "
         f"{cell(speedup(r), '.2f')}x | {cell(r.get('launches_off'), '.0f')} | "
-        f"{cell(r.get('launches_on'), '.0f')} |\n" for r in rows)
+        f"{cell(r.get('launches_on'), '.0f')} | {cell(r.get('wait_off'), '.0%')} | {cell(r.get('wait_on'), '.0%')} |\n"
+        for r in rows)
     if args.epoch_clips:
         name = args.models.split(",")[0]
         table += f"\nOne epoch of {args.epoch_clips} one-second clips, {name}, B={args.batch}, end to end:\n\n"
-        table += "| cuda_graphs | epoch (s) | clips/s |\n|---|---:|---:|\n"
+        table += "| cuda_graphs | epoch (s) | clips/s | loader wait |\n|---|---:|---:|---:|\n"
         for g in (m for m in args.epoch_modes.split(",") if m in graph_modes):
             e = epoch_seconds(name, args.epoch_clips, args.batch, args.workers, g, scratch / "epoch", args.device)
             rows.append({"model": name, "epoch_clips": args.epoch_clips, "cuda_graphs": g, **e})
-            table += f"| {g} | {e['epoch_seconds']:.1f} | {e['clips_per_s']:.0f} |\n"
+            table += f"| {g} | {e['epoch_seconds']:.1f} | {e['clips_per_s']:.0f} | {e['data_wait_frac']:.0%} |\n"
             print(rows[-1], flush=True)
     print("\n" + table)
     (out / "short_steps.md").write_text(table)

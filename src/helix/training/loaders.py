@@ -9,6 +9,7 @@ length-bucketed batches (:class:`~helix.data.batching.BucketBatchSampler`) padde
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +140,32 @@ def train_loader(ds: Dataset, micro_batch: int, env: DistEnv, seed: int, num_wor
     # start_epoch reseeds, so random crops depend on (seed, epoch, rank) and survive a resume
     return DataLoader(ds, batch_size=micro_batch, sampler=sampler, drop_last=True,
                       num_workers=num_workers, pin_memory=pin_memory, generator=torch.Generator())
+
+
+class TimedBatches:
+    """An iterator over a loader's batches that adds up the time spent waiting for them.
+
+    :meth:`take` returns the seconds spent in ``next()`` since the last call. The training loop logs
+    that share of each epoch (``data_wait_frac``): a loop that spends a large share of its time
+    waiting for the loader is bound by it (more ``data.num_workers``, ``data.cache``), one that
+    spends a few percent is bound by the device."""
+
+    def __init__(self, batches):
+        self.batches, self.waited = batches, 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        start = time.perf_counter()
+        try:
+            return next(self.batches)
+        finally:
+            self.waited += time.perf_counter() - start
+
+    def take(self) -> float:
+        waited, self.waited = self.waited, 0.0
+        return waited
 
 
 def start_epoch(loader: DataLoader, seed: int, epoch: int, rank: int, start_index: int = 0) -> None:

@@ -31,7 +31,7 @@ from helix.models.checkpoint import load_checkpoint, save_checkpoint
 from helix.training.config import TrainConfig
 from helix.training.config_io import ENV_OVERRIDES, env_overrides
 from helix.core.distributed import all_reduce_sum, setup_distributed
-from helix.training.loaders import (RunData, build_run_data, eval_loader, micro_batch_size, start_epoch,
+from helix.training.loaders import (RunData, TimedBatches, build_run_data, eval_loader, micro_batch_size, start_epoch,
                                    train_loader)
 from helix.training.resume import (HEAD_PREFIX, TrainState, check_allowed_changes, check_resume_config, init_weights,
                                    nonfinite_message, restore_training_state, resume_command, training_payload)
@@ -320,7 +320,7 @@ class Trainer:
         cfg, st, sums = self.cfg, self.state, self.state.epoch_sums
         accum = cfg.optim.grad_accum_steps
         start_epoch(self.train_loader, cfg.seed, epoch, self.env.rank, st.batch_in_epoch * accum * self.micro)
-        batches = iter(self.train_loader)
+        batches = TimedBatches(iter(self.train_loader))
         bar = tqdm(total=self.steps_per_epoch, initial=st.batch_in_epoch, disable=not self.show_bar,
                    desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="step", dynamic_ncols=True, leave=False)
         self.model.train()
@@ -337,7 +337,7 @@ class Trainer:
             st.step, st.batch_in_epoch = st.step + 1, batch + 1
             if pending is not None:
                 self._account(*pending, bar)
-            pending = (stats, count, lr, epoch, batch, st.step)
+            pending = (stats, count, lr, epoch, batch, st.step, batches.take())
             save_now = cfg.checkpoint_every_steps and st.step % cfg.checkpoint_every_steps == 0 \
                 and batch + 1 < self.steps_per_epoch
             if not defer or save_now:
@@ -352,12 +352,14 @@ class Trainer:
         clips_per_s = count / max(sums["seconds"], 1e-9)
         return {"train_loss": loss_sum / count, "train_acc": correct / count, "epoch_seconds": sums["seconds"],
                 "clips_per_s": clips_per_s,
+                "data_wait_frac": min(1.0, sums["data_seconds"] / max(sums["seconds"], 1e-9)),
                 "tokens_per_s": clips_per_s * self.tokens if self.tokens else None}
 
     def _account(self, stats: torch.Tensor, count: int, lr: float, epoch: int, batch: int, step: int,
-                 bar) -> None:
+                 data_seconds: float, bar) -> None:
         """Read one finished step's (loss, grad norm, hits) on the host: stop on non-finite values,
-        add to the epoch sums, log, and advance the progress bar."""
+        add to the epoch sums (with the step's ``data_seconds`` waiting for the loader), log, and
+        advance the progress bar."""
         cfg, sums = self.cfg, self.state.epoch_sums
         loss, norm, hits = stats.tolist()
         bad = not math.isfinite(loss) or (not self.scaler.is_enabled() and not math.isfinite(norm))
@@ -371,13 +373,15 @@ class Trainer:
             self._stop_nonfinite(loss, norm, epoch, batch, step)
         now = time.perf_counter()
         seconds, self._mark = now - self._mark, now
-        for k, v in (("loss", loss * count), ("correct", hits), ("count", count), ("seconds", seconds)):
+        for k, v in (("loss", loss * count), ("correct", hits), ("count", count), ("seconds", seconds),
+                     ("data_seconds", data_seconds)):
             sums[k] += v
         if step % cfg.log_every_steps == 0:
             self.logger.log_step(step, {"loss": loss, "grad_norm": norm, "lr": lr})
         rate = count * self.env.world_size / max(seconds, 1e-9)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{sums['correct'] / max(sums['count'], 1):.3f}",
-                        **{"tok/s" if self.tokens else "clips/s": f"{rate * (self.tokens or 1):.0f}"})
+                        **{"tok/s" if self.tokens else "clips/s": f"{rate * (self.tokens or 1):.0f}"},
+                        data=f"{sums['data_seconds'] / max(sums['seconds'], 1e-9):.0%}")
         bar.update(1)
 
     def _stop_nonfinite(self, loss: float, norm: float, epoch: int, batch: int, step: int) -> None:
@@ -435,8 +439,10 @@ class Trainer:
 
 
 def _epoch_line(r: dict, epochs: int, metric: str = "acc") -> str:
+    # the share of the epoch spent waiting for the loader (absent from runs made before it was logged)
+    wait = f"  data {r['data_wait_frac']:.0%}" if r.get("data_wait_frac") is not None else ""
     rate = f"{r['tokens_per_s']:.0f} tok/s" if r.get("tokens_per_s") else f"{r['clips_per_s']:.1f} clips/s"
     scores = (f"val {r['val_acc']:.3f}  test {r['test_acc']:.3f}" if metric == "acc" else
               f"val {METRIC_NAMES[metric]} {r['val_' + metric]:.3f}  test {METRIC_NAMES[metric]} {r['test_' + metric]:.3f}")
     return (f"epoch {r['epoch']}/{epochs}  loss {r['train_loss']:.4f}  train {r['train_acc']:.3f}  "
-            f"{scores}  lr {r['lr']:.2e}  {rate}  {r['epoch_seconds']:.1f}s")
+            f"{scores}  lr {r['lr']:.2e}  {rate}  {r['epoch_seconds']:.1f}s{wait}")

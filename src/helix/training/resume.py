@@ -39,7 +39,10 @@ class TrainState:
     """Optimizer steps already done in the epoch in progress."""
     step: int = 0
     """Optimizer steps done overall."""
-    epoch_sums: dict = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "count": 0.0, "seconds": 0.0})
+    epoch_sums: dict = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "count": 0.0, "seconds": 0.0,
+                                                      "data_seconds": 0.0})
+    """The epoch in progress so far: summed loss and hits, examples, seconds, and the seconds of
+    those spent waiting for the loader."""
     history: list = field(default_factory=list)
 
 
@@ -156,7 +159,7 @@ def restore_training_state(ckpt: dict, model: torch.nn.Module, optimizer, schedu
         torch.cuda.set_rng_state_all(rng["cuda"])
     t = ckpt["train_state"]
     return TrainState(epoch=ckpt["epoch"], batch_in_epoch=t["batch_in_epoch"], step=ckpt["step"],
-                      epoch_sums=dict(t["epoch_sums"]), history=list(t["history"]))
+                      epoch_sums={**TrainState().epoch_sums, **t["epoch_sums"]}, history=list(t["history"]))
 
 
 def apply_optimizer_changes(optimizer, scheduler, fresh: list[dict]) -> None:
