@@ -57,10 +57,14 @@ def step_ms(name, batch, seconds, steps, workers, graphs, out, device) -> tuple[
     return 1000 * epoch2["epoch_seconds"] / steps, epoch2["data_wait_frac"]
 
 
-def launches_per_step(name, batch, seconds, workers, graphs, out, device, steps=4) -> float | None:
-    """Kernel launch calls per optimizer step (CUDA only), after warm-up and capture."""
+def launches_per_step(name, batch, seconds, workers, graphs, out, device, steps=4,
+                      trace: Path | None = None) -> tuple[float | None, float | None]:
+    """Kernel launch calls per optimizer step (CUDA only), after warm-up and capture, and the share of
+    those steps' wall time the GPU was busy (kernel and copy time over wall time: well under 1 means
+    the host or the loader, not the kernels, set the pace). ``trace``: also write the profiler's
+    timeline there (Chrome trace JSON, for chrome://tracing or Perfetto)."""
     if device != "cuda":
-        return None
+        return None, None
     from torch.profiler import ProfilerActivity, profile
 
     cfg = _config(name, batch, seconds, workers, graphs, out, device, epochs=1)
@@ -71,14 +75,20 @@ def launches_per_step(name, batch, seconds, workers, graphs, out, device, steps=
         trainer.step_fn(batches, s)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
         for s in range(6, 6 + steps):
             trainer.step_fn(batches, s)
         torch.cuda.synchronize()
+        wall_us = 1e6 * (time.perf_counter() - start)
     trainer.logger.close()
     trainer._lock.release()
+    if trace is not None:
+        prof.export_chrome_trace(str(trace))
     names = ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx", "cudaLaunchKernelExC", "cudaGraphLaunch")
-    n = sum(e.count for e in prof.key_averages() if e.key in names)
-    return n / steps
+    averages = prof.key_averages()
+    n = sum(e.count for e in averages if e.key in names)
+    busy_us = sum(e.self_device_time_total for e in averages)  # one stream: kernels and copies never overlap
+    return n / steps, min(1.0, busy_us / wall_us)
 
 
 def epoch_seconds(name, clips, batch, workers, graphs, out, device) -> dict:
@@ -100,6 +110,7 @@ def main() -> None:
     p.add_argument("--epoch-modes", default="off,on", help="cuda_graphs settings for --epoch-clips")
     p.add_argument("--modes", default="off,on", help="cuda_graphs settings of the step table (eager is 'off')")
     p.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run)")
+    p.add_argument("--trace", action="store_true", help="write each row's profiler timeline to $OUT")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_short_steps.py measures GPU steps; no CUDA device is visible (--device cpu?)")
@@ -115,17 +126,19 @@ def main() -> None:
             for g in step_modes:
                 row[f"ms_{g}"], row[f"wait_{g}"] = step_ms(name, args.batch, seconds, args.steps, args.workers, g, scratch / "run",
                                          args.device)
-                row[f"launches_{g}"] = launches_per_step(name, args.batch, seconds, args.workers, g,
-                                                         scratch / "prof", args.device)
+                trace = out / f"trace_{name}_{seconds:g}s_graphs_{g}.json" if args.trace else None
+                row[f"launches_{g}"], row[f"gpu_busy_{g}"] = launches_per_step(
+                    name, args.batch, seconds, args.workers, g, scratch / "prof", args.device, trace=trace)
             rows.append(row)
             print(row, flush=True)
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
     head = (f"device: {where}, torch {torch.__version__}, B={args.batch}, {args.steps} steps per epoch, "
             f"{args.workers} loader workers, augmentation + mixup on, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
-            "'loader wait': the share of the epoch the loop spent waiting for the next batch\n\n"
+            "'loader wait': the share of the epoch the loop spent waiting for the next batch; 'GPU busy': "
+            "kernel and copy time over wall time of 4 profiled steps\n\n"
             "| model | clip (s) | step, eager (ms) | step, CUDA graphs (ms) | speed-up | launches/step, eager "
-            "| launches/step, graphs | loader wait, eager | loader wait, graphs |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+            "| launches/step, graphs | loader wait, eager | loader wait, graphs | GPU busy, eager | GPU busy, graphs |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 
     def cell(v, fmt):
         return "-" if v is None else format(v, fmt)
@@ -136,7 +149,8 @@ def main() -> None:
     table = head + "".join(
         f"| {r['model']} | {r['seconds']:g} | {cell(r.get('ms_off'), '.1f')} | {cell(r.get('ms_on'), '.1f')} | "
         f"{cell(speedup(r), '.2f')}x | {cell(r.get('launches_off'), '.0f')} | "
-        f"{cell(r.get('launches_on'), '.0f')} | {cell(r.get('wait_off'), '.0%')} | {cell(r.get('wait_on'), '.0%')} |\n"
+        f"{cell(r.get('launches_on'), '.0f')} | {cell(r.get('wait_off'), '.0%')} | {cell(r.get('wait_on'), '.0%')} | "
+        f"{cell(r.get('gpu_busy_off'), '.0%')} | {cell(r.get('gpu_busy_on'), '.0%')} |\n"
         for r in rows)
     if args.epoch_clips:
         name = args.models.split(",")[0]
