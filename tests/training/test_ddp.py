@@ -49,6 +49,17 @@ def _train(args: list[str], out: Path, entry: list[str] = ("-m", "helix.cli")) -
     return proc
 
 
+def _train_two_ranks(out: Path) -> None:
+    """The same run under torchrun with two gloo ranks, each checking that no thread of the process
+    group outlived it."""
+    script = out.parent / "train_then_list_threads.py"
+    script.write_text(THREADS_AFTER_RUN)
+    proc = _train([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], out,
+                  entry=[str(script)])
+    if Path("/proc/self/task").is_dir():
+        assert proc.stdout.count("gloo threads after the run: []") == 2, proc.stdout
+
+
 @pytest.mark.slow  # started first (tests/conftest.py)
 def test_two_gloo_processes_match_one_process(tmp_path):
     from helix.training.config_io import load_config
@@ -56,12 +67,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     (tmp_path / "cfg.yaml").write_text(load_config(None, SETTINGS).to_yaml())
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     _train([sys.executable], single)
-    script = tmp_path / "train_then_list_threads.py"
-    script.write_text(THREADS_AFTER_RUN)
-    proc = _train([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], ddp,
-                  entry=[str(script)])
-    if Path("/proc/self/task").is_dir():
-        assert proc.stdout.count("gloo threads after the run: []") == 2, proc.stdout
+    _train_two_ranks(ddp)
 
     env = json.loads((ddp / "env.json").read_text())
     assert env["world_size"] == 2
@@ -109,12 +115,7 @@ def test_multi_label_balanced_run_on_two_gloo_processes_matches_one_process(tmp_
     (tmp_path / "cfg.yaml").write_text(load_config(None, settings).to_yaml())
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     _train([sys.executable], single)
-    script = tmp_path / "train_then_list_threads.py"
-    script.write_text(THREADS_AFTER_RUN)
-    proc = _train([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], ddp,
-                  entry=[str(script)])
-    if Path("/proc/self/task").is_dir():
-        assert proc.stdout.count("gloo threads after the run: []") == 2, proc.stdout
+    _train_two_ranks(ddp)
     a, b = (read_jsonl(d / "steps.jsonl") for d in (single, ddp))
     assert len(a) == len(b) == 8
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-4)
