@@ -47,7 +47,7 @@ def test_timed_batches_add_up_the_wait_and_hand_it_over_once():
 def test_a_slow_loader_shows_as_most_of_the_epoch(tiny):
     cfg = tiny("optim.epochs=1")
     data = build_run_data(cfg.data)
-    data.train = SlowClips(data.train, 0.03)  # 240 ms a batch of 8: far longer than the tiny step
+    data.train = SlowClips(data.train, 0.05)  # 400 ms a batch of 8: far longer than the tiny step
     Trainer(cfg, data=data, verbose=False).fit()
     record = read_jsonl(Path(cfg.out_dir) / "metrics.jsonl")[0]
     assert 0.6 < record["data_wait_frac"] <= 1.0, record
