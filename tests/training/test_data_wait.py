@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from helix.core.rundir import read_jsonl
 from helix.models.checkpoint import load_checkpoint
 from helix.training.loaders import TimedBatches, build_run_data
-from helix.training.loop import Trainer, _epoch_line
+from helix.training.loop import LOADER_BOUND_FRAC, Trainer, _epoch_line, loader_hint
 from helix.training.resume import restore_training_state
 
 
@@ -44,17 +44,29 @@ def test_timed_batches_add_up_the_wait_and_hand_it_over_once():
     assert list(batches) == [2] and batches.take() >= 0.02
 
 
-def test_a_slow_loader_shows_as_most_of_the_epoch(tiny):
-    cfg = tiny("optim.epochs=1")
+def test_a_slow_loader_shows_as_most_of_the_epoch_and_the_run_says_what_to_change(tiny, capsys):
+    cfg = tiny("optim.epochs=2")
     data = build_run_data(cfg.data)
     data.train = SlowClips(data.train, 0.05)  # 400 ms a batch of 8: far longer than the tiny step
-    Trainer(cfg, data=data, verbose=False).fit()
+    Trainer(cfg, data=data, verbose=True).fit()
     record = read_jsonl(Path(cfg.out_dir) / "metrics.jsonl")[0]
     assert 0.6 < record["data_wait_frac"] <= 1.0, record
-    assert f"data {record['data_wait_frac']:.0%}" in _epoch_line(record, 1)
+    out = capsys.readouterr().out
+    assert f"data {record['data_wait_frac']:.0%}" in out
+    # the advice comes once a run, naming the setting to change
+    assert out.count("the loader kept training waiting") == 1 and "data.num_workers=0 now" in out
+    assert "data.cache=memory" in out
     fast = tiny("optim.epochs=1", out="fast")
-    Trainer(fast, verbose=False).fit()
-    assert read_jsonl(Path(fast.out_dir) / "metrics.jsonl")[0]["data_wait_frac"] < record["data_wait_frac"]
+    Trainer(fast, verbose=True).fit()
+    fast_frac = read_jsonl(Path(fast.out_dir) / "metrics.jsonl")[0]["data_wait_frac"]
+    assert fast_frac < record["data_wait_frac"]
+    # advice only past the bound (the synthetic tiny run waits ~10-20%, more on a loaded machine)
+    assert ("the loader kept training waiting" in capsys.readouterr().out) == (fast_frac >= LOADER_BOUND_FRAC)
+
+
+def test_the_hint_leaves_out_a_cache_already_set():
+    assert "data.cache" not in loader_hint(0.5, 8, "memory")
+    assert loader_hint(0.456, 2, "none").startswith("the loader kept training waiting 46% of this epoch")
 
 
 def test_a_checkpoint_without_the_wait_sums_resumes(tiny):

@@ -279,7 +279,7 @@ class Trainer:
         """Train to ``optim.epochs`` (or continue a resumed run) and return the run summary."""
         try:
             self.setup()
-            cfg, st = self.cfg, self.state
+            cfg, st, hinted = self.cfg, self.state, False
             for epoch in range(st.epoch, cfg.optim.epochs):
                 train = self._train_epoch(epoch)
                 val = self._evaluate(self.val_loader)
@@ -300,6 +300,9 @@ class Trainer:
                     self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.raw_model.state_dict().items()}
                 self._save(self.last_path)
                 self._say(_epoch_line(record, cfg.optim.epochs, self.metric))  # stays on screen after the bar closes
+                if not hinted and record["data_wait_frac"] >= LOADER_BOUND_FRAC:
+                    hinted = True
+                    self._say(loader_hint(record["data_wait_frac"], self.num_workers, cfg.data.cache))
             summary = self._summary()
             if not self.multilabel:
                 summary.update(self._diagnose())
@@ -436,6 +439,18 @@ class Trainer:
     def _say(self, text: str) -> None:
         if self.verbose and self.env.is_main:
             print(text, flush=True)
+
+
+LOADER_BOUND_FRAC = 0.3
+"""An epoch that waited this share of its time for the loader gets :func:`loader_hint` (once a run)."""
+
+
+def loader_hint(frac: float, workers: int, cache: str) -> str:
+    """What to change when the loader, not the model, sets the pace."""
+    moves = [f"more loader workers (data.num_workers={workers} now)"]
+    if cache == "none":
+        moves.append("data.cache=memory (decode each file once, for corpora that fit in RAM)")
+    return f"the loader kept training waiting {frac:.0%} of this epoch; try " + " or ".join(moves)
 
 
 def _epoch_line(r: dict, epochs: int, metric: str = "acc") -> str:
