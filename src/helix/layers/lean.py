@@ -19,7 +19,9 @@ clip, B=8 from 41 s). Keeping everything costs ~110 KB per token for the paper's
 (26.8 GB at 240,000 tokens, RESULTS.md section 2), so a batch just below the threshold needs ~3.6 GB;
 the 30 s LibriSpeech preset (B=32, 96,000 tokens) stays lean, as do CUDA-graph pools of long buckets."""
 
+
 def check_setting(value) -> None:
+    """Refuse a ``lean_blocks`` value other than True, False or "auto" (one line naming it)."""
     if not (value is True or value is False or value == "auto"):
         raise ValueError(f"lean_blocks must be true, false or 'auto', got {value!r}")
 

@@ -271,8 +271,9 @@ class Trainer:
             extra = (dict(optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, device=self.device)
                      if training_state else {})
             with interrupts_deferred():  # Ctrl-C: the checkpoint is written whole, then the run stops
-                save_checkpoint(path, training_payload(self.cfg, self.state, self.raw_model, self.data.class_names,
-                                                   self.clip_seconds, self.multilabel, **extra))
+                payload = training_payload(self.cfg, self.state, self.raw_model, self.data.class_names,
+                                           self.clip_seconds, self.multilabel, **extra)
+                save_checkpoint(path, payload)
 
     # ------------------------------------------------------------------ training
     def fit(self) -> dict:
@@ -442,7 +443,8 @@ class Trainer:
 
 
 LOADER_BOUND_FRAC = 0.3
-"""An epoch that waited this share of its time for the loader gets :func:`loader_hint` (once a run)."""
+"""An epoch that waited this share of its time for the loader gets :func:`loader_hint` (once per
+``fit``: a resumed run may be told again)."""
 
 
 def loader_hint(frac: float, workers: int, cache: str) -> str:
