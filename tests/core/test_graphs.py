@@ -40,7 +40,10 @@ def test_on_where_it_cannot_work_is_a_configuration_error():
 def test_ddp_falls_back_with_a_message_until_nccl_capture_is_verified(setting):
     decision = resolve_cuda_graphs(setting, "cuda", shapes_repeat=True, world_size=2)
     assert not decision.enabled and "NCCL" in decision.reason
-    assert resolve_cuda_graphs(setting, "cuda", shapes_repeat=True, world_size=2, nccl_capture_verified=True).enabled
+    verified = resolve_cuda_graphs(setting, "cuda", shapes_repeat=True, world_size=2, nccl_capture_verified=True)
+    assert verified.enabled and "all-reduce inside the graph" in verified.reason
+    failed = resolve_cuda_graphs(setting, "cuda", shapes_repeat=True, world_size=2, nccl_problem="replay on rank 1 summed 0")
+    assert not failed.enabled and "replay on rank 1 summed 0" in failed.reason and "running eagerly" in failed.reason
 
 
 def test_graph_key_separates_shapes_dtypes_and_absent_inputs():

@@ -44,9 +44,35 @@ sys.exit(code)
 """
 
 
-def _train(args: list[str], out: Path, entry: list[str] = ("-m", "helix.cli")) -> subprocess.CompletedProcess:
+# the trainer with what a captured DDP step runs -- no DDP wrapper, the gradients averaged by one
+# all-reduce inside the step function -- run eagerly, so the path is checked on CPU (gloo) too
+AVERAGED_IN_STEP = """
+import sys  # argv: train --config FILE --out DIR, as helix train takes them
+from helix.core.distributed import cleanup_distributed
+from helix.core.graphs import GraphDecision
+from helix.training.config_io import load_config
+from helix.training.loop import Trainer
+from helix.training.step import GraphedSteps
+
+class AveragedInStep(Trainer):
+    def _graph_decision(self):
+        return GraphDecision(True, "the captured step's function, run eagerly")
+
+    def _setup_graphs(self):
+        assert self.grads_averaged_in_step and self.model is self.raw_model
+        self.graphs, self.eval_forward = False, None
+        self.step_fn = GraphedSteps(self.step_parts, capture=False)
+
+try:
+    AveragedInStep(load_config(sys.argv[3], ["out_dir=" + sys.argv[5]]), verbose=False).fit()
+finally:
+    cleanup_distributed()
+"""
+
+
+def _train(args: list[str], out: Path, entry: list[str] = ("-m", "helix.cli"), env=None) -> subprocess.CompletedProcess:
     proc = subprocess.run([*args, *entry, "train", "--config", str(out.parent / "cfg.yaml"),
-                           "--out", str(out)], env=ENV, capture_output=True, text=True, timeout=300)
+                           "--out", str(out)], env=env or ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -89,6 +115,19 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=2e-4)
     assert len(mb) == 2  # only rank 0 logs
 
+    # gradients averaged by the step itself (what a captured DDP step does): the same run again
+    script = tmp_path / "averaged_in_step.py"
+    script.write_text(AVERAGED_IN_STEP)
+    averaged = tmp_path / "averaged"
+    _train([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], averaged,
+           entry=[str(script)])
+    c = read_jsonl(averaged / "steps.jsonl")
+    assert [r["loss"] for r in c] == pytest.approx([r["loss"] for r in a], rel=1e-4)
+    assert [r["grad_norm"] for r in c] == pytest.approx([r["grad_norm"] for r in a], rel=1e-3)
+    wc = load_checkpoint(averaged / "last.pt")["model_state"]
+    for k in wa:
+        torch.testing.assert_close(wc[k], wa[k], rtol=1e-3, atol=2e-4)
+
 
 @pytest.mark.slow  # started first (tests/conftest.py)
 def test_multi_label_balanced_run_on_two_gloo_processes_matches_one_process(tmp_path):
@@ -127,3 +166,29 @@ def test_multi_label_balanced_run_on_two_gloo_processes_matches_one_process(tmp_
         assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-4)
         assert ra["val_map"] == pytest.approx(rb["val_map"], abs=1e-6) and ra["test_map"] == pytest.approx(rb["test_map"], abs=1e-6)
     assert json.loads((ddp / "summary.json").read_text())["metric"] == "map"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_two_gpus_replay_captured_steps_like_eager_ddp(tmp_path):
+    """torchrun on two GPUs (NCCL) with cuda_graphs on: the run captures (NCCL all-reduce inside the
+    graph, checked at set-up) and its losses and weights match the same run with eager DDP."""
+    from helix.training.config_io import load_config
+
+    settings = [s for s in SETTINGS if not s.startswith(("device=", "data.task_kwargs="))] + [
+        "device=cuda", "precision=bf16", "data.num_workers=2", "optim.epochs=3",
+        "data.task_kwargs={num_train: 64, num_val: 20, num_test: 24}"]
+    (tmp_path / "cfg.yaml").write_text(load_config(None, settings).to_yaml())
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    eager, graphed = tmp_path / "eager", tmp_path / "graphed"
+    env = {**ENV, "HELIX_OVERRIDES": "cuda_graphs=off"}
+    _train(torchrun, eager, env=env)
+    proc = _train(torchrun, graphed, env={**ENV, "HELIX_OVERRIDES": "cuda_graphs=on"})
+    assert "cuda_graphs: on -> on" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    a, b = (read_jsonl(d / "steps.jsonl") for d in (eager, graphed))
+    assert len(a) == len(b) > 0
+    torch.testing.assert_close(torch.tensor([r["loss"] for r in b]), torch.tensor([r["loss"] for r in a]),
+                               rtol=2e-2, atol=2e-2)
+    wa, wb = (load_checkpoint(d / "last.pt")["model_state"] for d in (eager, graphed))
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=5e-2, atol=5e-3, msg=k)

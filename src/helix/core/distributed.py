@@ -67,6 +67,76 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers to every rank (what DDP's constructor does; a
+    no-op for one process). For runs that average gradients themselves (:func:`average_gradients`)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    with torch.no_grad():
+        for tensor in module.state_dict(keep_vars=True).values():
+            dist.broadcast(tensor.data, src)
+
+
+def average_gradients(params, world_size: int) -> None:
+    """Replace each parameter's gradient by its mean over the ranks: one all-reduce per gradient
+    dtype on a flat copy, so a CUDA graph captures a single collective (DDP's bucketed hooks are
+    not capturable as they stand). Parameters without a gradient (frozen) are skipped; every rank
+    must have gradients for the same parameters."""
+    if world_size <= 1:
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for param in params:
+        if param.grad is not None:
+            by_dtype.setdefault(param.grad.dtype, []).append(param.grad)
+    for grads in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat.div_(world_size)
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
+
+
+def nccl_capture_problem(device: torch.device) -> str | None:
+    """Check on this setup that an NCCL all-reduce captured in a CUDA graph replays with the right
+    sum, on every rank -> None when it does, else why not (the same answer on every rank).
+
+    Every rank captures, then the ranks agree (eagerly) that all captures succeeded before any
+    replays, so a rank whose capture failed cannot leave the others waiting in a collective.
+    """
+    world, rank = dist.get_world_size(), dist.get_rank()
+    problem = None
+    try:
+        x = torch.full((8,), float(rank + 1), device=device)
+        dist.all_reduce(x.clone())  # the communicator exists before capture
+        torch.cuda.synchronize(device)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            y = x * 2
+            dist.all_reduce(y)
+    except Exception as err:  # noqa: BLE001 -- any failure means: do not capture
+        problem = f"capture failed on rank {rank}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    if _any_rank(problem is not None, device):
+        return problem or "capture failed on another rank"
+    try:
+        graph.replay()
+        torch.cuda.synchronize(device)
+        want = float(world * (world + 1))
+        if not torch.allclose(y, torch.full_like(y, want)):
+            problem = f"replay on rank {rank} summed {y[0].item():g}, expected {want:g}"
+    except Exception as err:  # noqa: BLE001
+        problem = f"replay failed on rank {rank}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    if _any_rank(problem is not None, device):
+        return problem or "replay failed on another rank"
+    return None
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any rank (an eager all-reduce)."""
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def all_gather_rows(array: np.ndarray) -> np.ndarray:
     """Concatenate every rank's ``(n_r, ...)`` array along the first axis (rank order; a no-op for
     one process). The ranks' shapes may differ in the first dimension only."""

@@ -36,14 +36,15 @@ class GraphDecision:
 
 def resolve_cuda_graphs(setting: str, device: torch.device | str, *, shapes_repeat: bool, world_size: int = 1,
                         nccl_capture_verified: bool = False, clip_seconds: float | None = None,
-                        unsupported: str | None = None) -> GraphDecision:
+                        unsupported: str | None = None, nccl_problem: str | None = None) -> GraphDecision:
     """Decide whether to capture the step.
 
     setting: ``auto`` (capture on CUDA when batch shapes repeat; single process, or DDP once NCCL
-    inside graphs is verified), ``on`` (the same conditions, but a CPU device or non-repeating shapes
+    inside graphs is verified on this setup: :func:`helix.core.distributed.nccl_capture_problem`), ``on`` (the same conditions, but a CPU device or non-repeating shapes
     is a configuration error), ``off``. shapes_repeat: batches come in a bounded set of shapes
     (fixed-length crops, or length buckets), so each graph is replayed many times. world_size > 1
-    without ``nccl_capture_verified`` falls back to eager with a message, whatever the setting.
+    without ``nccl_capture_verified`` falls back to eager with a message, whatever the setting
+    (``nccl_problem``: what the check found, for that message).
     clip_seconds: ``auto`` stays off above :data:`AUTO_MAX_CLIP_SECONDS`. unsupported: why this run's
     step cannot be captured (e.g. fp16 loss scaling reads the host), or None.
     ValueError for an unknown setting or an impossible ``on``.
@@ -69,9 +70,12 @@ def resolve_cuda_graphs(setting: str, device: torch.device | str, *, shapes_repe
         return GraphDecision(False, f"cuda_graphs: auto -> off ({clip_seconds:g} s clips: the step is kernel-bound; "
                                     "cuda_graphs=on captures anyway)")
     if world_size > 1 and not nccl_capture_verified:
+        why = f": {nccl_problem}" if nccl_problem else ""
         return GraphDecision(False, f"cuda_graphs: {setting} -> off (DDP with {world_size} processes: NCCL "
-                                    "inside CUDA graphs is not verified on this setup; running eagerly)")
-    return GraphDecision(True, f"cuda_graphs: {setting} -> on (one graph per batch shape)")
+                                    f"inside CUDA graphs is not verified on this setup{why}; running eagerly)")
+    ddp = (f"; DDP with {world_size} processes: gradients averaged by one NCCL all-reduce inside the graph"
+           if world_size > 1 else "")
+    return GraphDecision(True, f"cuda_graphs: {setting} -> on (one graph per batch shape{ddp})")
 
 
 def graph_key(*inputs) -> tuple:
@@ -97,6 +101,8 @@ class CapturedStep:
         self.fn, self.warmup = fn, warmup
         self.calls: dict[tuple, int] = {}
         self.graphs: dict[tuple, tuple] = {}  # key -> (graph, static inputs, static outputs)
+        self.captured = 0
+        """Graphs captured so far (:meth:`release` keeps the count)."""
 
     def __call__(self, *inputs):
         key = graph_key(*inputs)
@@ -132,5 +138,15 @@ class CapturedStep:
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self.fn(*static_in)
         self.graphs[key] = (graph, static_in, static_out)
+        self.captured += 1
         graph.replay()  # capture records without running: this call's step happens here
         return static_out
+
+    def release(self) -> None:
+        """Free the graphs and their memory pools once the device is done with them. Under DDP this
+        must happen before the process group is destroyed: a live graph holding NCCL kernels keeps
+        ``destroy_process_group`` waiting (seen on two H200s, torch 2.11). A later call captures anew."""
+        if self.graphs:
+            torch.cuda.synchronize()
+        self.graphs.clear()
+        self.calls.clear()

@@ -251,9 +251,10 @@ class TrainConfig:
     """Replay each training step (forward, loss, backward, clipping, AdamW) and each evaluation
     batch from a CUDA graph per batch shape (``helix.core.graphs``), which removes the launch cost
     that dominates short clips (length buckets: one graph, and its memory pool, per bucket).
-    ``auto``: on for single-process CUDA runs of clips up to 30 s in bf16/fp32, else off with the
-    reason in the log; ``on``: the same, but a run that cannot be captured is a configuration
-    error; ``off``: eager."""
+    ``auto``: on for CUDA runs of clips up to 30 s in bf16/fp32 (under torchrun once an NCCL
+    all-reduce captured in a graph has replayed correctly on every rank; the step then averages the
+    gradients itself, without a DDP wrapper), else off with the reason in the log; ``on``: the same,
+    but a run that cannot be captured is a configuration error; ``off``: eager."""
     init: str | None = None
     """Checkpoint (``.pt``, ``.safetensors`` or a pretrained folder) whose weights start a new run
     (``--init``): read with ``helix.models.load_model``, never unpickling code. The architecture must

@@ -30,7 +30,7 @@ from helix.core.metrics import METRIC_NAMES, PAPER_PROTOCOL_LABEL, best_val_inde
 from helix.models.checkpoint import load_checkpoint, save_checkpoint
 from helix.training.config import TrainConfig
 from helix.training.config_io import ENV_OVERRIDES, env_overrides
-from helix.core.distributed import all_reduce_sum, setup_distributed
+from helix.core.distributed import all_reduce_sum, broadcast_module, setup_distributed
 from helix.training.loaders import (RunData, TimedBatches, build_run_data, eval_loader, micro_batch_size, start_epoch,
                                    train_loader)
 from helix.training.resume import (HEAD_PREFIX, TrainState, check_allowed_changes, check_resume_config, init_weights,
@@ -140,7 +140,13 @@ class Trainer:
         # evaluation bypasses the DDP wrapper: ranks may hold one batch more or less of the
         # evaluation set, and DDP's per-forward collectives would then wait forever
         self.eval_model = model
-        if self.env.enabled:
+        self.graph_decision = self._graph_decision()
+        # captured DDP steps average the gradients themselves (one all-reduce inside the graph):
+        # DDP's per-bucket hooks are not capturable as they stand
+        self.grads_averaged_in_step = self.env.enabled and self.graph_decision.enabled
+        if self.grads_averaged_in_step:
+            broadcast_module(self.raw_model)  # rank 0's weights everywhere, as DDP's constructor does
+        elif self.env.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.model = model
@@ -174,7 +180,8 @@ class Trainer:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext())
         self.step_parts = StepParts(cfg, self.model, self.raw_model, self.optimizer, self.scheduler, self.scaler,
-                                    self.autocast, self.device, self.env.rank, self.env.enabled, self.class_weights)
+                                    self.autocast, self.device, self.env.rank, self.env.enabled, self.class_weights,
+                                    average_grads=self.grads_averaged_in_step)
 
         if ckpt is not None:
             self._load_training_state(ckpt)
@@ -191,26 +198,47 @@ class Trainer:
                                    "changes": self._resume_changes})
         self.show_bar = self.verbose and self.env.is_main and sys.stderr.isatty()
 
-    def _setup_graphs(self) -> None:
-        """Eager or CUDA-graph-captured steps (``cuda_graphs``), said in the log with the reason."""
-        from helix.core.graphs import CapturedStep, resolve_cuda_graphs
+    def _graph_decision(self):
+        """Eager or CUDA-graph-captured steps (``cuda_graphs``), with the reason for the log. Under
+        DDP, capture only once an NCCL all-reduce captured in a graph has replayed right here."""
+        from helix.core.distributed import nccl_capture_problem
+        from helix.core.graphs import resolve_cuda_graphs
 
         cfg = self.cfg
         bucket = cfg.data.batching == "bucket"
-        unsupported = ("fp16 loss scaling reads its overflow flag on the host" if self.scaler.is_enabled() else
+        unsupported = ("fp16 loss scaling reads its overflow flag on the host" if self.precision == "fp16" else
                        "compile: torch.compile manages its own graphs" if cfg.compile else
                        f"{cfg.model.name} reads clip lengths on the host" if bucket
                        and getattr(self.raw_model, "lengths_read_on_host", False) else None)
         # fixed crops repeat one shape; length buckets repeat num_buckets shapes (a graph each)
-        decision = resolve_cuda_graphs(cfg.cuda_graphs, self.device, shapes_repeat=True,
-                                       world_size=self.env.world_size, clip_seconds=self.clip_seconds,
-                                       unsupported=unsupported)
+        decide = functools.partial(resolve_cuda_graphs, cfg.cuda_graphs, self.device, shapes_repeat=True,
+                                   world_size=self.env.world_size, clip_seconds=self.clip_seconds,
+                                   unsupported=unsupported)
+        decision = decide(nccl_capture_verified=True)
+        if decision.enabled and self.env.enabled:
+            problem = nccl_capture_problem(self.device)
+            if problem:
+                decision = decide(nccl_capture_verified=False, nccl_problem=problem)
+        return decision
+
+    def _setup_graphs(self) -> None:
+        """The step function the decision picked, said in the log."""
+        from helix.core.graphs import CapturedStep
+
+        decision = self.graph_decision
         self.graphs = decision.enabled
         self.step_fn = (GraphedSteps(self.step_parts) if decision.enabled
                         else functools.partial(optimizer_step, self.step_parts))
         self.eval_forward = CapturedStep(self._eval_logits, warmup=1) if decision.enabled else None
         if self.device.type == "cuda":
             self._say(decision.reason)
+
+    def _release_graphs(self) -> None:
+        """Free the captured graphs when ``fit`` ends, before anyone destroys the process group (a
+        live graph with NCCL kernels in it would keep that waiting)."""
+        for captured in (getattr(getattr(self, "step_fn", None), "run", None), getattr(self, "eval_forward", None)):
+            if hasattr(captured, "release"):
+                captured.release()
 
     def _eval_logits(self, wave: torch.Tensor) -> torch.Tensor:
         """Evaluation forward of a fixed-length batch (what ``eval_forward`` captures)."""
@@ -313,6 +341,7 @@ class Trainer:
                 print(run_summary_table(summary))
             return summary
         finally:
+            self._release_graphs()
             if self.logger is not None:
                 self.logger.close()
             if self._lock is not None:

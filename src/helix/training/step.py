@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from helix.core.distributed import average_gradients
 from helix.core.metrics import top1_hits
 from helix.training.augment import augment_waveforms, step_generators
 from helix.training.config import TrainConfig
@@ -38,6 +39,9 @@ class StepParts:
     rank: int = 0
     distributed: bool = False
     class_weights: torch.Tensor | None = None
+    average_grads: bool = False
+    """Distributed without a DDP wrapper (captured steps): :func:`apply_update` averages the
+    gradients over the ranks itself, before clipping."""
 
 
 def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -97,6 +101,8 @@ def forward_backward(p: StepParts, wave, labels, labels_b, lam, lengths=None) ->
 def apply_update(p: StepParts, losses: list[torch.Tensor], correct: torch.Tensor) -> torch.Tensor:
     """Unscale, clip the global gradient norm, and step AdamW (skipping a non-finite update on the
     device) -> (mean loss, gradient norm before clipping, hits) as one device tensor."""
+    if p.average_grads:
+        average_gradients(p.raw_model.parameters(), torch.distributed.get_world_size())
     p.scaler.unscale_(p.optimizer)
     max_norm = p.cfg.optim.grad_clip if p.cfg.optim.grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(p.raw_model.parameters(), max_norm)
@@ -121,7 +127,8 @@ def optimizer_step(p: StepParts, batches, step: int) -> tuple[torch.Tensor, int]
     for micro in range(accum):
         m = draw_micro_batch(p, next(batches), step, micro)
         # only the last micro-batch all-reduces gradients under DDP
-        sync = p.model.no_sync() if p.distributed and micro < accum - 1 else contextlib.nullcontext()
+        sync = (p.model.no_sync() if p.distributed and not p.average_grads and micro < accum - 1
+                else contextlib.nullcontext())
         with sync:
             loss, logits = forward_backward(p, m.wave, m.labels, m.labels_b, m.lam, m.lengths)
         losses.append(loss)
