@@ -11,7 +11,9 @@ One line on a 2-GPU host (runs torchrun with 1 and then 2 processes and prints t
 Two regimes per model: the same global batch split over the GPUs (strong scaling, what a config
 file means: ``optim.batch_size`` is global) and the per-GPU batch held fixed (weak scaling).
 Throughput = clips/s of the second epoch's optimizer steps (the first pays for compilation).
-Writes ddp_scaling.md / .json to $OUT (default /tmp/helix-ddp-scaling).
+Each with ``cuda_graphs`` off and on (``--graphs``; a captured DDP step averages the gradients by
+one NCCL all-reduce inside the graph). Writes ddp_scaling.md / .json to $OUT (default
+/tmp/helix-ddp-scaling).
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ def worker(args) -> None:
     from helix.training.loop import Trainer
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    out = OUT / f"{args.model}-b{args.batch}-w{world}"
+    out = OUT / f"{args.model}-b{args.batch}-w{world}-g{args.graphs}"
     cfg = load_config(None, [f"model.name={args.model}", f"optim.batch_size={args.batch}", "optim.epochs=2",
                              f"data.clip_seconds={args.seconds}", f"data.num_workers={args.workers}",
-                             f"device={args.device}", f"out_dir={out}", "log_every_steps=1000"])
+                             f"device={args.device}", f"cuda_graphs={args.graphs}", f"out_dir={out}",
+                             "log_every_steps=1000"])
     n = args.batch * args.steps
     data = RunData(MemoryClips(n, args.seconds), MemoryClips(args.batch, args.seconds, 1),
                    MemoryClips(args.batch, args.seconds, 2), [str(i) for i in range(CLASSES)], "synthetic")
@@ -52,7 +55,7 @@ def worker(args) -> None:
     trainer.fit()
     if trainer.env.is_main:
         epoch2 = [json.loads(line) for line in open(out / "metrics.jsonl")][1]
-        row = dict(model=args.model, gpus=world, global_batch=args.batch, per_gpu_batch=args.batch // world,
+        row = dict(model=args.model, graphs="on" if trainer.graphs else "off", gpus=world, global_batch=args.batch, per_gpu_batch=args.batch // world,
                    clips_per_s=n / epoch2["epoch_seconds"], step_ms=1000 * epoch2["epoch_seconds"] / args.steps)
         with open(OUT / "rows.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -64,32 +67,35 @@ def launch(args) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "rows.jsonl").unlink(missing_ok=True)
     gpus = [g for g in (1, 2) if args.device == "cpu" or g <= torch.cuda.device_count()]
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), OUT=str(OUT))
+    src = str(Path(__file__).resolve().parents[1] / "src")  # before what the caller's PYTHONPATH holds
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])), OUT=str(OUT))
     for model in args.models.split(","):
-        for g in gpus:
-            for batch in sorted({args.batch, args.batch * g}):  # global batch fixed, per-GPU batch fixed
-                cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={g}",
-                       __file__, "--worker", "--model", model, "--batch", str(batch), "--seconds", str(args.seconds),
-                       "--steps", str(args.steps), "--workers", str(args.workers), "--device", args.device]
-                shutil.rmtree(OUT / f"{model}-b{batch}-w{g}", ignore_errors=True)  # scratch run folder
-                print("$", " ".join(cmd[2:]), flush=True)
-                rc = subprocess.run(cmd, env=env).returncode
-                if rc:
-                    print(f"   failed with exit status {rc}", flush=True)
+        for graphs in args.graphs.split(","):
+            for g in gpus:
+                for batch in sorted({args.batch, args.batch * g}):  # global batch fixed, per-GPU batch fixed
+                    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={g}",
+                           __file__, "--worker", "--model", model, "--batch", str(batch), "--seconds",
+                           str(args.seconds), "--steps", str(args.steps), "--workers", str(args.workers),
+                           "--device", args.device, "--graphs", graphs]
+                    shutil.rmtree(OUT / f"{model}-b{batch}-w{g}-g{graphs}", ignore_errors=True)  # scratch run folder
+                    print("$", " ".join(cmd[2:]), flush=True)
+                    rc = subprocess.run(cmd, env=env).returncode
+                    if rc:
+                        print(f"   failed with exit status {rc}", flush=True)
     rows = [json.loads(line) for line in open(OUT / "rows.jsonl")] if (OUT / "rows.jsonl").exists() else []
-    base = {(r["model"], r["per_gpu_batch"]): r["clips_per_s"] for r in rows if r["gpus"] == 1}
+    base = {(r["model"], r["graphs"], r["per_gpu_batch"]): r["clips_per_s"] for r in rows if r["gpus"] == 1}
     where = (f"{torch.cuda.get_device_name()} x {torch.cuda.device_count()}" if args.device == "cuda"
              else f"CPU ({os.cpu_count()} cores, gloo)")
     head = (f"device: {where}, torch {torch.__version__}, "
             f"{args.seconds:g}-s clips, {args.steps} steps, {time.strftime('%Y-%m-%d')}\n\n"
-            "| model | processes | global batch | per-process batch | step (ms) | clips/s "
+            "| model | CUDA graphs | processes | global batch | per-process batch | step (ms) | clips/s "
             "| speed-up vs 1, same per-process batch |\n"
-            "|---|---:|---:|---:|---:|---:|---:|\n")
+            "|---|---|---:|---:|---:|---:|---:|---:|\n")
     lines = []
     for r in rows:
-        ref = base.get((r["model"], r["per_gpu_batch"]))
+        ref = base.get((r["model"], r["graphs"], r["per_gpu_batch"]))
         speedup = f"{r['clips_per_s'] / ref:.2f}x" if ref and r["gpus"] > 1 else "-"
-        lines.append(f"| {r['model']} | {r['gpus']} | {r['global_batch']} | {r['per_gpu_batch']} | "
+        lines.append(f"| {r['model']} | {r['graphs']} | {r['gpus']} | {r['global_batch']} | {r['per_gpu_batch']} | "
                      f"{r['step_ms']:.1f} | {r['clips_per_s']:.1f} | {speedup} |\n")
     table = head + "".join(lines)
     print("\n" + table)
@@ -107,6 +113,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="optimizer steps per epoch")
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers per GPU")
     p.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run)")
+    p.add_argument("--graphs", default="off,on",
+                   help="cuda_graphs settings to run, comma-separated (the table says what each run did)")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("ddp_scaling.py measures GPUs; no CUDA device is visible (--device cpu?)")
