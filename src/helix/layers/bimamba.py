@@ -47,6 +47,9 @@ class BiMambaBlock(nn.Module):
         self.fwd = MambaMixer(d_model, d_state, d_conv, expand, dt_rank, scan_backend)
         self.bwd = MambaMixer(d_model, d_state, d_conv, expand, dt_rank, scan_backend)
         self.proj = nn.Linear(2 * d_model, d_model)
+        # the fused path's weight layout (not saved: it follows from the shapes)
+        index, self.compose_shapes, self.compose_matrices = compose_index(self)
+        self.register_buffer("compose_index", index, persistent=False)
 
     def use_fused(self, x: torch.Tensor) -> bool:
         """Whether ``forward`` takes the stacked-direction path (the Triton kernels)."""
@@ -73,26 +76,111 @@ class BiMambaBlock(nn.Module):
         return x + (out.transpose(1, 2) + self.proj.bias)
 
 
-def _composed_weights(block: BiMambaBlock, dtype: torch.dtype):
-    """Both directions' weights stacked (and block-diagonal where each direction has its own)."""
+MATRICES = ("w_x", "w_z", "w_xp", "w_dt")
+"""Composed weights the fused op takes in the compute dtype; the rest (:data:`VECTORS`) stay fp32."""
+VECTORS = ("conv_w", "conv_b", "A", "D", "dt_bias")
+
+
+def _direction_params(block: BiMambaBlock) -> list[torch.Tensor]:
+    """The per-direction parameters the composed weights are made of, in a fixed order."""
     f, r = block.fwd.ssm, block.bwd.ssm
-    E, N, R = f.d_inner, f.d_state, f.dt_rank
-    w_f, w_r = block.fwd.in_proj.weight, block.bwd.in_proj.weight
-    wx_f, wx_r = f.x_proj.weight, r.x_proj.weight
-    dm = block.proj.weight.shape[0]
-    p = block.proj.weight
-    # proj([out_f(y_f); out_b(y_b)]) = [P_f W_f, P_b W_b] y + bias: one (Dm, 2E) product
+    return [block.fwd.in_proj.weight, block.bwd.in_proj.weight, f.conv1d.weight, r.conv1d.weight,
+            f.conv1d.bias, r.conv1d.bias, f.x_proj.weight, r.x_proj.weight, f.dt_proj.weight, r.dt_proj.weight,
+            f.A_log, r.A_log, f.D, r.D, f.dt_proj.bias, r.dt_proj.bias]
+
+
+def _stack_directions(ps: list[torch.Tensor], E: int, N: int, R: int) -> dict[str, torch.Tensor]:
+    """Both directions stacked along channels, block-diagonal where each direction has its own
+    weights; ``A`` still as ``A_log`` and nothing cast (the layout only)."""
+    in_f, in_r, cw_f, cw_r, cb_f, cb_r, xp_f, xp_r, dt_f, dt_r, al_f, al_r, d_f, d_r, db_f, db_r = ps
     return dict(
-        w_x=torch.cat([w_f[:E], w_r[:E]]).to(dtype), w_z=torch.cat([w_f[E:], w_r[E:]]).to(dtype),
-        conv_w=torch.cat([f.conv1d.weight, r.conv1d.weight]).squeeze(1).float(),
-        conv_b=torch.cat([f.conv1d.bias, r.conv1d.bias]).float(),
-        w_xp=torch.cat([_block_diag(wx_f[:R], wx_r[:R]), _block_diag(wx_f[R:R + N], wx_r[R:R + N]),
-                        _block_diag(wx_f[R + N:], wx_r[R + N:])]).to(dtype),
-        w_dt=_block_diag(f.dt_proj.weight, r.dt_proj.weight).to(dtype),
-        A=-torch.exp(torch.cat([f.A_log, r.A_log]).float()), D=torch.cat([f.D, r.D]).float(),
-        dt_bias=torch.cat([f.dt_proj.bias, r.dt_proj.bias]).float(),
-        w_out=torch.cat([p[:, :dm] @ block.fwd.out_proj.weight, p[:, dm:] @ block.bwd.out_proj.weight],
-                        dim=1).to(dtype))
+        w_x=torch.cat([in_f[:E], in_r[:E]]), w_z=torch.cat([in_f[E:], in_r[E:]]),
+        w_xp=torch.cat([_block_diag(xp_f[:R], xp_r[:R]), _block_diag(xp_f[R:R + N], xp_r[R:R + N]),
+                        _block_diag(xp_f[R + N:], xp_r[R + N:])]),
+        w_dt=_block_diag(dt_f, dt_r),
+        conv_w=torch.cat([cw_f, cw_r]).squeeze(1), conv_b=torch.cat([cb_f, cb_r]),
+        A=torch.cat([al_f, al_r]), D=torch.cat([d_f, d_r]), dt_bias=torch.cat([db_f, db_r]))
+
+
+def compose_index(block: BiMambaBlock) -> tuple[torch.Tensor, tuple, int]:
+    """Where each element of the composed weights comes from: (index into ``[0, *flat params]``,
+    with 0 for the zeros of the block-diagonals; the composed shapes in :data:`MATRICES` +
+    :data:`VECTORS` order; how many leading elements are matrices). Found by composing the
+    parameters' own positions, so it is the layout of :func:`_stack_directions` by construction."""
+    f = block.fwd.ssm
+    positions, offset = [], 1
+    for param in _direction_params(block):
+        positions.append(torch.arange(offset, offset + param.numel(), dtype=torch.float64).view(param.shape))
+        offset += param.numel()
+    layout = _stack_directions(positions, f.d_inner, f.d_state, f.dt_rank)
+    names = MATRICES + VECTORS
+    index = torch.cat([layout[k].reshape(-1) for k in names]).long()
+    shapes = tuple(tuple(layout[k].shape) for k in names)
+    return index, shapes, sum(layout[k].numel() for k in MATRICES)
+
+
+class _ComposeWeights(torch.autograd.Function):
+    """The per-direction parameters -> the fused op's stacked weights, in a few kernels each way.
+
+    Composing with ``cat``, slices and block-diagonals costs ~35 small kernels per block forward and
+    ~60 backward (each slice's backward fills a zero tensor and copies into it; RESULTS.md section
+    11 counts them): a large share of a captured short step. Here forward is one gather from the
+    concatenated parameters, one cast and ``A = -exp(A_log)``; backward scatters the composed
+    gradients back with one ``index_add_`` (every parameter element sits at exactly one position,
+    so the sum is exact), and each parameter's gradient is a view of that one buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, index, shapes, n_matrices, dtype, *params):
+        flat = torch.cat([params[0].new_zeros(1), *(p.reshape(-1) for p in params)])
+        composed = flat.index_select(0, index)
+        low = composed[:n_matrices].to(dtype)
+        sizes = [torch.Size(s).numel() for s in shapes]
+        parts = list(low.split(sizes[:len(MATRICES)])) + list(composed[n_matrices:].split(sizes[len(MATRICES):]))
+        out = [part.view(shape) for part, shape in zip(parts, shapes)]
+        a = len(MATRICES) + VECTORS.index("A")
+        out[a] = -torch.exp(out[a])
+        ctx.save_for_backward(index, out[a])
+        ctx.param_shapes = [p.shape for p in params]
+        ctx.n_matrices = n_matrices
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        index, A = ctx.saved_tensors
+        a = len(MATRICES) + VECTORS.index("A")
+        grads = list(grads)
+        grads[a] = grads[a] * A  # d(-exp(A_log)) / dA_log = A
+        low = torch.cat([g.reshape(-1) for g in grads[:len(MATRICES)]]).float()
+        high = torch.cat([g.reshape(-1).float() for g in grads[len(MATRICES):]])
+        flat = torch.zeros(1 + sum(s.numel() for s in ctx.param_shapes), dtype=torch.float32, device=index.device)
+        flat.index_add_(0, index[:ctx.n_matrices], low)
+        flat.index_add_(0, index[ctx.n_matrices:], high)
+        out, offset = [], 1
+        for shape in ctx.param_shapes:
+            out.append(flat[offset:offset + shape.numel()].view(shape))
+            offset += shape.numel()
+        return (None, None, None, None, *out)
+
+
+def _composed_weights(block: BiMambaBlock, dtype: torch.dtype):
+    """Both directions' weights stacked (and block-diagonal where each direction has its own), the
+    matrices in ``dtype``; out_proj folded into the block projection."""
+    params = _direction_params(block)
+    if any(p.dtype != torch.float32 for p in params):  # a model cast as a whole: compose as written
+        f = block.fwd.ssm
+        w = _stack_directions(params, f.d_inner, f.d_state, f.dt_rank)
+        w = {k: (v.to(dtype) if k in MATRICES else v.float()) for k, v in w.items()}
+        w["A"] = -torch.exp(w["A"])
+    else:
+        composed = _ComposeWeights.apply(block.compose_index, block.compose_shapes, block.compose_matrices,
+                                         dtype, *params)
+        w = dict(zip(MATRICES + VECTORS, composed))
+    # proj([out_f(y_f); out_b(y_b)]) = [P_f W_f, P_b W_b] y + bias: one (Dm, 2E) product (P split
+    # rather than sliced twice: the backward is one cat, not two zero-filled copies and an add)
+    p_f, p_b = block.proj.weight.split(block.proj.weight.shape[0], dim=1)
+    w["w_out"] = torch.cat([p_f @ block.fwd.out_proj.weight, p_b @ block.bwd.out_proj.weight], dim=1).to(dtype)
+    return w
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:

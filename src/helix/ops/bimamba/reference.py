@@ -35,11 +35,18 @@ def bmm(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.bmm(w.expand(x.shape[0], -1, -1), x)
 
 
-def split_bc(x_dbl: torch.Tensor, R: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """B and C (B, 2, N, L) views of x_dbl (B, 2R + 4N, L): rows dt_f, dt_b, B_f, B_b, C_f, C_b."""
+def split_dbl(x_dbl: torch.Tensor, R: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dt (B, 2R, L), B and C (B, 2, N, L): views of x_dbl (B, 2R + 4N, L), whose rows are dt_f,
+    dt_b, B_f, B_b, C_f, C_b. One ``split``, so autograd's backward is one ``cat`` (three slices
+    would each zero-fill an x_dbl-sized gradient and copy into it, then add them up)."""
     N = (x_dbl.shape[1] - 2 * R) // 4
-    return (x_dbl[:, 2 * R:2 * R + 2 * N].unflatten(1, (2, N)),
-            x_dbl[:, 2 * R + 2 * N:].unflatten(1, (2, N)))
+    dt, b, c = x_dbl.split([2 * R, 2 * N, 2 * N], dim=1)
+    return dt, b.unflatten(1, (2, N)), c.unflatten(1, (2, N))
+
+
+def split_bc(x_dbl: torch.Tensor, R: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """B and C (B, 2, N, L) views of x_dbl (:func:`split_dbl`)."""
+    return split_dbl(x_dbl, R)[1:]
 
 
 def bimamba_inner_reference(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R: int,
@@ -52,8 +59,8 @@ def bimamba_inner_reference(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bi
     z = bmm(w_z, h_t)  # (B, 2E, L): z_f, z_b
     u = causal_conv1d_silu(x_in, conv_w, conv_b, bidirectional=True, backend=backend, lengths=lengths)
     x_dbl = bmm(w_xp, u)  # (B, 2R + 4N, L)
-    delta = bmm(w_dt, x_dbl[:, :2 * R])  # (B, 2E, L)
-    Bm, Cm = split_bc(x_dbl, R)
+    dt, Bm, Cm = split_dbl(x_dbl, R)
+    delta = bmm(w_dt, dt)  # (B, 2E, L)
     y = selective_scan_bidirectional(u, delta, A, Bm, Cm, D, z=z, delta_bias=dt_bias, delta_softplus=True,
                                      backend=backend, lengths=lengths)  # (B, 2E, L)
     return bmm(w_out, y)  # (B, Dm, L)
