@@ -91,6 +91,29 @@ def test_gpu_replayed_trainer_steps_equal_eager_steps(tiny, model):
     assert abs(sa["best_val_acc"] - sb["best_val_acc"]) <= 0.1
 
 
+@gpu
+@pytest.mark.gpu
+def test_gpu_preparing_a_batch_never_waits_for_the_device(tiny):
+    """Drawing and augmenting a micro-batch (shifts, gains, noise, mixup; random numbers from the
+    host) makes no host-device synchronization: a blocking copy of the host's numbers made every
+    step wait for the previous step's kernels, and the GPU idle meanwhile."""
+    from helix.training.step import draw_micro_batch
+
+    trainer = Trainer(tiny("device=cuda", "precision=bf16", "augment.mixup_alpha=0.3", "data.num_workers=1",
+                           out="sync"), verbose=False)
+    trainer.setup()
+    start_epoch(trainer.train_loader, trainer.cfg.seed, 0, 0, 0)
+    batch = next(iter(trainer.train_loader))
+    draw_micro_batch(trainer.step_parts, batch, 0, 0)  # first use: lazy initialisation may sync
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        m = draw_micro_batch(trainer.step_parts, batch, 1, 0)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert m.lam < 1.0 and m.wave.is_cuda
+
+
 # length-bucketed batches: the folder corpus of real files from tests/training/test_bucket_batching.py
 from tests.training.test_bucket_batching import SETTINGS as BUCKET, corpus  # noqa: E402,F401
 

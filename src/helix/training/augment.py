@@ -23,6 +23,24 @@ def step_generators(seed: int, step: int, rank: int,
     return host, dev
 
 
+def host_to_device(array: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A few host random numbers (numpy) as a tensor on ``device``, without waiting for the device.
+
+    On CUDA they go through pinned memory (PyTorch's caching host allocator) with an asynchronous
+    copy. A blocking copy, or one from pageable memory, makes PyTorch synchronize the stream: the
+    host then waited every step for the previous step's kernels before it could prepare the next
+    batch, and the GPU idled while it did (~20% of a captured 5 s step; RESULTS.md section 11).
+    """
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    if dtype is not None:
+        t = t.to(dtype)
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    staged = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    staged.copy_(t)
+    return staged.to(device, non_blocking=True)
+
+
 def augment_waveforms(wave: torch.Tensor, cfg: AugmentConfig, sample_rate: int,
                       host: np.random.Generator, dev: torch.Generator,
                       lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -35,16 +53,15 @@ def augment_waveforms(wave: torch.Tensor, cfg: AugmentConfig, sample_rate: int,
     B, T = wave.shape
     max_shift = int(cfg.time_shift_s * sample_rate)
     if max_shift > 0:
-        shifts = torch.from_numpy(host.integers(-max_shift, max_shift + 1, size=B))
-        wave = roll_within(wave, shifts.to(wave.device, non_blocking=True),
-                           None if lengths is None else lengths.to(wave.device, non_blocking=True))
+        shifts = host_to_device(host.integers(-max_shift, max_shift + 1, size=B), wave.device)
+        wave = roll_within(wave, shifts, None if lengths is None else lengths.to(wave.device, non_blocking=True))
     if cfg.gain_min != 1.0 or cfg.gain_max != 1.0:
-        gains = torch.from_numpy(host.uniform(cfg.gain_min, cfg.gain_max, size=(B, 1)))
-        wave = wave * gains.to(device=wave.device, dtype=wave.dtype)
+        gains = host_to_device(host.uniform(cfg.gain_min, cfg.gain_max, size=(B, 1)), wave.device, wave.dtype)
+        wave = wave * gains
     if cfg.noise_std > 0:
         noise = torch.randn(wave.shape, generator=dev, device=wave.device, dtype=wave.dtype)
         if lengths is not None:  # (B, T) valid-sample mask: noise on the padding would be new signal
-            noise = noise * (torch.arange(T, device=wave.device) < lengths.to(wave.device)[:, None])
+            noise = noise * (torch.arange(T, device=wave.device) < lengths.to(wave.device, non_blocking=True)[:, None])
         wave = wave + cfg.noise_std * noise
     return wave
 

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from helix.training.augment import host_to_device
+
 
 def mixup_batch(wave: torch.Tensor, labels: torch.Tensor, alpha: float, host: np.random.Generator):
     """wave (B, T), labels (B,) or (B, C) -> (mixed wave (B, T), labels_a, labels_b, lam).
@@ -31,11 +33,12 @@ def mixup_clips(wave: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor 
     if alpha <= 0 or wave.shape[0] < 2:
         return wave, labels, labels, 1.0, lengths
     lam = float(host.beta(alpha, alpha))
-    perm = torch.from_numpy(host.permutation(wave.shape[0]))
-    mixed = lam * wave + (1.0 - lam) * wave[perm.to(wave.device)]
+    order = host.permutation(wave.shape[0])
+    perm = host_to_device(order, wave.device)  # asynchronous: a blocking copy would wait for the GPU
+    mixed = lam * wave + (1.0 - lam) * wave[perm]
     if lengths is not None:
-        lengths = torch.maximum(lengths, lengths[perm.to(lengths.device)])
-    return mixed, labels, labels[perm.to(labels.device)], lam, lengths
+        lengths = torch.maximum(lengths, lengths[torch.from_numpy(order).to(lengths.device)])
+    return mixed, labels, labels[perm if labels.device == wave.device else perm.to(labels.device)], lam, lengths
 
 
 def mixup_cross_entropy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor,

@@ -14,11 +14,12 @@ import contextlib
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from helix.core.distributed import average_gradients
 from helix.core.metrics import top1_hits
-from helix.training.augment import augment_waveforms, step_generators
+from helix.training.augment import augment_waveforms, host_to_device, step_generators
 from helix.training.config import TrainConfig
 from helix.training.mixup import mixup_clips, mixup_loss
 
@@ -184,7 +185,7 @@ class GraphedSteps:
             # checked on the host copy; None when every clip is full (the unmasked graph)
             lengths = check_lengths(m.lengths, m.wave, p.raw_model.min_samples, "model input")
             # the host computes 1 - lam in double, as the eager step's float arithmetic does
-            lam = torch.tensor([m.lam, 1.0 - m.lam], dtype=torch.float32).to(p.device, non_blocking=True)
+            lam = host_to_device(np.array([m.lam, 1.0 - m.lam]), p.device, torch.float32)
             flat += [m.wave, m.labels, m.labels_b, lam, m.hit_labels, lengths]
             count += m.labels.shape[0]
         stats = self.run(*flat).clone()
