@@ -114,7 +114,7 @@ def nccl_capture_problem(device: torch.device) -> str | None:
             y = x * 2
             dist.all_reduce(y)
     except Exception as err:  # noqa: BLE001 -- any failure means: do not capture
-        problem = f"capture failed on rank {rank}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        problem = f"capture failed on rank {rank}: {_one_line(err)}"
     if _any_rank(problem is not None, device):
         return problem or "capture failed on another rank"
     try:
@@ -124,10 +124,16 @@ def nccl_capture_problem(device: torch.device) -> str | None:
         if not torch.allclose(y, torch.full_like(y, want)):
             problem = f"replay on rank {rank} summed {y[0].item():g}, expected {want:g}"
     except Exception as err:  # noqa: BLE001
-        problem = f"replay failed on rank {rank}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        problem = f"replay failed on rank {rank}: {_one_line(err)}"
     if _any_rank(problem is not None, device):
         return problem or "replay failed on another rank"
     return None
+
+
+def _one_line(err: Exception) -> str:
+    """``Type: first line of the message``."""
+    lines = str(err).splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:

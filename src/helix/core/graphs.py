@@ -40,8 +40,9 @@ def resolve_cuda_graphs(setting: str, device: torch.device | str, *, shapes_repe
     """Decide whether to capture the step.
 
     setting: ``auto`` (capture on CUDA when batch shapes repeat; single process, or DDP once NCCL
-    inside graphs is verified on this setup: :func:`helix.core.distributed.nccl_capture_problem`), ``on`` (the same conditions, but a CPU device or non-repeating shapes
-    is a configuration error), ``off``. shapes_repeat: batches come in a bounded set of shapes
+    inside graphs is verified on this setup: :func:`helix.core.distributed.nccl_capture_problem`),
+    ``on`` (the same conditions, but a CPU device or non-repeating shapes is a configuration
+    error), ``off``. shapes_repeat: batches come in a bounded set of shapes
     (fixed-length crops, or length buckets), so each graph is replayed many times. world_size > 1
     without ``nccl_capture_verified`` falls back to eager with a message, whatever the setting
     (``nccl_problem``: what the check found, for that message).

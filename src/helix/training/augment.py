@@ -51,17 +51,19 @@ def augment_waveforms(wave: torch.Tensor, cfg: AugmentConfig, sample_rate: int,
     drawn are the same either way.
     """
     B, T = wave.shape
+    # copied once for the shift and the noise mask (pinned by the loader, so without waiting)
+    lengths_dev = None if lengths is None else lengths.to(wave.device, non_blocking=True)
     max_shift = int(cfg.time_shift_s * sample_rate)
     if max_shift > 0:
         shifts = host_to_device(host.integers(-max_shift, max_shift + 1, size=B), wave.device)
-        wave = roll_within(wave, shifts, None if lengths is None else lengths.to(wave.device, non_blocking=True))
+        wave = roll_within(wave, shifts, lengths_dev)
     if cfg.gain_min != 1.0 or cfg.gain_max != 1.0:
         gains = host_to_device(host.uniform(cfg.gain_min, cfg.gain_max, size=(B, 1)), wave.device, wave.dtype)
         wave = wave * gains
     if cfg.noise_std > 0:
         noise = torch.randn(wave.shape, generator=dev, device=wave.device, dtype=wave.dtype)
-        if lengths is not None:  # (B, T) valid-sample mask: noise on the padding would be new signal
-            noise = noise * (torch.arange(T, device=wave.device) < lengths.to(wave.device, non_blocking=True)[:, None])
+        if lengths_dev is not None:  # (B, T) valid-sample mask: noise on the padding would be new signal
+            noise = noise * (torch.arange(T, device=wave.device) < lengths_dev[:, None])
         wave = wave + cfg.noise_std * noise
     return wave
 

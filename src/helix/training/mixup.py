@@ -35,10 +35,15 @@ def mixup_clips(wave: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor 
     lam = float(host.beta(alpha, alpha))
     order = host.permutation(wave.shape[0])
     perm = host_to_device(order, wave.device)  # asynchronous: a blocking copy would wait for the GPU
+
+    def index_for(t: torch.Tensor) -> torch.Tensor:
+        """The permutation where ``t`` lives (the lengths stay on the host)."""
+        return perm if t.device == perm.device else host_to_device(order, t.device)
+
     mixed = lam * wave + (1.0 - lam) * wave[perm]
     if lengths is not None:
-        lengths = torch.maximum(lengths, lengths[torch.from_numpy(order).to(lengths.device)])
-    return mixed, labels, labels[perm if labels.device == wave.device else perm.to(labels.device)], lam, lengths
+        lengths = torch.maximum(lengths, lengths[index_for(lengths)])
+    return mixed, labels, labels[index_for(labels)], lam, lengths
 
 
 def mixup_cross_entropy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor,
