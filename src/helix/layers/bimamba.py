@@ -48,8 +48,9 @@ class BiMambaBlock(nn.Module):
         self.bwd = MambaMixer(d_model, d_state, d_conv, expand, dt_rank, scan_backend)
         self.proj = nn.Linear(2 * d_model, d_model)
         # the fused path's weight layout (not saved: it follows from the shapes)
-        index, self.compose_shapes, self.compose_matrices = compose_index(self)
+        index, source, self.compose_shapes, self.compose_matrices = compose_index(self)
         self.register_buffer("compose_index", index, persistent=False)
+        self.register_buffer("compose_source", source, persistent=False)
 
     def use_fused(self, x: torch.Tensor) -> bool:
         """Whether ``forward`` takes the stacked-direction path (the Triton kernels)."""
@@ -102,11 +103,13 @@ def _stack_directions(ps: list[torch.Tensor], E: int, N: int, R: int) -> dict[st
         A=torch.cat([al_f, al_r]), D=torch.cat([d_f, d_r]), dt_bias=torch.cat([db_f, db_r]))
 
 
-def compose_index(block: BiMambaBlock) -> tuple[torch.Tensor, tuple, int]:
-    """Where each element of the composed weights comes from: (index into ``[0, *flat params]``,
-    with 0 for the zeros of the block-diagonals; the composed shapes in :data:`MATRICES` +
-    :data:`VECTORS` order; how many leading elements are matrices). Found by composing the
-    parameters' own positions, so it is the layout of :func:`_stack_directions` by construction."""
+def compose_index(block: BiMambaBlock) -> tuple[torch.Tensor, torch.Tensor, tuple, int]:
+    """Where each element of the composed weights comes from (index into ``[0, *flat params]``,
+    with 0 for the zeros of the block-diagonals); where each parameter element went (index into the
+    composed elements, the inverse map: every parameter element sits at exactly one position); the
+    composed shapes in :data:`MATRICES` + :data:`VECTORS` order; how many leading elements are
+    matrices. Found by composing the parameters' own positions, so it is the layout of
+    :func:`_stack_directions` by construction."""
     f = block.fwd.ssm
     positions, offset = [], 1
     for param in _direction_params(block):
@@ -116,7 +119,12 @@ def compose_index(block: BiMambaBlock) -> tuple[torch.Tensor, tuple, int]:
     names = MATRICES + VECTORS
     index = torch.cat([layout[k].reshape(-1) for k in names]).long()
     shapes = tuple(tuple(layout[k].shape) for k in names)
-    return index, shapes, sum(layout[k].numel() for k in MATRICES)
+    placed = index > 0
+    if not torch.equal(torch.bincount(index[placed], minlength=offset)[1:], torch.ones(offset - 1, dtype=torch.long)):
+        raise AssertionError("the composed layout must hold every parameter element exactly once")
+    source = torch.empty(offset - 1, dtype=torch.long)
+    source[index[placed] - 1] = torch.nonzero(placed).squeeze(1)
+    return index, source, shapes, sum(layout[k].numel() for k in MATRICES)
 
 
 class _ComposeWeights(torch.autograd.Function):
@@ -125,13 +133,15 @@ class _ComposeWeights(torch.autograd.Function):
     Composing with ``cat``, slices and block-diagonals costs ~35 small kernels per block forward and
     ~60 backward (each slice's backward fills a zero tensor and copies into it; RESULTS.md section
     11 counts them): a large share of a captured short step. Here forward is one gather from the
-    concatenated parameters, one cast and ``A = -exp(A_log)``; backward scatters the composed
-    gradients back with one ``index_add_`` (every parameter element sits at exactly one position,
-    so the sum is exact), and each parameter's gradient is a view of that one buffer.
+    concatenated parameters, one cast and ``A = -exp(A_log)``; backward gathers the composed
+    gradients back through the inverse map ``source`` (every parameter element sits at exactly one
+    position), and each parameter's gradient is a view of that one buffer. (An ``index_add_`` into
+    the parameters was the first version: the block-diagonals' zeros all map to one slot, and its
+    atomics on that one address took ~90 us per block on the H200, RESULTS.md section 12.)
     """
 
     @staticmethod
-    def forward(ctx, index, shapes, n_matrices, dtype, *params):
+    def forward(ctx, index, source, shapes, n_matrices, dtype, *params):
         flat = torch.cat([params[0].new_zeros(1), *(p.reshape(-1) for p in params)])
         composed = flat.index_select(0, index)
         low = composed[:n_matrices].to(dtype)
@@ -140,27 +150,23 @@ class _ComposeWeights(torch.autograd.Function):
         out = [part.view(shape) for part, shape in zip(parts, shapes)]
         a = len(MATRICES) + VECTORS.index("A")
         out[a] = -torch.exp(out[a])
-        ctx.save_for_backward(index, out[a])
+        ctx.save_for_backward(source, out[a])
         ctx.param_shapes = [p.shape for p in params]
-        ctx.n_matrices = n_matrices
         return tuple(out)
 
     @staticmethod
     def backward(ctx, *grads):
-        index, A = ctx.saved_tensors
+        source, A = ctx.saved_tensors
         a = len(MATRICES) + VECTORS.index("A")
         grads = list(grads)
         grads[a] = grads[a] * A  # d(-exp(A_log)) / dA_log = A
-        low = torch.cat([g.reshape(-1) for g in grads[:len(MATRICES)]]).float()
-        high = torch.cat([g.reshape(-1).float() for g in grads[len(MATRICES):]])
-        flat = torch.zeros(1 + sum(s.numel() for s in ctx.param_shapes), dtype=torch.float32, device=index.device)
-        flat.index_add_(0, index[:ctx.n_matrices], low)
-        flat.index_add_(0, index[ctx.n_matrices:], high)
-        out, offset = [], 1
+        composed = torch.cat([g.reshape(-1).float() for g in grads])
+        flat = composed.index_select(0, source)
+        out, offset = [], 0
         for shape in ctx.param_shapes:
             out.append(flat[offset:offset + shape.numel()].view(shape))
             offset += shape.numel()
-        return (None, None, None, None, *out)
+        return (None, None, None, None, None, *out)
 
 
 def _composed_weights(block: BiMambaBlock, dtype: torch.dtype):
@@ -173,8 +179,8 @@ def _composed_weights(block: BiMambaBlock, dtype: torch.dtype):
         w = {k: (v.to(dtype) if k in MATRICES else v.float()) for k, v in w.items()}
         w["A"] = -torch.exp(w["A"])
     else:
-        composed = _ComposeWeights.apply(block.compose_index, block.compose_shapes, block.compose_matrices,
-                                         dtype, *params)
+        composed = _ComposeWeights.apply(block.compose_index, block.compose_source, block.compose_shapes,
+                                         block.compose_matrices, dtype, *params)
         w = dict(zip(MATRICES + VECTORS, composed))
     # proj([out_f(y_f); out_b(y_b)]) = [P_f W_f, P_b W_b] y + bias: one (Dm, 2E) product (P split
     # rather than sliced twice: the backward is one cat, not two zero-filled copies and an add)
