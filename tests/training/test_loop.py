@@ -165,3 +165,29 @@ def test_auto_thread_count():
     big = auto_cpu_threads(32 * 500 * 256, num_workers=0)      # ESC-50 at the paper's width
     assert 1 <= big <= usable_cores()
     assert auto_cpu_threads(SMALL_ACTIVATION, num_workers=usable_cores()) == 1
+
+
+def test_the_next_epoch_starts_loading_during_evaluation_with_the_same_batches(tiny):
+    """With loader workers, epoch e+1's iterator is started before epoch e is evaluated (its first
+    batches are then ready when training resumes); the shuffle and the workers' seeds must be exactly
+    those of an iterator started at the epoch's first step."""
+
+    class Late(Trainer):
+        def _start_epoch_early(self, epoch):  # the old order: every epoch starts its loader cold
+            self._early_epoch = None
+
+    class Recorded(Trainer):
+        seen = []
+
+        def _train_epoch(self, epoch):
+            self.seen.append(None if self._early_epoch is None else self._early_epoch[0])
+            return super()._train_epoch(epoch)
+
+    settings = ("data.num_workers=1", "optim.epochs=3", "augment.mixup_alpha=0.3")
+    early = Recorded(tiny(*settings, out="early"), verbose=False)
+    late = Late(tiny(*settings, out="late"), verbose=False)
+    early.fit(), late.fit()
+    assert Recorded.seen == [None, 1, 2]  # epochs 2 and 3 found their loader already started
+    assert _losses(Path(early.cfg.out_dir)) == _losses(Path(late.cfg.out_dir))
+    for (name, a), b in zip(early.raw_model.state_dict().items(), late.raw_model.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -93,6 +93,7 @@ class Trainer:
         self._threads_before: int | None = None
         self._resume_changes: list[str] = []
         self._best_state: dict | None = None
+        self._early_epoch: tuple | None = None  # (epoch, its batch iterator started during evaluation)
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -311,6 +312,7 @@ class Trainer:
             cfg, st, hinted = self.cfg, self.state, False
             for epoch in range(st.epoch, cfg.optim.epochs):
                 train = self._train_epoch(epoch)
+                self._start_epoch_early(epoch + 1)
                 val = self._evaluate(self.val_loader)
                 test = self._evaluate(self.test_loader)
                 record = {"epoch": epoch + 1, "step": st.step, "lr": current_lr(self.scheduler),
@@ -349,11 +351,25 @@ class Trainer:
             if self._threads_before is not None:
                 set_cpu_threads(self._threads_before)
 
+    def _start_epoch_early(self, epoch: int) -> None:
+        """Start the loader workers on ``epoch``'s first batches now, while the finished epoch is
+        evaluated and saved: with persistent workers a new epoch's iterator otherwise starts cold,
+        and the loop waits for its first batch (most of a short epoch's loader wait; RESULTS.md
+        section 12). Same shuffle and worker seeds as starting it at the epoch's first step."""
+        self._early_epoch = None
+        if epoch < self.cfg.optim.epochs and self.num_workers > 0:
+            start_epoch(self.train_loader, self.cfg.seed, epoch, self.env.rank, 0)
+            self._early_epoch = (epoch, iter(self.train_loader))
+
     def _train_epoch(self, epoch: int) -> dict:
         cfg, st, sums = self.cfg, self.state, self.state.epoch_sums
         accum = cfg.optim.grad_accum_steps
-        start_epoch(self.train_loader, cfg.seed, epoch, self.env.rank, st.batch_in_epoch * accum * self.micro)
-        batches = TimedBatches(iter(self.train_loader))
+        early, self._early_epoch = self._early_epoch, None
+        if early is not None and early[0] == epoch and st.batch_in_epoch == 0:
+            batches = TimedBatches(early[1])
+        else:
+            start_epoch(self.train_loader, cfg.seed, epoch, self.env.rank, st.batch_in_epoch * accum * self.micro)
+            batches = TimedBatches(iter(self.train_loader))
         bar = tqdm(total=self.steps_per_epoch, initial=st.batch_in_epoch, disable=not self.show_bar,
                    desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="step", dynamic_ncols=True, leave=False)
         self.model.train()
