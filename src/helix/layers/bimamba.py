@@ -124,7 +124,8 @@ def compose_index(block: BiMambaBlock) -> tuple[torch.Tensor, torch.Tensor, tupl
         raise AssertionError("the composed layout must hold every parameter element exactly once")
     source = torch.empty(offset - 1, dtype=torch.long)
     source[index[placed] - 1] = torch.nonzero(placed).squeeze(1)
-    return index, source, shapes, sum(layout[k].numel() for k in MATRICES)
+    # int32: both maps live on the device in every block (~0.76M elements each at the paper's width)
+    return index.int(), source.int(), shapes, sum(layout[k].numel() for k in MATRICES)
 
 
 class _ComposeWeights(torch.autograd.Function):
