@@ -49,6 +49,8 @@ CONFIGS = {
     "t64-dg64-w1": ScanConfig(64, 64, 1),
     "t32-dg128-w1": ScanConfig(32, 128, 1),
     "t64-dg32-w2": ScanConfig(64, 32, 2),
+    # the forward-side kernels with several steps and states per thread (columns are the default)
+    "t32-dg128-w1-rows": ScanConfig(32, 128, 1, layout="rows"),
     "t128-dg64-w4": ScanConfig(128, 64, 4),
 }
 
@@ -133,12 +135,16 @@ def kernel_report(Bsz, D, L, N, cfg, layout="first"):
         if ev.device_type.name == "CUDA" or getattr(ev, "device_time_total", 0):
             total = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
             times[ev.key] = total / 3 / 1e3  # ms per fwd+bwd
+    launched = {name for name in LAST_COMPILED if any(name in key for key in times)}
+    for name in list(LAST_COMPILED):
+        if name not in launched:
+            del LAST_COMPILED[name]
     print(f"kernels at B={Bsz} L={L} {cfg} ({layout}):")
     for name, k in LAST_COMPILED.items():
         regs = getattr(k, "n_regs", "?")
         spills = getattr(k, "n_spills", "?")
         shared = getattr(getattr(k, "metadata", None), "shared", "?")
-        t = sum(v for key, v in times.items() if name in key)
+        t = times[name] if name in times else sum(v for key, v in times.items() if name in key)
         print(f"  {name:18s} regs {regs:>4} spills {spills:>4} smem {shared:>6}  {t:7.2f} ms")
     other = sum(v for key, v in times.items() if not any(n in key for n in LAST_COMPILED))
     print(f"  {'other kernels':18s} {'':34s} {other:7.2f} ms")

@@ -1,6 +1,6 @@
 """Compile the scan kernels for an H100 (sm_90) on a machine without a GPU and count SASS opcodes.
 
-    python benchmarks/sass_count.py [fwd] [bwd]        (MAXNREG=128 caps ptxas's registers)
+    python benchmarks/sass_count.py [fwd] [bwd] [fwd_columns]   (MAXNREG=128 caps ptxas's registers)
 
 Uses the kernels' real specialisation for the BiMamba block at 300 s (B=8, 2 x 512 channels, N=32,
 bf16, strides divisible by 16, unit strides constant), Triton's bundled ``nvdisasm``, and reports
@@ -24,7 +24,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-from helix.ops.selective_scan import triton as kernels  # noqa: E402
+from helix.ops.selective_scan import columns, triton as kernels  # noqa: E402
 
 L, D, N = 30000, 1024, 32
 BC_ROWS = 160  # x_dbl rows per batch element: 2 dt_rank + 4 N
@@ -110,7 +110,7 @@ def main(argv=None) -> None:
     which = (argv if argv is not None else sys.argv[1:]) or ["fwd", "bwd"]
     print(f"triton {triton.__version__}, sm_90, B=8 L={L} D={D} N={N} bf16 bidirectional, maxnreg {MAXNREG}")
     for name in which:
-        fn = {"fwd": kernels._fwd_scan, "bwd": kernels._bwd_scan}[name]
+        fn = {"fwd": kernels._fwd_scan, "bwd": kernels._bwd_scan, "fwd_columns": columns._fwd_scan_columns}[name]
         compiled = compile_sm90(fn, META)
         whole, loop = opcode_counts(disassemble(compiled))
         spills = compiled.asm["ptx"].count("st.local")

@@ -150,17 +150,19 @@ def rel(a, b):
 
 
 @needs_triton
+@pytest.mark.parametrize("layout,N", [("rows", 4), ("columns", 4), ("columns", 32)])
 @pytest.mark.parametrize("bidir", [False, True], ids=["causal", "bidirectional"])
-def test_triton_scan_with_lengths_matches_reference(bidir):
+def test_triton_scan_with_lengths_matches_reference(bidir, layout, N):
     from helix.ops.selective_scan.triton import ScanConfig, selective_scan_triton
 
     # block_t=16 over L=40: row 1 ends inside chunk 0 (chunks 1, 2 wholly past its end), row 2 mid-chunk 1
-    inputs = scan_inputs(Bsz=3, D=4, L=40, N=4, bidir=bidir, dtype=torch.float32)
+    inputs = scan_inputs(Bsz=3, D=4, L=40, N=N, bidir=bidir, dtype=torch.float32)
     lengths = torch.tensor([40, 9, 21])
     ours = {k: v.clone().to(DEVICE).requires_grad_() for k, v in inputs.items()}
     ref = {k: v.detach().double().requires_grad_() for k, v in inputs.items()}
+    config = ScanConfig(layout=layout) if DEVICE == "cuda" else ScanConfig(block_t=16, dg=2, layout=layout)
     y = selective_scan_triton(**ours, delta_softplus=True, bidirectional=bidir, lengths=lengths.to(DEVICE),
-                              config=None if DEVICE == "cuda" else ScanConfig(block_t=16, dg=2))
+                              config=config)
     fn = selective_scan_bidirectional_reference if bidir else selective_scan_reference
     y_ref = fn(**ref, delta_softplus=True, lengths=lengths)
     grad = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)

@@ -134,6 +134,47 @@ def test_backward_launch_shape_of_its_own(config):
     check(inputs, kernel_fn(True, config), reference_fn(True), torch.float32)
 
 
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("L,N,block_t", [(7, 32, 8), (65, 32, 16), (130, 16, 32), (2049, 32, 32)],
+                         ids=["one-chunk", "chunks-of-16", "16-states", "long"])
+def test_both_layouts_match_reference(L, N, block_t, reverse, layout):
+    """The forward-side kernels with one state column per thread (the default) or several steps and
+    states per thread: every gradient, partial last chunks."""
+    if L > 500 and not CUDA:
+        pytest.skip("long sequences run compiled only")
+    cfg = ScanConfig(block_t=block_t, dg=2 if not CUDA else 128, layout=layout)
+    inputs = make_inputs(2, 4, L, N, torch.float32)
+    check(inputs, kernel_fn(reverse, cfg), reference_fn(reverse), torch.float32)
+
+
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+def test_both_layouts_bidirectional_in_half_precision(layout):
+    E, L, N = 4, 75, 32
+    inputs = make_inputs(2, 2 * E, L, N, torch.bfloat16, groups=2)
+    cfg = ScanConfig(block_t=16, dg=2, layout=layout)
+
+    def kernel(**kw):
+        return selective_scan_triton(**kw, delta_softplus=True, bidirectional=True, config=cfg)
+
+    def reference(**kw):
+        return selective_scan_bidirectional_reference(**kw, delta_softplus=True)
+
+    check(inputs, kernel, reference, torch.bfloat16)
+
+
+def test_layout_names_are_checked_and_unsupported_tiles_fall_back_to_rows():
+    with pytest.raises(ValueError, match="layout"):
+        ScanConfig(layout="diagonal")
+    assert ScanConfig().layout == "columns"
+    assert not ScanConfig(block_t=4).columns(16) and not ScanConfig(block_t=12).columns(16)
+    assert ScanConfig(block_t=32).columns(32) and not ScanConfig(block_t=32).columns(64)
+    assert not ScanConfig(block_t=32, layout="rows").columns(32)
+    # tiles that would repeat lanes keep rows (compiled, 4 states summed wrongly over time)
+    assert ScanConfig(block_t=32).columns(16) and not ScanConfig(block_t=32).columns(8)
+    assert not ScanConfig(block_t=8).columns(16) and ScanConfig(block_t=8).columns(32)
+
+
 def test_fill_shrinks_channels_per_program_only_for_short_launches():
     from helix.ops.selective_scan.triton import _channels_per_program
     assert _channels_per_program(512, 128) == 128

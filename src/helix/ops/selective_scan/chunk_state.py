@@ -55,21 +55,74 @@ def _program_setup(L, D_GROUP, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG:
 
 
 @triton.jit
+def _channel_rows(u_ptr, dl_ptr, z_ptr, b, d0, tq, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l):
+    """Pointers to steps tq of u, delta and z in channel d0 (batch row b)."""
+    return (u_ptr + b * su_b + d0 * su_d + tq * su_l, dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l,
+            z_ptr + b * sz_b + d0 * sz_d + tq * sz_l)
+
+
+@triton.jit
+def _channel_inputs(pu, pv, pz, i, su_d, sdl_d, sz_d, mask, HAS_Z: tl.constexpr):
+    """u, delta and z (u again without z) of the i-th channel after the row pointers pu, pv, pz: the
+    scan kernels load channel i + 1's while they compute channel i, which hides the loads' latency."""
+    u = tl.load(pu + i * su_d, mask=mask, other=0.0)
+    v = tl.load(pv + i * sdl_d, mask=mask, other=0.0)
+    z = tl.load(pz + i * sz_d, mask=mask, other=0.0) if HAS_Z else u
+    return u, v, z
+
+
+@triton.jit
+def _right(l, r):
+    return r
+
+
+@triton.jit
+def _pin(x):
+    """x unchanged (an identity scan, which LLVM deletes), but Triton cannot rematerialise what
+    produced x in another layout through it: a softplus per time step is computed once, where
+    its operands were loaded, and converted, not recomputed in each thread of the (T, N) tile."""
+    return tl.associative_scan(x, 0, _right)
+
+
+@triton.jit
+def _column_tile(ptr, b, g, c, n, n_b, L, N, s_b, s_g, s_n, s_l, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr):
+    """A (T, N) fp32 tile of B or C in ascending time, one state column per thread. Rows of unit
+    stride are padded to a multiple of 16 (``aligned_rows``), so whole 8-step vectors are read and the
+    steps past the row's end zeroed afterwards: a mask at n_b would split the vectors when L is not a
+    multiple of 8, and every step would be its own load."""
+    cs = tl.arange(0, BLOCK_T // 8).to(tl.int64)
+    ti = tl.arange(0, 8).to(tl.int64)
+    t3 = c * BLOCK_T + cs[None, :, None] * 8 + ti[None, None, :]  # (1, T/8, 8)
+    p = ptr + b * s_b + g * s_g + n[:, None, None] * s_n + t3 * s_l
+    if s_l == 1:
+        x = tl.load(p, mask=(t3 < (L + 15) // 16 * 16) & (n[:, None, None] < N), other=0.0)
+        x = tl.where(t3 < n_b, x, 0.0)
+    else:
+        x = tl.load(p, mask=(t3 < n_b) & (n[:, None, None] < N), other=0.0)
+    return tl.trans(tl.reshape(x.to(tl.float32), (BLOCK_N, BLOCK_T)))
+
+
+@triton.jit
 def _fwd_chunk_state(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, len_ptr, S_ptr, Sig_ptr,
                      L, D_GROUP, N, n_chunks,
                      su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                      HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
-                     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, HAS_LEN: tl.constexpr):
+                     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, HAS_LEN: tl.constexpr,
+                     COLUMNS: tl.constexpr = False):
     d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG)
     # steps past the row's end are identity steps (decay 1, input 0) and are never loaded
-    mask_t = t < _valid_len(len_ptr, b, L, HAS_LEN)
+    n_b = _valid_len(len_ptr, b, L, HAS_LEN)
+    mask_t = t < n_b
     if BIDIR:
         rev = (g % 2) == 1  # group 1 runs backwards in time
     else:
         rev = REVERSE
     mask_n = n < N
-    Bt = tl.load(B_ptr + b * sB_b + g * sB_g + n[None, :] * sB_n + t[:, None] * sB_l,
-                 mask=mask_t[:, None] & mask_n[None, :], other=0.0).to(tl.float32)  # (T, N)
+    if COLUMNS:  # one state column per thread: the sum over time stays inside a thread
+        Bt = _column_tile(B_ptr, b, g, c, n, n_b, L, N, sB_b, sB_g, sB_n, sB_l, BLOCK_T, BLOCK_N)
+    else:
+        Bt = tl.load(B_ptr + b * sB_b + g * sB_g + n[None, :] * sB_n + t[:, None] * sB_l,
+                     mask=mask_t[:, None] & mask_n[None, :], other=0.0).to(tl.float32)  # (T, N)
     Dtot = tl.num_programs(0) * DG
     for i in range(DG):
         d = d0 + i
@@ -84,8 +137,13 @@ def _fwd_chunk_state(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, len_ptr, S_ptr, Sig_
             expo = cum - dt
         else:  # decay from t+1 to the chunk's last row
             expo = tot - cum
+        if COLUMNS:  # per-step values computed once per step, then broadcast to every state
+            expo = _pin(expo)
+            dtu = _pin(dt * u)
+        else:
+            dtu = dt * u
         w = tl.exp2(expo[:, None] * A2[None, :])
-        s = tl.sum(w * ((dt * u)[:, None] * Bt), 0)  # (N,)
+        s = tl.sum(w * (dtu[:, None] * Bt), 0)  # (N,)
         tl.store(S_ptr + _state_row(b, d, c, Dtot, n_chunks, not rev) * N + n, s, mask=mask_n)
         tl.store(Sig_ptr + (b * Dtot + d) * n_chunks + c, tot)  # Sig: (B, D, n_chunks)
 
@@ -95,16 +153,21 @@ def _bwd_chunk_state(dl_ptr, A_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, len_ptr, V
                      L, D_GROUP, N, n_chunks,
                      sdl_b, sdl_d, sdl_l, sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                      HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
-                     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, HAS_LEN: tl.constexpr):
+                     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, HAS_LEN: tl.constexpr,
+                     COLUMNS: tl.constexpr = False):
     d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG)
-    mask_t = t < _valid_len(len_ptr, b, L, HAS_LEN)  # dout past the end is dropped, as the output is
+    n_b = _valid_len(len_ptr, b, L, HAS_LEN)
+    mask_t = t < n_b  # dout past the end is dropped, as the output is
     if BIDIR:
         rev = (g % 2) == 1  # group 1 runs backwards in time
     else:
         rev = REVERSE
     mask_n = n < N
-    Ct = tl.load(C_ptr + b * sC_b + g * sC_g + n[None, :] * sC_n + t[:, None] * sC_l,
-                 mask=mask_t[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+    if COLUMNS:
+        Ct = _column_tile(C_ptr, b, g, c, n, n_b, L, N, sC_b, sC_g, sC_n, sC_l, BLOCK_T, BLOCK_N)
+    else:
+        Ct = tl.load(C_ptr + b * sC_b + g * sC_g + n[None, :] * sC_n + t[:, None] * sC_l,
+                     mask=mask_t[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
     Dtot = tl.num_programs(0) * DG
     for i in range(DG):
         d = d0 + i
@@ -121,6 +184,9 @@ def _bwd_chunk_state(dl_ptr, A_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, len_ptr, V
             expo = tl.sum(dt, 0) - cum + dt
         else:  # decay from the chunk's first row through t
             expo = cum
+        if COLUMNS:
+            expo = _pin(expo)
+            dy = _pin(dy)
         w = tl.exp2(expo[:, None] * A2[None, :])
         s = tl.sum(w * (dy[:, None] * Ct), 0)
         tl.store(V_ptr + _state_row(b, d, c, Dtot, n_chunks, rev) * N + n, s, mask=mask_n)

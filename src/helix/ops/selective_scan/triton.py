@@ -16,6 +16,8 @@ walk. A chunk only needs the state entering it, which takes three launches:
    fused epilogue (C contraction, D skip, SiLU gate).
 
 Only H (B, D, n_chunks + 1, N) in fp32 is kept for backward; backward recomputes the in-chunk states.
+The forward-side kernels lay their (T, N) tiles out one state column per thread by default
+(``columns.py``, ``ScanConfig(layout=...)``); ``_bwd_scan`` keeps several steps and states per thread.
 The adjoint g_t = dL/dh_t = dy_t C_t + a_{t+1} g_{t+1} is chunked the same way: K_c = a_{t1} g_{t1}
 (what flows into chunk c from the chunk after it) obeys K_{c-1} = exp(A Sigma_c) K_c + V_c with
 V_c = sum_t exp(A cumincl_t) dy_t C_t. ``_bwd_scan`` then recomputes h, runs the reverse scan for g
@@ -42,8 +44,10 @@ import torch
 import triton
 import triton.language as tl
 
-from helix.ops.selective_scan.chunk_state import (_bwd_chunk_state, _chunk_carry, _combine, _dt_of,
-                                                   _entry_state, _fwd_chunk_state, _program_setup, _valid_len)
+from helix.ops.selective_scan.chunk_state import (_bwd_chunk_state, _channel_inputs, _channel_rows, _chunk_carry,
+                                                   _combine, _dt_of, _entry_state, _fwd_chunk_state, _pin,
+                                                   _program_setup, _valid_len)
+from helix.ops.selective_scan.columns import _fwd_scan_columns
 
 
 @triton.jit
@@ -67,19 +71,6 @@ def _bc_tile(ptr, b, g, n, t, mask, s_b, s_g, s_n, s_l, rev):
     if rev:
         x = tl.flip(x, 0)
     return x
-
-
-@triton.jit
-def _right(l, r):
-    return r
-
-
-@triton.jit
-def _pin(x):
-    """x unchanged (an identity scan, which LLVM deletes), but Triton cannot rematerialise what
-    produced x in another layout through it: a softplus per time step is computed once, where
-    its operands were loaded, and converted, not recomputed in each thread of the (T, N) tile."""
-    return tl.associative_scan(x, 0, _right)
 
 
 @triton.jit
@@ -110,23 +101,15 @@ def _fwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
         tq, mask_st = _logical_time(c, L, rev, BLOCK_T)
         mask_q = tq < n_b
         Dtot = tl.num_programs(0) * DG
-        pu = u_ptr + b * su_b + d0 * su_d + tq * su_l
-        pv = dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l
-        pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
-        # loads for channel i+1 are issued before channel i's scan, hiding their latency
-        u_nx = tl.load(pu, mask=mask_q, other=0.0)
-        v_nx = tl.load(pv, mask=mask_q, other=0.0)
-        z_nx = tl.load(pz, mask=mask_q, other=0.0) if HAS_Z else u_nx
+        pu, pv, pz = _channel_rows(u_ptr, dl_ptr, z_ptr, b, d0, tq,
+                                   su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l)
+        u_nx, v_nx, z_nx = _channel_inputs(pu, pv, pz, 0, su_d, sdl_d, sz_d, mask_q, HAS_Z)
         for i in range(DG):
             d = d0 + i
             u = u_nx.to(tl.float32)
             v = v_nx.to(tl.float32)
             z = z_nx.to(tl.float32)
-            more = mask_q & (i + 1 < DG)
-            u_nx = tl.load(pu + (i + 1) * su_d, mask=more, other=0.0)
-            v_nx = tl.load(pv + (i + 1) * sdl_d, mask=more, other=0.0)
-            if HAS_Z:
-                z_nx = tl.load(pz + (i + 1) * sz_d, mask=more, other=0.0)
+            u_nx, v_nx, z_nx = _channel_inputs(pu, pv, pz, i + 1, su_d, sdl_d, sz_d, mask_q & (i + 1 < DG), HAS_Z)
             bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
             dt = _pin(tl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0))
             A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
@@ -314,12 +297,20 @@ class ScanConfig:
     spread over every SM (``_bwd_scan`` measured best at its cap at every length).
     ``bwd_maxnreg``: a register cap for ``_bwd_scan`` (ptxas ``.maxnreg``; None: ptxas's choice, which is
     255 for it at one warp: 8 warps per SM; 168 allows 12, 128 allows 16, at the price of spills).
+    ``layout``: how the forward-side kernels (chunk states and the forward scan) lay out a (T, N)
+    tile: ``"columns"``, one state column per thread (``columns.py``; where ``columns()`` allows the
+    tile, else rows are used), or ``"rows"``, several steps and states per thread, as
+    ``_bwd_scan`` always does (RESULTS.md section 13 measured a column-layout backward: slower).
     """
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
-                 bwd_warps: int | None = None, fill: int = 0, bwd_maxnreg: int | None = None):
+                 bwd_warps: int | None = None, fill: int = 0, bwd_maxnreg: int | None = None,
+                 layout: str = "columns"):
+        if layout not in ("rows", "columns"):
+            raise ValueError(f"layout must be 'rows' or 'columns', not {layout!r}")
         self.block_t, self.dg, self.num_warps = block_t, dg, num_warps
         self.bwd_maxnreg = bwd_maxnreg
+        self.layout = layout
         self.bwd_dg = dg if bwd_dg is None else bwd_dg
         self.bwd_warps = num_warps if bwd_warps is None else bwd_warps
         self.fill = fill
@@ -331,7 +322,15 @@ class ScanConfig:
     def __repr__(self) -> str:
         return (f"ScanConfig(block_t={self.block_t}, dg={self.dg}, num_warps={self.num_warps}, "
                 f"bwd_dg={self.bwd_dg}, bwd_warps={self.bwd_warps}, fill={self.fill}, "
-                f"bwd_maxnreg={self.bwd_maxnreg})")
+                f"bwd_maxnreg={self.bwd_maxnreg}, layout={self.layout!r})")
+
+    def columns(self, block_n: int) -> bool:
+        """Whether the forward-side kernels use the column layout for tiles of ``block_n`` states: 16
+        to 32 states and at least 8 lanes' worth of steps per state. A smaller tile would repeat
+        lanes, and compiled on the H200 the chunk sums over time came out wrong with 4 states
+        (RESULTS.md section 13); the interpreter cannot show that, so such tiles keep rows."""
+        return (self.layout == "columns" and self.block_t % 8 == 0 and 16 <= block_n <= 32
+                and block_n * self.block_t >= 256)
 
 
 # measured on the H200 (benchmarks/sweep_scan_configs.py, RESULTS.md section 9): every kernel is best
@@ -350,9 +349,15 @@ def _padded_len(L: int) -> int:
 
 
 def aligned_rows(x, cfg):
-    """x (B, G, N, L) -> the same values in rows of a multiple of 16 elements (a copy only if needed)."""
+    """x (B, G, N, L) -> the same values in rows of a multiple of 16 elements (a copy only if needed).
+
+    A row of unit stride can then be read up to the next multiple of 16 (the column-layout kernels
+    read whole 8-step vectors and zero the steps past the end): its stride is a multiple of 16, and
+    the last row's padding must lie inside the storage, else the rows are copied."""
     L = x.shape[-1]
-    aligned = all(st % 16 == 0 for st in x.stride()[:3]) and x.data_ptr() % 16 == 0
+    last = x.storage_offset() + sum((size - 1) * st for size, st in zip(x.shape[:3], x.stride()[:3]))
+    inside = (last + _padded_len(L)) * x.element_size() <= x.untyped_storage().nbytes()
+    aligned = all(st % 16 == 0 for st in x.stride()[:3]) and x.data_ptr() % 16 == 0 and inside
     if x.stride(-1) != 1 or aligned:
         return x
     out = x.new_empty((*x.shape[:3], _padded_len(L)))
@@ -417,7 +422,7 @@ def chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg, len
     _launch(_fwd_chunk_state, grid,
             u, delta, A, Bm, bias if bias is not None else A, lengths if lengths is not None else A, S, Sig,
             L, d_group, N, n_chunks,
-            *_strides3(u), *_strides3(delta), *Bm.stride(), **flags)
+            *_strides3(u), *_strides3(delta), *Bm.stride(), COLUMNS=cfg.columns(meta["BLOCK_N"]), **flags)
     return _carry(S, Sig, A, False, d_group, bidir, reverse)
 
 
@@ -428,7 +433,7 @@ def scan_forward(u, delta, A, Bm, Cm, D, z, bias, softplus, bidir, reverse, cfg,
     dummy = A  # never read: its flag is off
     H = chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg, lengths)
     out = torch.empty((Bsz, Dtot, L), dtype=u.dtype, device=u.device)
-    _launch(_fwd_scan, grid,
+    _launch(_fwd_scan_columns if cfg.columns(meta["BLOCK_N"]) else _fwd_scan, grid,
             u, delta, A, Bm, Cm, D if D is not None else dummy, z if z is not None else u,
             bias if bias is not None else dummy, H, lengths if lengths is not None else dummy, out,
             L, d_group, N, n_chunks,
@@ -459,7 +464,7 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
         _launch(_bwd_chunk_state, grid,
                 delta, A, Cm, z if z is not None else u, dout, bias if bias is not None else dummy, lens, V, Sig,
                 L, d_group, N, n_chunks, *_strides3(delta), *Cm.stride(), *_strides3(z), *_strides3(dout),
-                **flags)
+                COLUMNS=cfg.columns(meta["BLOCK_N"]), **flags)
         K = _carry(V, Sig, A, True, d_group, bidir, reverse)
         del V, Sig
     else:

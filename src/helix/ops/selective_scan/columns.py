@@ -1,0 +1,141 @@
+"""The forward scan with one state column per thread (``ScanConfig(layout="columns")``, the default).
+
+Same function as ``triton._fwd_scan`` (tested against the same reference), laid out differently.
+``_fwd_scan`` keeps a (T, N) tile as 8 steps x 4 states per thread, so its in-chunk scan crosses
+lanes (two levels of shuffles and a cumulative decay per element). Here a thread holds all T steps of
+one state (lanes over N, time in registers):
+
+- the in-chunk scan runs inside a thread, one FFMA per element: the entering state is folded into the
+  chunk's first step (``tl.where`` on a compile-time row index folds away), so no cumulative decay is
+  kept; a time-reversed channel scans the other way, which inside a thread is register order (a
+  ``tl.flip`` is free there, a ``reverse=True`` scan costs ~475 shuffles);
+- the sum over N (y_t = <C_t, h_t>) is ``_sum_n``: five pairwise halvings, which Triton lowers to one
+  transposition through shared memory and in-thread adds, instead of a butterfly that leaves every lane
+  all 32 sums (160 shuffles and 128 adds per tile);
+- per-step values (dt, dt u) are computed once, one step per lane, and broadcast (``_pin``).
+
+The tiles are loaded as (N, T/8, 8) and reshaped (``chunk_state._column_tile``), which is what makes
+Triton choose this layout: its coalescing fills the 8-step vector, then lanes along N. Offline SASS
+(``benchmarks/sass_count.py fwd fwd_columns``): the channel loop issues 341 instructions against 557,
+no shuffles. The chunk-state kernels take the same tiles (``COLUMNS``). A backward kernel in this
+layout was measured slower (docs/kernels.md): it needs the dB/dC accumulators, B and C and four
+broadcast step vectors at once, and spills or reloads B/C per channel with lanes 2 L bytes apart.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from helix.ops.selective_scan.chunk_state import (_channel_inputs, _channel_rows, _column_tile, _combine, _dt_of,
+                                                   _entry_state, _pin, _program_setup, _valid_len)
+
+
+@triton.jit
+def _scan(a, x, BACKWARDS: tl.constexpr):
+    """h_t = a_t h_prev + x_t along T, from the first row (or from the last, ``BACKWARDS``). Inside a
+    thread a flip is register order; a ``reverse=True`` scan costs ~475 warp shuffles even there."""
+    if BACKWARDS:
+        _, h = tl.associative_scan((tl.flip(a, 0), tl.flip(x, 0)), 0, _combine)
+        h = tl.flip(h, 0)
+    else:
+        _, h = tl.associative_scan((a, x), 0, _combine)
+    return h
+
+
+@triton.jit
+def _halve(x, T: tl.constexpr, M: tl.constexpr):
+    lo, hi = tl.split(tl.reshape(x, (T, M // 2, 2)))
+    return lo + hi
+
+
+@triton.jit
+def _sum_n(x, T: tl.constexpr, N: tl.constexpr):
+    """x (T, N) summed over N, as five pairwise halvings. ``tl.sum(x, 1)`` over lanes is a butterfly
+    that leaves every lane all T sums (160 shuffles, 128 adds); splitting the lowest state bit into
+    registers makes Triton move time onto the lanes instead, and the sums end one step per lane."""
+    x = _halve(x, T, N)
+    if N >= 4:
+        x = _halve(x, T, N // 2)
+    if N >= 8:
+        x = _halve(x, T, N // 4)
+    if N >= 16:
+        x = _halve(x, T, N // 8)
+    if N >= 32:
+        x = _halve(x, T, N // 16)
+    tl.static_assert(N <= 32)
+    return tl.reshape(x, (T,))
+
+
+@triton.jit
+def _fwd_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, out_ptr,
+                       L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                       sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
+                       d0, c, b, g, n, n_b,
+                       HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                       BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, REV: tl.constexpr):
+    """One program's chunk of the forward scan (``REV``: the channels run backwards in time)."""
+    mask_n = n < N
+    Bt = _column_tile(B_ptr, b, g, c, n, n_b, L, N, sB_b, sB_g, sB_n, sB_l, BLOCK_T, BLOCK_N)
+    Ct = _column_tile(C_ptr, b, g, c, n, n_b, L, N, sC_b, sC_g, sC_n, sC_l, BLOCK_T, BLOCK_N)
+    i_t = tl.arange(0, BLOCK_T)
+    tq = c * BLOCK_T + i_t.to(tl.int64)
+    mask_q = tq < n_b
+    mask_st = tq < L
+    is_first = (i_t == (BLOCK_T - 1 if REV else 0))[:, None]
+    Dtot = tl.num_programs(0) * DG
+    pu, pv, pz = _channel_rows(u_ptr, dl_ptr, z_ptr, b, d0, tq,
+                               su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l)
+    u_nx, v_nx, z_nx = _channel_inputs(pu, pv, pz, 0, su_d, sdl_d, sz_d, mask_q, HAS_Z)
+    for i in range(DG):
+        d = d0 + i
+        u = u_nx.to(tl.float32)
+        v = v_nx.to(tl.float32)
+        z = z_nx.to(tl.float32)
+        u_nx, v_nx, z_nx = _channel_inputs(pu, pv, pz, i + 1, su_d, sdl_d, sz_d, mask_q & (i + 1 < DG), HAS_Z)
+        bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
+        dt = _pin(tl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0))
+        dtu = _pin(dt * u)
+        A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
+        x = dtu[:, None] * Bt
+        a = tl.exp2(dt[:, None] * A2[None, :])
+        H = _entry_state(H_ptr, b, d, c, n, mask_n, Dtot, n_chunks, N, not REV)
+        h = _scan(a, tl.where(is_first, x + a * H[None, :], x), REV)
+        y = _sum_n(h * Ct, BLOCK_T, BLOCK_N)
+        if HAS_D:
+            y += tl.load(D_ptr + d) * u
+        if HAS_Z:
+            y = y * z * tl.sigmoid(z)
+        tl.store(out_ptr + b * so_b + d * so_d + tq * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_st)
+
+
+@triton.jit
+def _fwd_scan_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, len_ptr, out_ptr,
+                      L, D_GROUP, N, n_chunks,
+                      su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                      sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
+                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                      SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
+                      BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, HAS_LEN: tl.constexpr):
+    """Arguments, outputs and zero chunks as ``triton._fwd_scan``."""
+    d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG)
+    n_b = _valid_len(len_ptr, b, L, HAS_LEN)
+    if HAS_LEN and c * BLOCK_T >= n_b:  # a chunk wholly past the end: zeros, nothing computed
+        for i in range(DG):
+            tl.store(out_ptr + b * so_b + (d0 + i) * so_d + t * so_l,
+                     tl.zeros((BLOCK_T,), dtype=out_ptr.dtype.element_ty), mask=mask_t)
+    else:
+        if BIDIR:
+            rev = (g % 2) == 1
+        else:
+            rev = REVERSE
+        if rev:
+            _fwd_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, out_ptr,
+                               L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                               sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l, d0, c, b, g, n, n_b,
+                               HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, True)
+        else:
+            _fwd_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, out_ptr,
+                               L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                               sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l, d0, c, b, g, n, n_b,
+                               HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, False)
