@@ -175,6 +175,28 @@ def test_layout_names_are_checked_and_unsupported_tiles_fall_back_to_rows():
     assert not ScanConfig(block_t=8).columns(16) and ScanConfig(block_t=8).columns(32)
 
 
+def test_bfloat16_chunk_states_are_opt_in_and_stay_within_bfloat16_tolerance():
+    """``states="bfloat16"`` halves the chunk-state buffers for bf16 activations; fp32 and fp16
+    activations keep fp32 states, and the default keeps fp32 everywhere."""
+    with pytest.raises(ValueError, match="states"):
+        ScanConfig(states="half")
+    assert ScanConfig().state_dtype(torch.bfloat16) == torch.float32
+    opt_in = ScanConfig(block_t=16, dg=2, states="bfloat16") if not CUDA else ScanConfig(states="bfloat16")
+    assert opt_in.state_dtype(torch.bfloat16) == torch.bfloat16
+    assert opt_in.state_dtype(torch.float16) == torch.float32 and opt_in.state_dtype(torch.float32) == torch.float32
+    inputs = make_inputs(2, 4, 130, 32, torch.bfloat16)
+    for reverse in (False, True):
+        check(inputs, kernel_fn(reverse, opt_in), reference_fn(reverse), torch.bfloat16)
+    from helix.ops.selective_scan import triton as kernels
+
+    x = {k: v.detach() for k, v in inputs.items()}
+    Bm, Cm, _ = kernels.scan_groups(x["u"], x["B"], x["C"], False, None)
+    _, H = kernels.scan_forward(x["u"], x["delta"], x["A"], kernels.aligned_rows(Bm, opt_in),
+                                kernels.aligned_rows(Cm, opt_in), x["D"], x["z"], x["delta_bias"], True, False,
+                                False, opt_in)
+    assert H.dtype == torch.bfloat16
+
+
 def test_fill_shrinks_channels_per_program_only_for_short_launches():
     from helix.ops.selective_scan.triton import _channels_per_program
     assert _channels_per_program(512, 128) == 128

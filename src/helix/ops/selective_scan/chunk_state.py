@@ -144,7 +144,8 @@ def _fwd_chunk_state(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, len_ptr, S_ptr, Sig_
             dtu = dt * u
         w = tl.exp2(expo[:, None] * A2[None, :])
         s = tl.sum(w * (dtu[:, None] * Bt), 0)  # (N,)
-        tl.store(S_ptr + _state_row(b, d, c, Dtot, n_chunks, not rev) * N + n, s, mask=mask_n)
+        tl.store(S_ptr + _state_row(b, d, c, Dtot, n_chunks, not rev) * N + n, s.to(S_ptr.dtype.element_ty),
+                 mask=mask_n)
         tl.store(Sig_ptr + (b * Dtot + d) * n_chunks + c, tot)  # Sig: (B, D, n_chunks)
 
 
@@ -189,7 +190,7 @@ def _bwd_chunk_state(dl_ptr, A_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, len_ptr, V
             dy = _pin(dy)
         w = tl.exp2(expo[:, None] * A2[None, :])
         s = tl.sum(w * (dy[:, None] * Ct), 0)
-        tl.store(V_ptr + _state_row(b, d, c, Dtot, n_chunks, rev) * N + n, s, mask=mask_n)
+        tl.store(V_ptr + _state_row(b, d, c, Dtot, n_chunks, rev) * N + n, s.to(V_ptr.dtype.element_ty), mask=mask_n)
         tl.store(Sig_ptr + (b * Dtot + d) * n_chunks + c, tl.sum(dt, 0))
 
 
@@ -206,7 +207,7 @@ def _entry_state(ptr, b, d, c, n, mask_n, Dtot, n_chunks, N, ascending):
     """The carry entering chunk c (N,): rows hold the state after each chunk (``_chunk_carry`` works in
     place), so it is the chunk before c in carry order, or the zero row. No mask beyond N's."""
     row = (b * Dtot + d) * (n_chunks + 1) + c + tl.where(ascending, 0, 1)
-    return tl.load(ptr + row * N + n, mask=mask_n, other=0.0)
+    return tl.load(ptr + row * N + n, mask=mask_n, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -239,7 +240,7 @@ def _chunk_carry(S_ptr, Sig_ptr, A_ptr, Dtot, D_GROUP, N, n_chunks, BACKWARD: tl
     # state rows: chunk c at c + 1 when ascending (row 0 zero), at c when descending (row n_chunks zero)
     rows = (b * Dtot + d) * (n_chunks + 1) + tl.where(descending, 0, 1)
     zero_row = (b * Dtot + d) * (n_chunks + 1) + tl.where(descending, n_chunks, 0)
-    tl.store(S_ptr + zero_row[:, None] * N + n[None, :], h, mask=mask_dn)
+    tl.store(S_ptr + zero_row[:, None] * N + n[None, :], h.to(S_ptr.dtype.element_ty), mask=mask_dn)
     for j in range(tl.cdiv(n_chunks, CB)):
         # row k of the block is the k-th chunk in carry order (descending: from the top down), so the
         # scan along rows runs forwards either way (a reverse=True scan costs ~4x the shuffles)
@@ -252,10 +253,10 @@ def _chunk_carry(S_ptr, Sig_ptr, A_ptr, Dtot, D_GROUP, N, n_chunks, BACKWARD: tl
         valid = (cs >= 0) & (cs < n_chunks)
         r = rows[None, :] + cs[:, None]  # (CB, BLOCK_D)
         m3 = valid[:, None, None] & mask_dn[None, :, :]
-        s = tl.load(S_ptr + r[:, :, None] * N + n[None, None, :], mask=m3, other=0.0)
+        s = tl.load(S_ptr + r[:, :, None] * N + n[None, None, :], mask=m3, other=0.0).to(tl.float32)
         sig = tl.load(Sig_ptr + sig_rows[None, :] + cs[:, None], mask=valid[:, None] & (d < Dtot)[None, :], other=0.0)
         e = tl.exp2(sig[:, :, None] * A2[None, :, :])  # masked chunks: (1, 0), the identity
         P, Q = tl.associative_scan((e, s), 0, _combine)
         out = Q + P * h[None, :, :]  # row k: the carry after chunk cs[k]
-        tl.store(S_ptr + r[:, :, None] * N + n[None, None, :], out, mask=m3)
+        tl.store(S_ptr + r[:, :, None] * N + n[None, None, :], out.to(S_ptr.dtype.element_ty), mask=m3)
         h = tl.sum(tl.where((k == CB - 1)[:, None, None], out, 0.0), 0)

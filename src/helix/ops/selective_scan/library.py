@@ -50,8 +50,9 @@ def _contiguous(*tensors):
 
 def _scan_triton_meta(u, A):
     Bsz, Dch, L = u.shape
+    cfg = _kernels().DEFAULT_CONFIG
     return [((Bsz, Dch, L), None, u.dtype),
-            ((Bsz, Dch, _n_chunks(L, _kernels().DEFAULT_CONFIG.block_t) + 1, A.shape[1]), None, torch.float32)]
+            ((Bsz, Dch, _n_chunks(L, cfg.block_t) + 1, A.shape[1]), None, cfg.state_dtype(u.dtype))]
 
 
 @_scan_triton.register_fake

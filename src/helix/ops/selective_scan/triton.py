@@ -297,6 +297,10 @@ class ScanConfig:
     spread over every SM (``_bwd_scan`` measured best at its cap at every length).
     ``bwd_maxnreg``: a register cap for ``_bwd_scan`` (ptxas ``.maxnreg``; None: ptxas's choice, which is
     255 for it at one warp: 8 warps per SM; 168 allows 12, 128 allows 16, at the price of spills).
+    ``states``: ``"float32"`` (the default) stores the chunk states (forward carries H, adjoint carries
+    K) in fp32; ``"bfloat16"`` stores them in bfloat16 when the activations are bfloat16 (half their
+    memory and traffic; every kernel still carries and sums them in fp32), which about doubled dA's
+    error against the float64 reference in the interpreter at L = 500 (RESULTS.md section 13).
     ``layout``: how the forward-side kernels (chunk states and the forward scan) lay out a (T, N)
     tile: ``"columns"``, one state column per thread (``columns.py``; where ``columns()`` allows the
     tile, else rows are used), or ``"rows"``, several steps and states per thread, as
@@ -305,12 +309,14 @@ class ScanConfig:
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
                  bwd_warps: int | None = None, fill: int = 0, bwd_maxnreg: int | None = None,
-                 layout: str = "columns"):
+                 layout: str = "columns", states: str = "float32"):
         if layout not in ("rows", "columns"):
             raise ValueError(f"layout must be 'rows' or 'columns', not {layout!r}")
+        if states not in ("float32", "bfloat16"):
+            raise ValueError(f"states must be 'float32' or 'bfloat16', not {states!r}")
         self.block_t, self.dg, self.num_warps = block_t, dg, num_warps
         self.bwd_maxnreg = bwd_maxnreg
-        self.layout = layout
+        self.layout, self.states = layout, states
         self.bwd_dg = dg if bwd_dg is None else bwd_dg
         self.bwd_warps = num_warps if bwd_warps is None else bwd_warps
         self.fill = fill
@@ -322,7 +328,15 @@ class ScanConfig:
     def __repr__(self) -> str:
         return (f"ScanConfig(block_t={self.block_t}, dg={self.dg}, num_warps={self.num_warps}, "
                 f"bwd_dg={self.bwd_dg}, bwd_warps={self.bwd_warps}, fill={self.fill}, "
-                f"bwd_maxnreg={self.bwd_maxnreg}, layout={self.layout!r})")
+                f"bwd_maxnreg={self.bwd_maxnreg}, layout={self.layout!r}, states={self.states!r})")
+
+    def state_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """Storage of the chunk states for activations of ``dtype``: bfloat16 for bfloat16 activations
+        with ``states="bfloat16"``, else float32 (float16 activations keep more mantissa than bfloat16
+        states would). Kernels carry and accumulate in fp32."""
+        if self.states == "bfloat16" and dtype == torch.bfloat16:
+            return torch.bfloat16
+        return torch.float32
 
     def columns(self, block_n: int) -> bool:
         """Whether the forward-side kernels use the column layout for tiles of ``block_n`` states: 16
@@ -416,8 +430,8 @@ def chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg, len
     flags = dict(HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir), REVERSE=bool(reverse),
                  HAS_LEN=lengths is not None, **meta)
     if n_chunks == 1:  # one chunk starts from zero: nothing to carry
-        return u.new_zeros((Bsz, Dtot, 2, N), dtype=torch.float32)
-    S = u.new_empty((Bsz, Dtot, n_chunks + 1, N), dtype=torch.float32)
+        return u.new_zeros((Bsz, Dtot, 2, N), dtype=cfg.state_dtype(u.dtype))
+    S = u.new_empty((Bsz, Dtot, n_chunks + 1, N), dtype=cfg.state_dtype(u.dtype))
     Sig = u.new_empty((Bsz, Dtot, n_chunks), dtype=torch.float32)
     _launch(_fwd_chunk_state, grid,
             u, delta, A, Bm, bias if bias is not None else A, lengths if lengths is not None else A, S, Sig,
@@ -458,8 +472,9 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
     dummy = A
     lens = lengths if lengths is not None else dummy
     f32 = dict(dtype=torch.float32, device=u.device)
+    states = dict(dtype=cfg.state_dtype(u.dtype), device=u.device)
     if n_chunks > 1:
-        V = torch.empty((Bsz, Dtot, n_chunks + 1, N), **f32)
+        V = torch.empty((Bsz, Dtot, n_chunks + 1, N), **states)
         Sig = torch.empty((Bsz, Dtot, n_chunks), **f32)
         _launch(_bwd_chunk_state, grid,
                 delta, A, Cm, z if z is not None else u, dout, bias if bias is not None else dummy, lens, V, Sig,
@@ -468,7 +483,7 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
         K = _carry(V, Sig, A, True, d_group, bidir, reverse)
         del V, Sig
     else:
-        K = torch.zeros((Bsz, Dtot, 2, N), **f32)
+        K = torch.zeros((Bsz, Dtot, 2, N), **states)
     du = torch.empty((Bsz, Dtot, L), dtype=u.dtype, device=u.device)
     if overwrite and delta.is_contiguous() and (z is None or z.is_contiguous()):
         ddelta, dz = delta, z
