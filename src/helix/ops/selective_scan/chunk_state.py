@@ -85,6 +85,20 @@ def _pin(x):
 
 
 @triton.jit
+def _channel_step(pu, pv, pz, u_nx, v_nx, z_nx, i, d, bias_ptr, su_d, sdl_d, sz_d, mask, DG: tl.constexpr,
+                  HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """Channel i's u, z in fp32 and its dt (softplus of delta + bias, zero past the row's end, once
+    per step), then channel i + 1's stored inputs, loaded now so their latency hides behind channel i."""
+    u = u_nx.to(tl.float32)
+    v = v_nx.to(tl.float32)
+    z = z_nx.to(tl.float32)
+    u_nx, v_nx, z_nx = _channel_inputs(pu, pv, pz, i + 1, su_d, sdl_d, sz_d, mask & (i + 1 < DG), HAS_Z)
+    bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
+    dt = _pin(tl.where(mask, _dt_of(v, bias, SOFTPLUS), 0.0))
+    return u, z, dt, u_nx, v_nx, z_nx
+
+
+@triton.jit
 def _column_tile(ptr, b, g, c, n, n_b, L, N, s_b, s_g, s_n, s_l, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr):
     """A (T, N) fp32 tile of B or C in ascending time, one state column per thread. Rows of unit
     stride are padded to a multiple of 16 (``aligned_rows``), so whole 8-step vectors are read and the

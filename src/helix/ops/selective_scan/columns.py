@@ -27,8 +27,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from helix.ops.selective_scan.chunk_state import (_channel_inputs, _channel_rows, _column_tile, _combine, _dt_of,
-                                                   _entry_state, _pin, _program_setup, _valid_len)
+from helix.ops.selective_scan.chunk_state import (_channel_inputs, _channel_rows, _channel_step, _column_tile,
+                                                   _combine, _entry_state, _pin, _program_setup, _valid_len)
 
 
 @triton.jit
@@ -89,12 +89,8 @@ def _fwd_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_pt
     u_nx, v_nx, z_nx = _channel_inputs(pu, pv, pz, 0, su_d, sdl_d, sz_d, mask_q, HAS_Z)
     for i in range(DG):
         d = d0 + i
-        u = u_nx.to(tl.float32)
-        v = v_nx.to(tl.float32)
-        z = z_nx.to(tl.float32)
-        u_nx, v_nx, z_nx = _channel_inputs(pu, pv, pz, i + 1, su_d, sdl_d, sz_d, mask_q & (i + 1 < DG), HAS_Z)
-        bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
-        dt = _pin(tl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0))
+        u, z, dt, u_nx, v_nx, z_nx = _channel_step(pu, pv, pz, u_nx, v_nx, z_nx, i, d, bias_ptr, su_d, sdl_d, sz_d,
+                                                   mask_q, DG, HAS_Z, HAS_BIAS, SOFTPLUS)
         dtu = _pin(dt * u)
         A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
         x = dtu[:, None] * Bt
