@@ -197,6 +197,41 @@ def test_bfloat16_chunk_states_are_opt_in_and_stay_within_bfloat16_tolerance():
     assert H.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+def test_the_layout_chooses_the_forward_kernels_it_names(layout, monkeypatch):
+    """Both layouts are correct (above), so only this shows which kernels a config really launches."""
+    from helix.ops.selective_scan import triton as kernels
+
+    launched = []
+    real = kernels._launch
+
+    def record(kernel, grid, *args, **kwargs):
+        launched.append((kernel.fn.__name__, kwargs.get("COLUMNS")))
+        return real(kernel, grid, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, "_launch", record)
+    cfg = ScanConfig(block_t=16, dg=2, layout=layout)
+    with torch.no_grad():
+        selective_scan_triton(**make_inputs(1, 2, 40, 32, torch.float32), delta_softplus=True, config=cfg)
+    columns = layout == "columns"
+    assert ("_fwd_chunk_state", columns) in launched
+    assert ("_fwd_scan_columns" if columns else "_fwd_scan", None) in launched
+
+
+def test_aligned_rows_copies_rows_whose_padding_would_leave_the_storage():
+    """The column tiles read unit-stride rows up to the next multiple of 16 steps: a row pitch that is
+    a multiple of 16 is enough unless the storage ends right after the last row's L elements."""
+    from helix.ops.selective_scan.triton import aligned_rows
+
+    L, pitch = 40, 48
+    padded = torch.zeros(2 * pitch).as_strided((1, 1, 2, L), (2 * pitch, 2 * pitch, pitch, 1))
+    assert aligned_rows(padded, None).data_ptr() == padded.data_ptr()  # 48 >= 48: read in place
+    tight = torch.zeros(pitch + L).as_strided((1, 1, 2, L), (2 * pitch, 2 * pitch, pitch, 1))
+    copied = aligned_rows(tight, None)
+    assert copied.data_ptr() != tight.data_ptr() and torch.equal(copied, tight)
+    assert copied.stride(2) % 16 == 0 and copied.untyped_storage().nbytes() >= 2 * 48 * 4
+
+
 def test_fill_shrinks_channels_per_program_only_for_short_launches():
     from helix.ops.selective_scan.triton import _channels_per_program
     assert _channels_per_program(512, 128) == 128

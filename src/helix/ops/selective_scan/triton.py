@@ -15,7 +15,7 @@ walk. A chunk only needs the state entering it, which takes three launches:
 3. ``_fwd_scan``: the in-chunk scan from H_c (``tl.associative_scan`` over (a, x) pairs) and the
    fused epilogue (C contraction, D skip, SiLU gate).
 
-Only H (B, D, n_chunks + 1, N) in fp32 is kept for backward; backward recomputes the in-chunk states.
+Only H (B, D, n_chunks + 1, N), fp32 by default, is kept for backward; backward recomputes the in-chunk states.
 The forward-side kernels lay their (T, N) tiles out one state column per thread by default
 (``columns.py``, ``ScanConfig(layout=...)``); ``_bwd_scan`` keeps several steps and states per thread.
 The adjoint g_t = dL/dh_t = dy_t C_t + a_{t+1} g_{t+1} is chunked the same way: K_c = a_{t1} g_{t1}
