@@ -40,6 +40,9 @@ offsets are int64 (L = 300,000 at B*D = 16k passes 2^31 elements). The chunk-lev
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
 import triton
 import triton.language as tl
@@ -48,6 +51,7 @@ from helix.ops.selective_scan.chunk_state import (_bwd_chunk_state, _channel_inp
                                                    _chunk_carry, _combine, _dt_of, _entry_state, _fwd_chunk_state,
                                                    _pin, _program_setup, _valid_len)
 from helix.ops.selective_scan.columns import _fwd_scan_columns
+from helix.ops.selective_scan import gluon_bwd
 
 
 @triton.jit
@@ -305,7 +309,12 @@ class ScanConfig:
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
                  bwd_warps: int | None = None, fill: int = 0, bwd_maxnreg: int | None = None,
-                 layout: str = "columns", states: str = "float32"):
+                 layout: str = "columns", states: str = "float32", bwd_kernel: str = "gluon",
+                 bwd_smem: str = "none"):
+        if bwd_kernel not in ("triton", "gluon"):
+            raise ValueError(f"bwd_kernel must be 'triton' or 'gluon', not {bwd_kernel!r}")
+        if bwd_smem not in ("none", "acc", "acc+bc"):
+            raise ValueError(f"bwd_smem must be 'none', 'acc' or 'acc+bc', not {bwd_smem!r}")
         if layout not in ("rows", "columns"):
             raise ValueError(f"layout must be 'rows' or 'columns', not {layout!r}")
         if states not in ("float32", "bfloat16"):
@@ -313,6 +322,7 @@ class ScanConfig:
         self.block_t, self.dg, self.num_warps = block_t, dg, num_warps
         self.bwd_maxnreg = bwd_maxnreg
         self.layout, self.states = layout, states
+        self.bwd_kernel, self.bwd_smem = bwd_kernel, bwd_smem
         self.bwd_dg = dg if bwd_dg is None else bwd_dg
         self.bwd_warps = num_warps if bwd_warps is None else bwd_warps
         self.fill = fill
@@ -324,7 +334,8 @@ class ScanConfig:
     def __repr__(self) -> str:
         return (f"ScanConfig(block_t={self.block_t}, dg={self.dg}, num_warps={self.num_warps}, "
                 f"bwd_dg={self.bwd_dg}, bwd_warps={self.bwd_warps}, fill={self.fill}, "
-                f"bwd_maxnreg={self.bwd_maxnreg}, layout={self.layout!r}, states={self.states!r})")
+                f"bwd_maxnreg={self.bwd_maxnreg}, layout={self.layout!r}, states={self.states!r}, "
+                f"bwd_kernel={self.bwd_kernel!r}, bwd_smem={self.bwd_smem!r})")
 
     def state_dtype(self, dtype: torch.dtype) -> torch.dtype:
         """Storage of the chunk states for activations of ``dtype``: bfloat16 for bfloat16 activations
@@ -333,6 +344,13 @@ class ScanConfig:
         if self.states == "bfloat16" and dtype == torch.bfloat16:
             return torch.bfloat16
         return torch.float32
+
+    def gluon_backward(self, block_n: int, device: torch.device) -> bool:
+        """Whether ``_bwd_scan_gluon`` runs the backward: asked for, Gluon importable, a compiled launch on
+        a CUDA device (Gluon has no interpreter), 32-step chunks of 17-32 states (one state per lane)
+        and one warp per program; otherwise the Triton kernel runs."""
+        return (self.bwd_kernel == "gluon" and gluon_bwd.AVAILABLE and device.type == "cuda"
+                and not _interpreting() and self.block_t == 32 and block_n == 32 and self.bwd_warps == 1)
 
     def columns(self, block_n: int) -> bool:
         """Whether the forward-side kernels use the column layout for tiles of ``block_n`` states: 16
@@ -347,6 +365,13 @@ class ScanConfig:
 # at 128 channels per program on long sequences; short launches (B=32, L=100-500) want the forward-side
 # kernels at 16-32 channels per program (16,384 programs), while _bwd_scan stays best at 128
 DEFAULT_CONFIG = ScanConfig(block_t=32, dg=128, num_warps=1, bwd_dg=128, fill=16384)
+
+
+_GLUON_FAILED: list[str] = []  # set once the Gluon kernel failed to compile here: Triton runs from then on
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _launch(kernel, grid, *args, **kwargs):
@@ -492,12 +517,22 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
     l_bc = _padded_len(L)
     dB = torch.zeros((*Bm.shape[:3], l_bc), **f32)  # (B, G, N, L_BC), contiguous
     dC = torch.zeros((*Cm.shape[:3], l_bc), **f32)
-    _launch(_bwd_scan, bwd_grid,
-            u, delta, A, Bm, Cm, D if D is not None else dummy, z if z is not None else u,
+    args = (u, delta, A, Bm, Cm, D if D is not None else dummy, z if z is not None else u,
             bias if bias is not None else dummy, H, K, lens, dout, du, ddelta, dz if dz is not None else du,
             dA, dD, dbias, dB, dC, y_out if y_out is not None else du, L, d_group, N, n_chunks, l_bc,
-            *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(), *_strides3(z), *_strides3(dout),
-            HAS_D=D is not None, WRITE_Y=y_out is not None, **common, **bwd_meta)
+            *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(), *_strides3(z), *_strides3(dout))
+    flags = dict(HAS_D=D is not None, WRITE_Y=y_out is not None, **common, **bwd_meta)
+    if cfg.gluon_backward(bwd_meta["BLOCK_N"], u.device) and not _GLUON_FAILED:
+        try:  # nothing is written before the kernel runs, so a failed compile can fall back
+            _launch(gluon_bwd._bwd_scan_gluon, bwd_grid, *args,
+                    ACC_SMEM=cfg.bwd_smem != "none", BC_SMEM=cfg.bwd_smem == "acc+bc", **flags)
+        except triton.CompilationError as err:  # a Triton whose Gluon differs from the tested 3.6-3.9
+            _GLUON_FAILED.append(str(err).splitlines()[0] if str(err) else type(err).__name__)
+            warnings.warn(f"the Gluon backward scan did not compile with Triton {triton.__version__} "
+                          f"({_GLUON_FAILED[0]}); using the Triton kernel", RuntimeWarning, stacklevel=2)
+        else:
+            return du, ddelta, dA, dB[..., :L], dC[..., :L], dD, dz, dbias
+    _launch(_bwd_scan, bwd_grid, *args, **flags)
     return du, ddelta, dA, dB[..., :L], dC[..., :L], dD, dz, dbias
 
 

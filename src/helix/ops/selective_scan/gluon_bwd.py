@@ -1,0 +1,248 @@
+"""``_bwd_scan`` written in Gluon (Triton's explicit-layout dialect): one state column per thread.
+
+The same function as :func:`helix.ops.selective_scan.triton._bwd_scan` (same arguments, same outputs),
+for 32-step chunks of 32 states. Triton 3.6 chooses a (T, N) tile's layout itself, and for the
+backward it keeps 8 steps x 4 states per thread, which costs ~270 shuffles per channel (scans across
+lanes, reductions over N, flips) and 255 registers (B, C and the dB, dC accumulators held as four
+(32, 32) fp32 tiles across the channel loop), so 8 warps per SM. Here the layouts are explicit:
+
+- ``COL``: a (T, N) tile has all 32 steps of one state in one thread and the states across lanes,
+  so both in-chunk scans are chains of FFMAs inside a thread and flipping time is register order;
+- per-step work (softplus, gates, stores) runs one step per lane (``LANE``) and is broadcast to the
+  tile once per channel; sums over N go through shared memory once (``ROW``: one step per lane, 32
+  states in a thread) and add inside threads: no shuffles;
+- the dB, dC accumulators live in shared memory (``ACC_SMEM``), read and written as 16-byte vectors
+  by the thread that owns them, which frees 64 registers for more warps per SM.
+
+Gluon has no interpreter: on CPU this module is compiled for sm_90 (``tests/ops``), and it runs against
+the reference only on a GPU. ``ScanConfig(bwd_kernel=...)`` chooses it (``triton.py``).
+"""
+
+from __future__ import annotations
+
+try:  # Gluon ships with Triton >= 3.5; without it the Triton kernel runs
+    import triton.language.standard as _tl_standard
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+except ImportError:  # pragma: no cover - depends on the installed Triton
+    gluon = None
+
+AVAILABLE = gluon is not None
+
+if AVAILABLE:
+    _flip = gluon.jit(_tl_standard.flip.fn)  # on an in-thread axis: register order, no instructions
+
+    @gluon.jit
+    def _combine(a_l, x_l, a_r, x_r):
+        return a_l * a_r, a_r * x_l + x_r
+
+    @gluon.jit
+    def _sigmoid(x):
+        return 1.0 / (1.0 + gl.exp(-x))
+
+    @gluon.jit
+    def _dt_of(v, bias, SOFTPLUS: gl.constexpr):
+        v = v + bias
+        if SOFTPLUS:
+            v = gl.where(v > 20.0, v, gl.where(v < -15.0, gl.exp(v), gl.log(1.0 + gl.exp(v))))
+        return v
+
+    @gluon.jit
+    def _sum_n(x, ROW: gl.constexpr):
+        """(T, N) tile -> (T,) sums over N, one step per lane: one pass through shared memory."""
+        return gl.sum(gl.convert_layout(x, ROW), 1)
+
+    @gluon.jit
+    def _bc_tile(ptr, b, g, n, t, mask, s_b, s_g, s_n, s_l, rev):
+        x = gl.load(ptr + b * s_b + g * s_g + n[None, :] * s_n + t[:, None] * s_l, mask=mask, other=0.0)
+        x = x.to(gl.float32)
+        if rev:
+            x = _flip(x, 0)
+        return x
+
+    @gluon.jit
+    def _bwd_scan_gluon(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, len_ptr,
+                        dout_ptr, du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr, y_ptr,
+                        L, D_GROUP, N, n_chunks, L_BC,
+                        su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                        sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
+                        HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr,
+                        SOFTPLUS: gl.constexpr, BIDIR: gl.constexpr, REVERSE: gl.constexpr,
+                        BLOCK_T: gl.constexpr, BLOCK_N: gl.constexpr, DG: gl.constexpr, HAS_LEN: gl.constexpr,
+                        WRITE_Y: gl.constexpr, ACC_SMEM: gl.constexpr, BC_SMEM: gl.constexpr):
+        COL: gl.constexpr = gl.BlockedLayout([BLOCK_T, 1], [1, 32], [1, 1], [0, 1])
+        ROW: gl.constexpr = gl.BlockedLayout([1, BLOCK_N], [32, 1], [1, 1], [1, 0])
+        LANE: gl.constexpr = gl.SliceLayout(1, ROW)  # one step per lane
+        TS: gl.constexpr = gl.SliceLayout(1, COL)  # every step in every thread (broadcast per channel)
+        NS: gl.constexpr = gl.SliceLayout(0, COL)  # one state per lane
+        ACC: gl.constexpr = gl.SwizzledSharedLayout(4, 1, 8, [0, 1])
+        VEC: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+
+        d0 = gl.program_id(0).to(gl.int64) * DG
+        c = gl.program_id(1).to(gl.int64)
+        b = gl.program_id(2).to(gl.int64)
+        g = d0 // D_GROUP
+        if BIDIR:
+            rev = (g % 2) == 1
+        else:
+            rev = REVERSE
+        if HAS_LEN:
+            n_b = gl.load(len_ptr + b).to(gl.int64)
+        else:
+            n_b = L
+        Dtot = gl.num_programs(0) * DG
+        i_l = gl.arange(0, BLOCK_T, layout=LANE)
+        tq = c * BLOCK_T + gl.where(rev, BLOCK_T - 1 - i_l, i_l).to(gl.int64)  # logical order, per lane
+        mask_st = tq < L
+        mask_q = tq < n_b
+        if c * BLOCK_T >= n_b:  # a chunk wholly past the row's end: zero gradients, nothing computed
+            zero = gl.zeros([BLOCK_T], gl.float32, LANE)
+            for i in range(DG):
+                offz = (b * Dtot + d0 + i) * L + tq
+                gl.store(du_ptr + offz, zero.to(du_ptr.dtype.element_ty), mask=mask_st)
+                gl.store(ddl_ptr + offz, zero.to(ddl_ptr.dtype.element_ty), mask=mask_st)
+                if HAS_Z:
+                    gl.store(dz_ptr + offz, zero.to(dz_ptr.dtype.element_ty), mask=mask_st)
+                if WRITE_Y:
+                    gl.store(y_ptr + offz, zero.to(y_ptr.dtype.element_ty), mask=mask_st)
+        else:
+            t = c * BLOCK_T + gl.arange(0, BLOCK_T, layout=TS).to(gl.int64)  # ascending, for B/C
+            n = gl.arange(0, BLOCK_N, layout=NS)
+            mask_n = n < N
+            mask_tn = (t < n_b)[:, None] & mask_n[None, :]
+            Bt = _bc_tile(B_ptr, b, g, n, t, mask_tn, sB_b, sB_g, sB_n, sB_l, rev)
+            Ct = _bc_tile(C_ptr, b, g, n, t, mask_tn, sC_b, sC_g, sC_n, sC_l, rev)
+            if BC_SMEM:
+                B_s = gl.allocate_shared_memory(gl.float32, [BLOCK_T, BLOCK_N], ACC, Bt)
+                C_s = gl.allocate_shared_memory(gl.float32, [BLOCK_T, BLOCK_N], ACC, Ct)
+            # per-step vectors, written one step per lane and read back broadcast where they are used
+            dt_s = gl.allocate_shared_memory(gl.float32, [BLOCK_T], VEC)
+            dtu_s = gl.allocate_shared_memory(gl.float32, [BLOCK_T], VEC)
+            dy_s = gl.allocate_shared_memory(gl.float32, [BLOCK_T], VEC)
+            dtn_s = gl.allocate_shared_memory(gl.float32, [BLOCK_T], VEC)
+            first = (gl.arange(0, BLOCK_T, layout=TS) == 0)[:, None]  # logical step 0 of the tile
+            step = gl.where(rev, -1, 1)
+            mask_next = mask_q & (i_l < BLOCK_T - 1) & (tq + step < n_b)
+            if ACC_SMEM:
+                dB_s = gl.allocate_shared_memory(gl.float32, [BLOCK_T, BLOCK_N], ACC,
+                                                 gl.zeros([BLOCK_T, BLOCK_N], gl.float32, COL))
+                dC_s = gl.allocate_shared_memory(gl.float32, [BLOCK_T, BLOCK_N], ACC,
+                                                 gl.zeros([BLOCK_T, BLOCK_N], gl.float32, COL))
+            else:
+                dB_acc = gl.zeros([BLOCK_T, BLOCK_N], gl.float32, COL)
+                dC_acc = gl.zeros([BLOCK_T, BLOCK_N], gl.float32, COL)
+            pu = u_ptr + b * su_b + d0 * su_d + tq * su_l
+            pv = dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l
+            pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
+            pg = dout_ptr + b * sg_b + d0 * sg_d + tq * sg_l
+            u_nx = gl.load(pu, mask=mask_q, other=0.0)
+            v_nx = gl.load(pv, mask=mask_q, other=0.0)
+            vn_nx = gl.load(pv + step * sdl_l, mask=mask_next, other=0.0)
+            g_nx = gl.load(pg, mask=mask_q, other=0.0)
+            if HAS_Z:
+                z_nx = gl.load(pz, mask=mask_q, other=0.0)
+            else:
+                z_nx = u_nx
+            for i in range(DG):
+                d = d0 + i
+                u = u_nx.to(gl.float32)
+                v = v_nx.to(gl.float32)
+                vn = vn_nx.to(gl.float32)
+                dout = g_nx.to(gl.float32)
+                z = z_nx.to(gl.float32)
+                more = mask_q & (i + 1 < DG)
+                u_nx = gl.load(pu + (i + 1) * su_d, mask=more, other=0.0)
+                v_nx = gl.load(pv + (i + 1) * sdl_d, mask=more, other=0.0)
+                vn_nx = gl.load(pv + (i + 1) * sdl_d + step * sdl_l, mask=more & mask_next, other=0.0)
+                g_nx = gl.load(pg + (i + 1) * sg_d, mask=more, other=0.0)
+                if HAS_Z:
+                    z_nx = gl.load(pz + (i + 1) * sz_d, mask=more, other=0.0)
+                if HAS_BIAS:
+                    bias = gl.load(bias_ptr + d)
+                else:
+                    bias = 0.0
+                if HAS_D:
+                    Dd = gl.load(D_ptr + d)
+                else:
+                    Dd = 0.0
+                # per-step values, one step per lane
+                dt = gl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
+                dtn = gl.where(mask_next, _dt_of(vn, bias, SOFTPLUS), 0.0)
+                if HAS_Z:
+                    sz = _sigmoid(z)
+                    dy = dout * z * sz
+                else:
+                    dy = dout
+                dtu = dt * u
+                A = gl.load(A_ptr + d * N + n, mask=mask_n, other=0.0)
+                A2 = A * 1.4426950408889634
+                if BC_SMEM:
+                    Bt = B_s.load(COL)
+                    Ct = C_s.load(COL)
+                dt_s.store(dt)
+                dtu_s.store(dtu)
+                dy_s.store(dy)
+                dtn_s.store(dtn)
+                dt_b = dt_s.load(TS)
+                dtu_b = dtu_s.load(TS)
+                # the chunk's states from the carry entering it (folded into the first step)
+                rowH = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 1, 0)
+                Hn = gl.load(H_ptr + rowH * N + n, mask=mask_n, other=0.0).to(gl.float32)
+                a = gl.exp2(dt_b[:, None] * A2[None, :])
+                x = dtu_b[:, None] * Bt
+                _, h = gl.associative_scan((a, gl.where(first, x + a * Hn[None, :], x)), 0, _combine)
+                y = _sum_n(h * Ct, ROW) + Dd * u
+                off = (b * Dtot + d) * L + tq  # contiguous (B, D, L) gradient outputs
+                if HAS_Z:
+                    gl.store(dz_ptr + off, (dout * y * sz * (1.0 + z * (1.0 - sz))).to(dz_ptr.dtype.element_ty),
+                             mask=mask_st)
+                    if WRITE_Y:
+                        gl.store(y_ptr + off, (y * z * sz).to(y_ptr.dtype.element_ty), mask=mask_st)
+                else:
+                    if WRITE_Y:
+                        gl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=mask_st)
+                dy_b = dy_s.load(TS)
+                if ACC_SMEM:
+                    dC_s.store(dC_s.load(COL) + h * dy_b[:, None])
+                else:
+                    dC_acc += h * dy_b[:, None]
+                hx = h - x  # a_t h_{t-1}
+                # adjoint g_t = dy_t C_t + a_{t+1} g_{t+1} + the carry from the next chunk: a forward
+                # scan on the flipped tiles (in-thread, so the flips are free)
+                rowK = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 0, 1)
+                Kn = gl.load(K_ptr + rowK * N + n, mask=mask_n, other=0.0).to(gl.float32)
+                if BC_SMEM:
+                    Ct = C_s.load(COL)
+                an = _flip(gl.exp2(dtn_s.load(TS)[:, None] * A2[None, :]), 0)
+                gy = _flip(dy_b[:, None] * Ct, 0)
+                _, gr = gl.associative_scan((an, gl.where(first, gy + an * Kn[None, :], gy)), 0, _combine)
+                gg = _flip(gr, 0)
+                gh = gg * hx
+                if BC_SMEM:
+                    Bt = B_s.load(COL)
+                gB = _sum_n(gg * Bt, ROW)
+                ddt = gB * u + _sum_n(gh * A[None, :], ROW)
+                if SOFTPLUS:
+                    ddt = ddt * _sigmoid(v + bias)
+                ddt = gl.where(mask_q, ddt, 0.0)
+                gl.store(du_ptr + off, (dt * gB + Dd * dy).to(du_ptr.dtype.element_ty), mask=mask_st)
+                gl.store(ddl_ptr + off, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_st)
+                gl.atomic_add(dA_ptr + d * N + n, gl.sum(gh * dt_s.load(TS)[:, None], 0), mask=mask_n, sem="relaxed")
+                if HAS_D:
+                    gl.atomic_add(dD_ptr + d, gl.sum(dy * u, 0), sem="relaxed")
+                if HAS_BIAS:
+                    gl.atomic_add(dbias_ptr + d, gl.sum(ddt, 0), sem="relaxed")
+                if ACC_SMEM:
+                    dB_s.store(dB_s.load(COL) + gg * dtu_s.load(TS)[:, None])
+                else:
+                    dB_acc += gg * dtu_s.load(TS)[:, None]
+            if ACC_SMEM:
+                dB_acc = dB_s.load(COL)
+                dC_acc = dC_s.load(COL)
+            if rev:
+                dB_acc = _flip(dB_acc, 0)
+                dC_acc = _flip(dC_acc, 0)
+            G = Dtot // D_GROUP
+            off_bc = ((b * G + g) * N + n[None, :]) * L_BC + t[:, None]
+            gl.atomic_add(dB_ptr + off_bc, dB_acc, mask=mask_tn, sem="relaxed")
+            gl.atomic_add(dC_ptr + off_bc, dC_acc, mask=mask_tn, sem="relaxed")

@@ -1,0 +1,191 @@
+"""The Gluon backward scan (``selective_scan/gluon_bwd.py``).
+
+Gluon has no interpreter, so without a GPU the kernel is compiled for sm_90 (in a subprocess, where
+``TRITON_INTERPRET`` is unset) and its machine code checked for what the layout is for; which kernel
+``scan_backward`` launches is checked on CPU too. With a GPU every gradient is compared with the
+reference in float64 and with the Triton backward.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+from helix.ops.selective_scan import gluon_bwd  # noqa: E402
+from helix.ops.selective_scan import triton as kernels  # noqa: E402
+from helix.ops.selective_scan.triton import ScanConfig, selective_scan_triton  # noqa: E402
+
+from helix.ops.selective_scan import selective_scan_bidirectional_reference  # noqa: E402
+
+from test_selective_scan_triton import NAMES, TOL, check, make_inputs, reference_fn, rel  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+needs_gluon = pytest.mark.skipif(not gluon_bwd.AVAILABLE, reason="this Triton has no Gluon")
+
+# compiles the kernel as the BiMamba block at 300 s specialises it (bf16, strides divisible by 16,
+# unit strides constant) and reports registers, local-memory stores and shuffles
+_COMPILE = r"""
+import json, os, re, subprocess, sys, tempfile
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+from helix.ops.selective_scan import gluon_bwd
+fn = gluon_bwd._bwd_scan_gluon
+meta = json.loads(sys.argv[1])
+L, D, N = 30000, 1024, 32
+ints = {"L": L, "D_GROUP": D // 2, "N": N, "n_chunks": L // 32 + 1, "L_BC": L}
+unit = {"su_l", "sdl_l", "sB_l", "sC_l", "sz_l", "sg_l"}
+bf16 = {"u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "du_ptr", "ddl_ptr", "dz_ptr", "y_ptr"}
+sig, consts, attrs = {}, {}, {}
+for i, name in enumerate(fn.arg_names):
+    if fn.params[i].is_constexpr:
+        sig[name], consts[name] = "constexpr", meta[name]
+    elif name in unit:
+        sig[name], consts[name] = "constexpr", 1
+    else:
+        sig[name] = ("*bf16" if name in bf16 else "*fp32") if name.endswith("_ptr") else "i32"
+        if name.endswith("_ptr") or ints.get(name, 16) % 16 == 0:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+src = GluonASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
+compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 1})
+tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+    f.write(compiled.asm["cubin"])
+    f.flush()
+    sass = subprocess.run([os.path.join(tools, "nvdisasm"), "-c", f.name], capture_output=True, text=True,
+                          check=True).stdout
+    usage = subprocess.run([os.path.join(tools, "cuobjdump"), "-res-usage", f.name], capture_output=True,
+                           text=True, check=True).stdout
+ops = re.findall(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass)
+print(json.dumps({"regs": int(re.search(r"REG:(\d+)", usage).group(1)), "shfl": ops.count("SHFL"),
+                  "stl": ops.count("STL"), "mufu": ops.count("MUFU")}))
+"""
+
+_FLAGS = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BIDIR=True, REVERSE=False, BLOCK_T=32,
+              BLOCK_N=32, DG=128, HAS_LEN=False, WRITE_Y=True, ACC_SMEM=False, BC_SMEM=False)
+
+
+def _compile_sm90(**changes) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(gluon_bwd.__file__)))))
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-c", _COMPILE, json.dumps(dict(_FLAGS, **changes))], env=env,
+                         capture_output=True, text=True, timeout=600)
+    if run.returncode and ("ptxas" in run.stderr and "not found" in run.stderr):
+        pytest.skip("this Triton has no ptxas to compile for sm_90")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@needs_gluon
+def test_compiles_for_sm90_with_its_tiles_one_state_column_per_thread():
+    """The default variant (every tile in registers) at the 300 s block's specialisation: the only
+    shuffles are the two per-channel sums over time (dD, dbias: 5 each). A layout that puts steps
+    across lanes needs hundreds (the Triton kernel: ~270 per channel)."""
+    counts = _compile_sm90()
+    assert counts["shfl"] <= 16, counts
+    assert counts["mufu"] >= 64, counts  # the two exponentials per element are there: the loop is the kernel's
+
+
+@needs_gluon
+def test_with_its_tiles_in_shared_memory_it_does_not_spill():
+    """B, C and the dB, dC accumulators in shared memory free 64 registers: no local-memory spills
+    (on the H200 that was still slower than spilling a little: RESULTS.md section 14)."""
+    counts = _compile_sm90(ACC_SMEM=True, BC_SMEM=True)
+    assert counts["stl"] == 0 and counts["shfl"] <= 16, counts
+
+
+@needs_gluon
+@pytest.mark.parametrize("changes", [dict(ACC_SMEM=True, BC_SMEM=False),
+                                     dict(BIDIR=False, REVERSE=True, HAS_LEN=True, HAS_Z=False, HAS_D=False,
+                                          HAS_BIAS=False, SOFTPLUS=False, WRITE_Y=False)],
+                         ids=["acc-in-smem", "no-optional-terms"])
+def test_every_variant_compiles_for_sm90(changes):
+    assert _compile_sm90(**changes)["shfl"] <= 16
+
+
+def test_backward_kernel_choice_is_checked_and_needs_a_compiled_cuda_launch():
+    with pytest.raises(ValueError, match="bwd_kernel"):
+        ScanConfig(bwd_kernel="cuda")
+    with pytest.raises(ValueError, match="bwd_smem"):
+        ScanConfig(bwd_smem="all")
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    gl = ScanConfig(bwd_kernel="gluon")
+    assert not gl.gluon_backward(32, cpu)  # no interpreter for Gluon: CPU tensors keep Triton
+    assert not ScanConfig(bwd_kernel="triton").gluon_backward(32, cuda)
+    assert not ScanConfig(block_t=16, bwd_kernel="gluon").gluon_backward(32, cuda)
+    assert not ScanConfig(bwd_warps=2, bwd_kernel="gluon").gluon_backward(32, cuda)
+    assert not gl.gluon_backward(16, cuda)  # one state per lane: 32-state tiles only
+    if gluon_bwd.AVAILABLE and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        assert gl.gluon_backward(32, cuda)
+
+
+def test_cpu_launches_run_the_triton_backward_even_when_gluon_is_asked_for(monkeypatch):
+    """With CPU tensors (the interpreter) the Triton kernel runs and the gradients are the reference's."""
+    if CUDA:
+        pytest.skip("CPU tensors only")
+    launched = []
+    launch = kernels._launch
+    monkeypatch.setattr(kernels, "_launch", lambda k, *a, **kw: launched.append(k.fn.__name__) or launch(k, *a, **kw))
+    inputs = make_inputs(1, 4, 40, 32, torch.float32, device="cpu")
+    leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+    cfg = ScanConfig(block_t=32, dg=2, bwd_kernel="gluon")
+    selective_scan_triton(**leaves, delta_softplus=True, config=cfg).sum().backward()
+    assert "_bwd_scan" in launched and "_bwd_scan_gluon" not in launched
+
+
+# ---------------------------------------------------------------- GPU: against the reference and Triton
+
+gpu_gluon = pytest.mark.skipif(not (CUDA and gluon_bwd.AVAILABLE), reason="needs a CUDA GPU and Gluon")
+
+
+def _scan(cfg, reverse=False, bidirectional=False, lengths=None):
+    def f(**kw):
+        return selective_scan_triton(**kw, delta_softplus=True, reverse=reverse, bidirectional=bidirectional,
+                                     config=cfg, lengths=lengths)
+    return f
+
+
+@pytest.mark.parametrize("smem", ["acc+bc", "acc", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", ["forward", "reverse", "24-states", "no-optional-terms", "bidirectional"])
+@gpu_gluon
+@pytest.mark.gpu
+def test_gpu_gradients_match_the_reference(case, dtype, smem):
+    cfg = ScanConfig(bwd_kernel="gluon", bwd_smem=smem)
+    rev, bidir = case == "reverse", case == "bidirectional"
+    inputs = make_inputs(3, 256, 333, 24 if case == "24-states" else 32, dtype, groups=2 if bidir else None)
+    drop = ("D", "z", "delta_bias") if case == "no-optional-terms" else ()
+    if bidir:
+        reference = lambda **kw: selective_scan_bidirectional_reference(**kw, delta_softplus=True)  # noqa: E731
+    else:
+        reference = reference_fn(rev)
+    check(inputs, _scan(cfg, rev, bidir), reference, dtype, drop=drop)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", ["lengths", "groups", "long"])
+@gpu_gluon
+@pytest.mark.gpu
+def test_gpu_gradients_match_the_triton_backward(case, dtype):
+    """Per-row lengths (bidirectional: the reversed half starts at each row's end), four B/C groups,
+    and a long sequence at the block's width: every gradient as the Triton kernel's."""
+    Bsz, D, L = (3, 256, 333) if case != "long" else (2, 1024, 30_000)
+    inputs = make_inputs(Bsz, D, L, 32, dtype, groups=4 if case == "groups" else 2)
+    lengths = torch.tensor([333, 200, 41], device="cuda") if case == "lengths" else None
+    bidir = case != "groups"
+    grads = {}
+    for kernel in ("gluon", "triton"):
+        leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+        y = _scan(ScanConfig(bwd_kernel=kernel), bidirectional=bidir, lengths=lengths)(**leaves)
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y))
+        grads[kernel] = {k: v.grad for k, v in leaves.items()}
+    for name in NAMES:
+        assert torch.isfinite(grads["gluon"][name]).all(), name
+        assert rel(grads["gluon"][name], grads["triton"][name]) < TOL[dtype][1], name
