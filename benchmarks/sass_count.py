@@ -1,6 +1,8 @@
 """Compile the scan kernels for an H100 (sm_90) on a machine without a GPU and count SASS opcodes.
 
-    python benchmarks/sass_count.py [fwd] [bwd] [fwd_columns]   (MAXNREG=128 caps ptxas's registers)
+    python benchmarks/sass_count.py [fwd] [bwd] [fwd_columns] [bwd_gluon]   (MAXNREG=128 caps ptxas's
+    registers; SMEM=acc or SMEM=acc+bc puts the Gluon backward's accumulators, or those and B, C,
+    in shared memory)
 
 Uses the kernels' real specialisation for the BiMamba block at 300 s (B=8, 2 x 512 channels, N=32,
 bf16, strides divisible by 16, unit strides constant), Triton's bundled ``nvdisasm``, and reports
@@ -24,7 +26,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-from helix.ops.selective_scan import columns, triton as kernels  # noqa: E402
+from helix.ops.selective_scan import columns, gluon_bwd, triton as kernels  # noqa: E402
 
 L, D, N = 30000, 1024, 32
 BC_ROWS = 160  # x_dbl rows per batch element: 2 dt_rank + 4 N
@@ -37,7 +39,8 @@ STRIDES = {
 INTS = {"L": L, "D_GROUP": D // 2, "N": N, "n_chunks": -(-L // 32), "L_BC": L}
 BF16 = {"u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr", "dout_ptr", "du_ptr", "ddl_ptr", "dz_ptr", "y_ptr"}
 META = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BIDIR=True, REVERSE=False,
-            BLOCK_T=32, BLOCK_N=32, DG=128, HAS_LEN=False, WRITE_Y=True)
+            BLOCK_T=32, BLOCK_N=32, DG=128, HAS_LEN=False, WRITE_Y=True,
+            ACC_SMEM=os.environ.get("SMEM", "none") != "none", BC_SMEM=os.environ.get("SMEM") == "acc+bc")
 SHOWN = ("SHFL", "MUFU", "FFMA", "FMUL", "FADD", "LDG", "STG", "LDS", "STS", "BAR", "STL", "LDL", "RED", "REDG", "ATOMG")
 
 
@@ -61,7 +64,11 @@ def compile_sm90(fn, meta: dict, num_warps: int = 1, maxnreg: int | None = MAXNR
                 sig[name] = "i32"
                 if value % 16 == 0:
                     attrs[(i,)] = [["tt.divisibility", 16]]
-    src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
+    if getattr(fn, "is_gluon", lambda: False)():
+        from triton.experimental.gluon._runtime import GluonASTSource
+        src = GluonASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
+    else:
+        src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "maxnreg": maxnreg})
 
 
@@ -110,7 +117,8 @@ def main(argv=None) -> None:
     which = (argv if argv is not None else sys.argv[1:]) or ["fwd", "bwd"]
     print(f"triton {triton.__version__}, sm_90, B=8 L={L} D={D} N={N} bf16 bidirectional, maxnreg {MAXNREG}")
     for name in which:
-        fn = {"fwd": kernels._fwd_scan, "bwd": kernels._bwd_scan, "fwd_columns": columns._fwd_scan_columns}[name]
+        fn = {"fwd": kernels._fwd_scan, "bwd": kernels._bwd_scan, "fwd_columns": columns._fwd_scan_columns,
+              "bwd_gluon": gluon_bwd._bwd_scan_gluon if gluon_bwd.AVAILABLE else None}[name]
         compiled = compile_sm90(fn, META)
         whole, loop = opcode_counts(disassemble(compiled))
         spills = compiled.asm["ptx"].count("st.local")

@@ -18,6 +18,8 @@ walk. A chunk only needs the state entering it, which takes three launches:
 Only H (B, D, n_chunks + 1, N), fp32 by default, is kept for backward; backward recomputes the in-chunk states.
 The forward-side kernels lay their (T, N) tiles out one state column per thread by default
 (``columns.py``, ``ScanConfig(layout=...)``); ``_bwd_scan`` keeps several steps and states per thread.
+On CUDA the backward runs by default as its Gluon twin (``gluon_bwd.py``: the same arguments and
+outputs, one state column per thread, explicit layouts); ``_bwd_scan`` is what runs elsewhere.
 The adjoint g_t = dL/dh_t = dy_t C_t + a_{t+1} g_{t+1} is chunked the same way: K_c = a_{t1} g_{t1}
 (what flows into chunk c from the chunk after it) obeys K_{c-1} = exp(A Sigma_c) K_c + V_c with
 V_c = sum_t exp(A cumincl_t) dy_t C_t. ``_bwd_scan`` then recomputes h, runs the reverse scan for g
@@ -305,6 +307,12 @@ class ScanConfig:
     tile: ``"columns"``, one state column per thread (``columns.py``; where ``columns()`` allows the
     tile, else rows are used), or ``"rows"``, several steps and states per thread, as
     ``_bwd_scan`` always does (RESULTS.md section 13 measured a column-layout backward: slower).
+    ``bwd_kernel``: ``"gluon"`` (the default) runs the backward as ``gluon_bwd._bwd_scan_gluon``, one
+    state column per thread with explicit layouts, where ``gluon_backward()`` allows it (compiled CUDA
+    launches of 32 x 32 tiles at one warp), else ``_bwd_scan``; ``"triton"`` always runs ``_bwd_scan``.
+    ``bwd_smem``: where the Gluon kernel keeps the dB, dC accumulators (``"acc"``) and B, C too
+    (``"acc+bc"``): in shared memory, or all in registers (``"none"``, the default, fastest on the H200:
+    RESULTS.md section 14).
     """
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
