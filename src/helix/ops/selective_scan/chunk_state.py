@@ -99,6 +99,19 @@ def _channel_step(pu, pv, pz, u_nx, v_nx, z_nx, i, d, bias_ptr, su_d, sdl_d, sz_
 
 
 @triton.jit
+def _bwd_channel_inputs(pu, pv, pg, pz, i, su_d, sdl_d, sg_d, sz_d, next_step, mask, mask_next, HAS_Z: tl.constexpr):
+    """Channel i's u, delta, delta at the logical next step, dout and z (u again without z), as stored,
+    after the row pointers pu, pv, pg, pz: the backward kernels load channel i + 1's while they
+    compute channel i (the Gluon kernel compiles this helper too)."""
+    u = tl.load(pu + i * su_d, mask=mask, other=0.0)
+    v = tl.load(pv + i * sdl_d, mask=mask, other=0.0)
+    vn = tl.load(pv + i * sdl_d + next_step, mask=mask & mask_next, other=0.0)
+    g = tl.load(pg + i * sg_d, mask=mask, other=0.0)
+    z = tl.load(pz + i * sz_d, mask=mask, other=0.0) if HAS_Z else u
+    return u, v, vn, g, z
+
+
+@triton.jit
 def _column_tile(ptr, b, g, c, n, n_b, L, N, s_b, s_g, s_n, s_l, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr):
     """A (T, N) fp32 tile of B or C in ascending time, one state column per thread. Rows of unit
     stride are padded to a multiple of 16 (``aligned_rows``), so whole 8-step vectors are read and the

@@ -24,6 +24,8 @@ try:  # Gluon ships with Triton >= 3.5; without it the Triton kernel runs
     import triton.language.standard as _tl_standard
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
+
+    from helix.ops.selective_scan import chunk_state
 except ImportError:  # pragma: no cover - depends on the installed Triton
     gluon = None
 
@@ -32,20 +34,14 @@ AVAILABLE = gluon is not None
 if AVAILABLE:
     _flip = gluon.jit(_tl_standard.flip.fn)  # on an in-thread axis: register order, no instructions
 
-    @gluon.jit
-    def _combine(a_l, x_l, a_r, x_r):
-        return a_l * a_r, a_r * x_l + x_r
+    # the Triton kernels' helpers, compiled as Gluon (their tl ops take the operands' layouts)
+    _combine = gluon.jit(chunk_state._combine.fn)
+    _dt_of = gluon.jit(chunk_state._dt_of.fn)
+    _channel_inputs = gluon.jit(chunk_state._bwd_channel_inputs.fn)
 
     @gluon.jit
     def _sigmoid(x):
         return 1.0 / (1.0 + gl.exp(-x))
-
-    @gluon.jit
-    def _dt_of(v, bias, SOFTPLUS: gl.constexpr):
-        v = v + bias
-        if SOFTPLUS:
-            v = gl.where(v > 20.0, v, gl.where(v < -15.0, gl.exp(v), gl.log(1.0 + gl.exp(v))))
-        return v
 
     @gluon.jit
     def _sum_n(x, ROW: gl.constexpr):
@@ -135,14 +131,8 @@ if AVAILABLE:
             pv = dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l
             pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
             pg = dout_ptr + b * sg_b + d0 * sg_d + tq * sg_l
-            u_nx = gl.load(pu, mask=mask_q, other=0.0)
-            v_nx = gl.load(pv, mask=mask_q, other=0.0)
-            vn_nx = gl.load(pv + step * sdl_l, mask=mask_next, other=0.0)
-            g_nx = gl.load(pg, mask=mask_q, other=0.0)
-            if HAS_Z:
-                z_nx = gl.load(pz, mask=mask_q, other=0.0)
-            else:
-                z_nx = u_nx
+            u_nx, v_nx, vn_nx, g_nx, z_nx = _channel_inputs(pu, pv, pg, pz, 0, su_d, sdl_d, sg_d, sz_d,
+                                                            step * sdl_l, mask_q, mask_next, HAS_Z)
             for i in range(DG):
                 d = d0 + i
                 u = u_nx.to(gl.float32)
@@ -150,13 +140,9 @@ if AVAILABLE:
                 vn = vn_nx.to(gl.float32)
                 dout = g_nx.to(gl.float32)
                 z = z_nx.to(gl.float32)
-                more = mask_q & (i + 1 < DG)
-                u_nx = gl.load(pu + (i + 1) * su_d, mask=more, other=0.0)
-                v_nx = gl.load(pv + (i + 1) * sdl_d, mask=more, other=0.0)
-                vn_nx = gl.load(pv + (i + 1) * sdl_d + step * sdl_l, mask=more & mask_next, other=0.0)
-                g_nx = gl.load(pg + (i + 1) * sg_d, mask=more, other=0.0)
-                if HAS_Z:
-                    z_nx = gl.load(pz + (i + 1) * sz_d, mask=more, other=0.0)
+                u_nx, v_nx, vn_nx, g_nx, z_nx = _channel_inputs(pu, pv, pg, pz, i + 1, su_d, sdl_d, sg_d, sz_d,
+                                                                step * sdl_l, mask_q & (i + 1 < DG), mask_next,
+                                                                HAS_Z)
                 if HAS_BIAS:
                     bias = gl.load(bias_ptr + d)
                 else:

@@ -49,7 +49,8 @@ import torch
 import triton
 import triton.language as tl
 
-from helix.ops.selective_scan.chunk_state import (_bwd_chunk_state, _channel_inputs, _channel_rows, _channel_step,
+from helix.ops.selective_scan.chunk_state import (_bwd_channel_inputs, _bwd_chunk_state, _channel_inputs,
+                                                   _channel_rows, _channel_step,
                                                    _chunk_carry, _combine, _dt_of, _entry_state, _fwd_chunk_state,
                                                    _pin, _program_setup, _valid_len)
 from helix.ops.selective_scan.columns import _fwd_scan_columns
@@ -155,11 +156,8 @@ def _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr
     pv = dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l
     pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
     pg = dout_ptr + b * sg_b + d0 * sg_d + tq * sg_l
-    u_nx = tl.load(pu, mask=mask_q, other=0.0)
-    v_nx = tl.load(pv, mask=mask_q, other=0.0)
-    vn_nx = tl.load(pv + step * sdl_l, mask=mask_next, other=0.0)
-    g_nx = tl.load(pg, mask=mask_q, other=0.0)
-    z_nx = tl.load(pz, mask=mask_q, other=0.0) if HAS_Z else u_nx
+    u_nx, v_nx, vn_nx, g_nx, z_nx = _bwd_channel_inputs(pu, pv, pg, pz, 0, su_d, sdl_d, sg_d, sz_d, step * sdl_l,
+                                                         mask_q, mask_next, HAS_Z)
     for i in range(DG):
         d = d0 + i
         u = u_nx.to(tl.float32)
@@ -167,13 +165,8 @@ def _bwd_chunk(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr
         vn = vn_nx.to(tl.float32)
         dout = g_nx.to(tl.float32)
         z = z_nx.to(tl.float32)
-        more = mask_q & (i + 1 < DG)
-        u_nx = tl.load(pu + (i + 1) * su_d, mask=more, other=0.0)
-        v_nx = tl.load(pv + (i + 1) * sdl_d, mask=more, other=0.0)
-        vn_nx = tl.load(pv + (i + 1) * sdl_d + step * sdl_l, mask=more & mask_next, other=0.0)
-        g_nx = tl.load(pg + (i + 1) * sg_d, mask=more, other=0.0)
-        if HAS_Z:
-            z_nx = tl.load(pz + (i + 1) * sz_d, mask=more, other=0.0)
+        u_nx, v_nx, vn_nx, g_nx, z_nx = _bwd_channel_inputs(pu, pv, pg, pz, i + 1, su_d, sdl_d, sg_d, sz_d,
+                                                             step * sdl_l, mask_q & (i + 1 < DG), mask_next, HAS_Z)
         bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
         dt = _pin(tl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0))
         dtn = tl.where(mask_next, _dt_of(vn, bias, SOFTPLUS), 0.0)
