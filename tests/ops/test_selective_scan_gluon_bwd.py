@@ -189,3 +189,41 @@ def test_gpu_gradients_match_the_triton_backward(case, dtype):
     for name in NAMES:
         assert torch.isfinite(grads["gluon"][name]).all(), name
         assert rel(grads["gluon"][name], grads["triton"][name]) < TOL[dtype][1], name
+
+
+def test_a_gluon_kernel_that_does_not_compile_falls_back_to_triton_once_with_a_warning(monkeypatch):
+    """A Triton whose Gluon rejects the kernel: one warning naming the cause, the Triton kernel's
+    gradients (the reference's), and no further Gluon attempts in the process."""
+    import ast
+    import triton
+
+    from test_selective_scan_triton import reference_fn
+
+    monkeypatch.setattr(ScanConfig, "gluon_backward", lambda self, block_n, device: True)
+    monkeypatch.setattr(kernels, "_GLUON_FAILED", [])
+    launched = []
+    launch = kernels._launch
+
+    def fake_launch(kernel, *args, **kwargs):
+        launched.append(kernel.fn.__name__)
+        if "ACC_SMEM" in kwargs:  # the Gluon kernel's own flags
+            raise triton.CompilationError(None, ast.parse("x").body[0], "unsupported layout")
+        return launch(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, "_launch", fake_launch)
+    device = "cuda" if CUDA else "cpu"
+    inputs = make_inputs(1, 4, 40, 32, torch.float32, device=device)
+    cfg = ScanConfig(block_t=32, dg=2, bwd_kernel="gluon")
+    for attempt in range(2):
+        leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+        ref = {k: v.double().clone().requires_grad_() for k, v in inputs.items()}
+        if attempt == 0:
+            with pytest.warns(RuntimeWarning, match="Gluon backward scan did not compile.*unsupported layout"):
+                selective_scan_triton(**leaves, delta_softplus=True, config=cfg).sum().backward()
+        else:
+            selective_scan_triton(**leaves, delta_softplus=True, config=cfg).sum().backward()
+        reference_fn()(**ref).sum().backward()
+        for name in NAMES:
+            assert rel(leaves[name].grad, ref[name].grad) < 1e-4, name
+    backward = [k for k in launched if k.startswith("_bwd_scan")]
+    assert backward == ["_bwd_scan_gluon", "_bwd_scan", "_bwd_scan"], backward

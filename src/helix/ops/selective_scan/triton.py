@@ -528,7 +528,8 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
             _launch(gluon_bwd._bwd_scan_gluon, bwd_grid, *args,
                     ACC_SMEM=cfg.bwd_smem != "none", BC_SMEM=cfg.bwd_smem == "acc+bc", **flags)
         except triton.CompilationError as err:  # a Triton whose Gluon differs from the tested 3.6-3.9
-            _GLUON_FAILED.append(str(err).splitlines()[0] if str(err) else type(err).__name__)
+            lines = [line for line in str(getattr(err, "error_message", None) or err).splitlines() if line.strip()]
+            _GLUON_FAILED.append(lines[-1].strip() if lines else type(err).__name__)
             warnings.warn(f"the Gluon backward scan did not compile with Triton {triton.__version__} "
                           f"({_GLUON_FAILED[0]}); using the Triton kernel", RuntimeWarning, stacklevel=2)
         else:
