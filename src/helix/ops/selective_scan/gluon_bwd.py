@@ -11,8 +11,13 @@ lanes, reductions over N, flips) and 255 registers (B, C and the dB, dC accumula
 - per-step work (softplus, gates, stores) runs one step per lane (``LANE``) and is broadcast to the
   tile once per channel; sums over N go through shared memory once (``ROW``: one step per lane, 32
   states in a thread) and add inside threads: no shuffles;
-- the dB, dC accumulators live in shared memory (``ACC_SMEM``), read and written as 16-byte vectors
-  by the thread that owns them, which frees 64 registers for more warps per SM.
+- B, C and the dB, dC accumulators stay in registers by default (255 registers, 20 spilled on the
+  H200). ``ACC_SMEM`` keeps the accumulators in shared memory and ``BC_SMEM`` B and C too (read and
+  written as 16-byte vectors by the thread that owns them): no spills, but measured slower, as were
+  register caps that would fit more warps per SM (``benchmarks/RESULTS.md`` section 14).
+
+The channel loop compiles to ~1,000 instructions with 10 shuffles, against ~1,530 and ~270 for
+``_bwd_scan`` (``benchmarks/sass_count.py bwd bwd_gluon``, Triton 3.6, sm_90).
 
 Gluon has no interpreter: on CPU this module is compiled for sm_90 (``tests/ops``), and it runs against
 the reference only on a GPU. ``ScanConfig(bwd_kernel=...)`` chooses it (``triton.py``).
