@@ -99,6 +99,17 @@ def _channel_step(pu, pv, pz, u_nx, v_nx, z_nx, i, d, bias_ptr, su_d, sdl_d, sz_
 
 
 @triton.jit
+def _bc_tile(ptr, b, g, n, t, mask, s_b, s_g, s_n, s_l, rev):
+    """A (T, N) tile of B or C loaded with ascending time (vectorised), then put in logical order (the
+    backward kernels; the Gluon one compiles this helper too)."""
+    x = tl.load(ptr + b * s_b + g * s_g + n[None, :] * s_n + t[:, None] * s_l, mask=mask, other=0.0)
+    x = x.to(tl.float32)
+    if rev:
+        x = tl.flip(x, 0)
+    return x
+
+
+@triton.jit
 def _bwd_channel_inputs(pu, pv, pg, pz, i, su_d, sdl_d, sg_d, sz_d, next_step, mask, mask_next, HAS_Z: tl.constexpr):
     """Channel i's u, delta, delta at the logical next step, dout and z (u again without z), as stored,
     after the row pointers pu, pv, pg, pz: the backward kernels load channel i + 1's while they

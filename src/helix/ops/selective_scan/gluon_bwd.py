@@ -43,6 +43,7 @@ if AVAILABLE:
     _combine = gluon.jit(chunk_state._combine.fn)
     _dt_of = gluon.jit(chunk_state._dt_of.fn)
     _channel_inputs = gluon.jit(chunk_state._bwd_channel_inputs.fn)
+    _bc_tile = gluon.jit(chunk_state._bc_tile.fn)
 
     @gluon.jit
     def _sigmoid(x):
@@ -52,14 +53,6 @@ if AVAILABLE:
     def _sum_n(x, ROW: gl.constexpr):
         """(T, N) tile -> (T,) sums over N, one step per lane: one pass through shared memory."""
         return gl.sum(gl.convert_layout(x, ROW), 1)
-
-    @gluon.jit
-    def _bc_tile(ptr, b, g, n, t, mask, s_b, s_g, s_n, s_l, rev):
-        x = gl.load(ptr + b * s_b + g * s_g + n[None, :] * s_n + t[:, None] * s_l, mask=mask, other=0.0)
-        x = x.to(gl.float32)
-        if rev:
-            x = _flip(x, 0)
-        return x
 
     @gluon.jit
     def _bwd_scan_gluon(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, len_ptr,

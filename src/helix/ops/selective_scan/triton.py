@@ -49,7 +49,7 @@ import torch
 import triton
 import triton.language as tl
 
-from helix.ops.selective_scan.chunk_state import (_bwd_channel_inputs, _bwd_chunk_state, _channel_inputs,
+from helix.ops.selective_scan.chunk_state import (_bc_tile, _bwd_channel_inputs, _bwd_chunk_state, _channel_inputs,
                                                    _channel_rows, _channel_step,
                                                    _chunk_carry, _combine, _dt_of, _entry_state, _fwd_chunk_state,
                                                    _pin, _program_setup, _valid_len)
@@ -68,16 +68,6 @@ def _logical_time(c, L, rev, BLOCK_T: tl.constexpr):
     tau = tl.arange(0, BLOCK_T).to(tl.int64)
     tt = c * BLOCK_T + tl.where(rev, BLOCK_T - 1 - tau, tau)
     return tt, tt < L
-
-
-@triton.jit
-def _bc_tile(ptr, b, g, n, t, mask, s_b, s_g, s_n, s_l, rev):
-    """A (T, N) tile of B or C loaded with ascending time (vectorised), then put in logical order."""
-    x = tl.load(ptr + b * s_b + g * s_g + n[None, :] * s_n + t[:, None] * s_l, mask=mask, other=0.0)
-    x = x.to(tl.float32)
-    if rev:
-        x = tl.flip(x, 0)
-    return x
 
 
 @triton.jit
