@@ -27,9 +27,10 @@ def _inputs(B=2, L=37, Dm=8, E=16, N=4, R=2, K=4, seed=0):
                 dt_bias=r(2 * E), w_out=r(Dm, 2 * E)), R
 
 
-@pytest.mark.parametrize("L", [1, 37, 70])
-def test_fused_inner_matches_reference_outputs_and_every_gradient(L):
-    inputs, R = _inputs(L=L)
+@pytest.mark.parametrize("L,N", [(1, 4), (37, 4), (70, 4), (70, 16)])
+def test_fused_inner_matches_reference_outputs_and_every_gradient(L, N):
+    """N = 16 takes the column-layout kernels, and the backward's one-pass chunk states."""
+    inputs, R = _inputs(L=L, N=N)
     ref = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     ours = {k: v.float().to(DEVICE).requires_grad_() for k, v in inputs.items()}
     y_ref = bimamba_inner_reference(**ref, R=R, backend="reference")

@@ -399,3 +399,42 @@ def test_default_launch_shape_follows_the_measured_sweep():
     assert dg(8, 30000, False) == dg(8, 30000, True) == 128
     assert dg(32, 500, False) == 32 and dg(32, 100, False) <= 16
     assert dg(32, 500, True) == dg(32, 100, True) == 128
+
+
+@pytest.mark.parametrize("bidir,reverse,lengths", [(True, False, None), (True, False, (160, 71)),
+                                                   (False, False, (160, 100)), (False, True, (97, 160))],
+                         ids=["bidir", "bidir-lengths", "fwd-lengths", "rev-lengths"])
+@pytest.mark.parametrize("N", [16, 32])
+def test_backward_recomputing_the_states_in_one_pass_matches_two_passes(bidir, reverse, lengths, N, monkeypatch):
+    """scan_backward(H=None), as the lean block calls it, computes the forward's chunk sums and the
+    adjoint's in one pass (one exponential per element); the gradients equal those from the two
+    separate passes, and the one-pass kernel is what ran."""
+    from helix.ops.selective_scan import triton as scan
+
+    inputs = make_inputs(2, 8, 160, N, torch.float32, groups=2 if bidir else None, seed=4)
+    cfg = ScanConfig(block_t=32, dg=4)
+    assert cfg.columns(N)
+    g = torch.Generator().manual_seed(5)
+    dout = torch.randn(2, 8, 160, generator=g).to(DEVICE)
+    lens = None if lengths is None else torch.tensor(lengths, dtype=torch.int64, device=DEVICE)
+    i = inputs
+    Bm, Cm = scan.aligned_rows(i["B"] if bidir else i["B"][:, None], cfg), scan.aligned_rows(
+        i["C"] if bidir else i["C"][:, None], cfg)
+    args = (i["u"], i["delta"], i["A"], Bm, Cm, i["D"], i["z"], i["delta_bias"])
+    H = scan.chunk_entry_states(i["u"], i["delta"], i["A"], Bm, i["delta_bias"], True, bidir, reverse, cfg, lens)
+    two = scan.scan_backward(dout, *args, H, True, bidir, reverse, cfg, lengths=lens)
+    launched = []
+    real = scan._launch
+    monkeypatch.setattr(scan, "_launch", lambda kernel, *a, **k: (launched.append(kernel.fn.__name__),
+                                                                   real(kernel, *a, **k))[1])
+    one = scan.scan_backward(dout, *args, None, True, bidir, reverse, cfg, lengths=lens)
+    assert "_both_chunk_states" in launched and "_fwd_chunk_state" not in launched, launched
+    assert "_bwd_chunk_state" not in launched, launched
+    for name, a, b in zip(("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "dbias"), one, two):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5, msg=name)
+    launched.clear()
+    sep = scan.scan_backward(dout, *args, None, True, bidir, reverse, ScanConfig(block_t=32, dg=4, fuse_states=False),
+                             lengths=lens)
+    assert "_fwd_chunk_state" in launched and "_both_chunk_states" not in launched, launched
+    for name, a, b in zip(("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "dbias"), sep, two):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5, msg=name)  # atomics sum in any order

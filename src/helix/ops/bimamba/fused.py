@@ -4,7 +4,7 @@ Same function as :func:`helix.ops.bimamba.reference.bimamba_inner_reference` (te
 checks outputs and every gradient against it); what differs is memory. Autograd would keep x_in, z,
 u, x_dbl, delta, y and the scan's chunk states H (at 300 s, B=8: ~4 GB per block). Here only h is
 saved (0.12 GB); backward recomputes x_in and z (two matmuls), u (the conv), x_dbl and delta (two
-small matmuls) and H (the chunk-state and carry passes, ~4 ms per block at 300 s, B=8), then runs the
+small matmuls) and H (inside ``scan_backward``, in the same pass as the adjoint's chunk sums), then runs the
 kernels' backward and the matmul gradients by hand, freeing each activation as soon as its last use
 is done: the scan writes ddelta and dz over delta and z, and the forward's output y (for W_out's
 gradient) over dy, which it has read. Triton kernels only: CUDA tensors, or CPU
@@ -63,15 +63,14 @@ class BiMambaInnerFn(torch.autograd.Function):
         x_dbl = bmm(w_xp, u)
         delta = bmm(w_dt, x_dbl[:, :2 * R])
         Bm, Cm = _bc(x_dbl, R, cfg)
-        H = scan.chunk_entry_states(u, delta, A, Bm, dt_bias, True, True, False, cfg, lengths)
         dout = dout.to(dtype)
         dy = bmm(w_out.t(), dout)
         # ddelta and dz overwrite the recomputed delta and z; the forward's output y overwrites dy
         du, ddelta, dA, dB, dC, dD, dz, dbias = scan.scan_backward(
-            dy, u, delta, A, Bm, Cm, D, z, dt_bias, H, True, True, False, cfg, overwrite=True, lengths=lengths,
+            dy, u, delta, A, Bm, Cm, D, z, dt_bias, None, True, True, False, cfg, overwrite=True, lengths=lengths,
             y_out=dy)
         d_w_out = _wgrad(dout, dy)
-        del dy, H, delta, z, Bm, Cm
+        del dy, delta, z, Bm, Cm
         d_w_z = _wgrad(dz, h_t)
         dh_t = bmm(w_z.t(), dz)
         del dz

@@ -28,7 +28,8 @@ import triton
 import triton.language as tl
 
 from helix.ops.selective_scan.chunk_state import (_channel_inputs, _channel_rows, _channel_step, _column_tile,
-                                                   _combine, _entry_state, _pin, _program_setup, _valid_len)
+                                                   _combine, _entry_state, _pin, _program_setup, _state_row,
+                                                   _valid_len)
 
 
 @triton.jit
@@ -135,3 +136,92 @@ def _fwd_scan_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr
                                L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                                sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l, d0, c, b, g, n, n_b,
                                HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, False)
+
+
+@triton.jit
+def _fold(a, x, BACKWARDS: tl.constexpr, BLOCK_T: tl.constexpr):
+    """The last state of h_t = a_t h_prev + x_t from zero along T (from the last row, ``BACKWARDS``):
+    inside a thread, one FFMA per element (the product of the decays is dead). A scan, not
+    ``tl.reduce``: compiled, a reduce with this non-commutative combine came out wrong on the H200
+    (the interpreter folds in order); the scan's last row is picked with a compile-time mask, which
+    folds to a register (the zeros are -0.0, which an add may drop)."""
+    if BACKWARDS:
+        a = tl.flip(a, 0)
+        x = tl.flip(x, 0)
+    _, h = tl.associative_scan((a, x), 0, _combine)
+    last = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]
+    return tl.sum(tl.where(last, h, -0.0), 0)
+
+
+@triton.jit
+def _both_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, S_ptr, V_ptr, Sig_ptr,
+                        L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                        sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
+                        d0, c, b, g, n, n_b,
+                        HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                        BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, REV: tl.constexpr):
+    """One program's chunk of ``_both_chunk_states`` (``REV``: the channels run backwards in time)."""
+    mask_n = n < N
+    Bt = _column_tile(B_ptr, b, g, c, n, n_b, L, N, sB_b, sB_g, sB_n, sB_l, BLOCK_T, BLOCK_N)
+    Ct = _column_tile(C_ptr, b, g, c, n, n_b, L, N, sC_b, sC_g, sC_n, sC_l, BLOCK_T, BLOCK_N)
+    tq = c * BLOCK_T + tl.arange(0, BLOCK_T).to(tl.int64)
+    mask_q = tq < n_b
+    Dtot = tl.num_programs(0) * DG
+    pu, pv, pz = _channel_rows(u_ptr, dl_ptr, z_ptr, b, d0, tq,
+                               su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l)
+    pg = dout_ptr + b * sg_b + d0 * sg_d + tq * sg_l
+    u_nx, v_nx, z_nx = _channel_inputs(pu, pv, pz, 0, su_d, sdl_d, sz_d, mask_q, HAS_Z)
+    g_nx = tl.load(pg, mask=mask_q, other=0.0)
+    for i in range(DG):
+        d = d0 + i
+        dy = g_nx.to(tl.float32)
+        g_nx = tl.load(pg + (i + 1) * sg_d, mask=mask_q & (i + 1 < DG), other=0.0)
+        u, z, dt, u_nx, v_nx, z_nx = _channel_step(pu, pv, pz, u_nx, v_nx, z_nx, i, d, bias_ptr, su_d, sdl_d, sz_d,
+                                                   mask_q, DG, HAS_Z, HAS_BIAS, SOFTPLUS)
+        if HAS_Z:
+            dy = dy * z * tl.sigmoid(z)
+        dtu = _pin(dt * u)
+        dy = _pin(dy)
+        A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
+        # one exponential per element serves both sums (pinned: Triton would recompute it in the
+        # flipped fold's layout rather than convert it, which is free inside a thread)
+        a = _pin(tl.exp2(dt[:, None] * A2[None, :]))
+        # the state's chunk sum runs with the scan, the adjoint's against it; the adjoint's terms
+        # a_t dy_t C_t include their own step's decay (V sums exp(A cumincl_t) dy_t C_t)
+        s = _fold(a, dtu[:, None] * Bt, REV, BLOCK_T)
+        v = _fold(a, a * (dy[:, None] * Ct), not REV, BLOCK_T)
+        tl.store(S_ptr + _state_row(b, d, c, Dtot, n_chunks, not REV) * N + n, s.to(S_ptr.dtype.element_ty),
+                 mask=mask_n)
+        tl.store(V_ptr + _state_row(b, d, c, Dtot, n_chunks, REV) * N + n, v.to(V_ptr.dtype.element_ty),
+                 mask=mask_n)
+        tl.store(Sig_ptr + (b * Dtot + d) * n_chunks + c, tl.sum(dt, 0))
+
+
+@triton.jit
+def _both_chunk_states(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, len_ptr, S_ptr, V_ptr, Sig_ptr,
+                       L, D_GROUP, N, n_chunks,
+                       su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                       sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
+                       HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr,
+                       REVERSE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr,
+                       HAS_LEN: tl.constexpr):
+    """``_fwd_chunk_state`` and ``_bwd_chunk_state`` in one pass, for a backward that recomputes the
+    forward's chunk states (the lean block): S, V and Sig as those two write them. Each element's
+    decay a_t = exp(dt_t A) is computed once and both sums are folds over time inside a thread (the
+    state's along the scan, the adjoint's against it), instead of one exponential per element and sum."""
+    d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG)
+    n_b = _valid_len(len_ptr, b, L, HAS_LEN)
+    if BIDIR:
+        rev = (g % 2) == 1
+    else:
+        rev = REVERSE
+    if rev:
+        _both_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, S_ptr, V_ptr, Sig_ptr,
+                            L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                            sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l, d0, c, b, g, n, n_b,
+                            HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, True)
+    else:
+        _both_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, S_ptr, V_ptr, Sig_ptr,
+                            L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                            sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l, d0, c, b, g, n, n_b,
+                            HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, False)

@@ -53,7 +53,7 @@ from helix.ops.selective_scan.chunk_state import (_bc_tile, _bwd_channel_inputs,
                                                    _channel_rows, _channel_step,
                                                    _chunk_carry, _combine, _dt_of, _entry_state, _fwd_chunk_state,
                                                    _pin, _program_setup, _valid_len)
-from helix.ops.selective_scan.columns import _fwd_scan_columns
+from helix.ops.selective_scan.columns import _both_chunk_states, _fwd_scan_columns
 from helix.ops.selective_scan import gluon_bwd
 
 
@@ -296,14 +296,21 @@ class ScanConfig:
     ``bwd_smem``: where the Gluon kernel keeps the dB, dC accumulators (``"acc"``) and B, C too
     (``"acc+bc"``): in shared memory, or all in registers (``"none"``, the default, fastest on the H200:
     RESULTS.md section 14).
+    ``fwd_kernel``: ``"gluon"`` runs the forward scan as ``gluon_bwd._fwd_scan_gluon`` where
+    ``gluon_forward()`` allows it; ``"triton"`` (the default) runs ``_fwd_scan_columns`` or ``_fwd_scan``.
+    ``fuse_states``: a backward that recomputes the forward's chunk states (``scan_backward(H=None)``, the
+    lean block) computes them and the adjoint's chunk sums in one pass where the column layout applies
+    (one exponential per element instead of two); ``False`` runs the two passes.
     """
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
                  bwd_warps: int | None = None, fill: int = 0, bwd_maxnreg: int | None = None,
                  layout: str = "columns", states: str = "float32", bwd_kernel: str = "gluon",
-                 bwd_smem: str = "none"):
+                 bwd_smem: str = "none", fuse_states: bool = True, fwd_kernel: str = "triton"):
         if bwd_kernel not in ("triton", "gluon"):
             raise ValueError(f"bwd_kernel must be 'triton' or 'gluon', not {bwd_kernel!r}")
+        if fwd_kernel not in ("triton", "gluon"):
+            raise ValueError(f"fwd_kernel must be 'triton' or 'gluon', not {fwd_kernel!r}")
         if bwd_smem not in ("none", "acc", "acc+bc"):
             raise ValueError(f"bwd_smem must be 'none', 'acc' or 'acc+bc', not {bwd_smem!r}")
         if layout not in ("rows", "columns"):
@@ -317,6 +324,8 @@ class ScanConfig:
         self.bwd_dg = dg if bwd_dg is None else bwd_dg
         self.bwd_warps = num_warps if bwd_warps is None else bwd_warps
         self.fill = fill
+        self.fuse_states = bool(fuse_states)
+        self.fwd_kernel = fwd_kernel
 
     def kernel(self, backward: bool) -> tuple[int, int]:
         """(channel cap, warps) of the forward-side kernels, or of ``_bwd_scan``."""
@@ -326,7 +335,8 @@ class ScanConfig:
         return (f"ScanConfig(block_t={self.block_t}, dg={self.dg}, num_warps={self.num_warps}, "
                 f"bwd_dg={self.bwd_dg}, bwd_warps={self.bwd_warps}, fill={self.fill}, "
                 f"bwd_maxnreg={self.bwd_maxnreg}, layout={self.layout!r}, states={self.states!r}, "
-                f"bwd_kernel={self.bwd_kernel!r}, bwd_smem={self.bwd_smem!r})")
+                f"bwd_kernel={self.bwd_kernel!r}, bwd_smem={self.bwd_smem!r}, fuse_states={self.fuse_states}, "
+                f"fwd_kernel={self.fwd_kernel!r})")
 
     def state_dtype(self, dtype: torch.dtype) -> torch.dtype:
         """Storage of the chunk states for activations of ``dtype``: bfloat16 for bfloat16 activations
@@ -342,6 +352,12 @@ class ScanConfig:
         and one warp per program; otherwise the Triton kernel runs."""
         return (self.bwd_kernel == "gluon" and gluon_bwd.AVAILABLE and device.type == "cuda"
                 and not _interpreting() and self.block_t == 32 and block_n == 32 and self.bwd_warps == 1)
+
+    def gluon_forward(self, block_n: int, device: torch.device) -> bool:
+        """Whether ``gluon_bwd._fwd_scan_gluon`` runs the forward scan: the same conditions as
+        :meth:`gluon_backward`, for the forward-side launch."""
+        return (self.fwd_kernel == "gluon" and gluon_bwd.AVAILABLE and device.type == "cuda"
+                and not _interpreting() and self.block_t == 32 and block_n == 32 and self.num_warps == 1)
 
     def columns(self, block_n: int) -> bool:
         """Whether the forward-side kernels use the column layout for tiles of ``block_n`` states: 16
@@ -459,12 +475,13 @@ def scan_forward(u, delta, A, Bm, Cm, D, z, bias, softplus, bidir, reverse, cfg,
     dummy = A  # never read: its flag is off
     H = chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg, lengths)
     out = torch.empty((Bsz, Dtot, L), dtype=u.dtype, device=u.device)
-    _launch(_fwd_scan_columns if cfg.columns(meta["BLOCK_N"]) else _fwd_scan, grid,
-            u, delta, A, Bm, Cm, D if D is not None else dummy, z if z is not None else u,
+    args = (u, delta, A, Bm, Cm, D if D is not None else dummy, z if z is not None else u,
             bias if bias is not None else dummy, H, lengths if lengths is not None else dummy, out,
             L, d_group, N, n_chunks,
-            *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(), *_strides3(z), *_strides3(out),
-            HAS_D=D is not None, HAS_Z=z is not None, **flags)
+            *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(), *_strides3(z), *_strides3(out))
+    flags = dict(HAS_D=D is not None, HAS_Z=z is not None, **flags)
+    if not (cfg.gluon_forward(meta["BLOCK_N"], u.device) and _launch_gluon(gluon_bwd._fwd_scan_gluon, grid, args, flags)):
+        _launch(_fwd_scan_columns if cfg.columns(meta["BLOCK_N"]) else _fwd_scan, grid, *args, **flags)
     return out, H
 
 
@@ -473,7 +490,9 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
     """All gradients of :func:`scan_forward`. ``overwrite``: write ddelta into delta's storage and dz into z's
     (each element is read before it is written, by the same program); callers that own delta and z
     save two (B, D, L) buffers. ``y_out``: a contiguous (B, D, L) buffer (it may be ``dout`` itself)
-    that receives the forward's output again, so callers need not save it."""
+    that receives the forward's output again, so callers need not save it. ``H=None``: recompute the
+    forward's chunk states here (what :func:`chunk_entry_states` returns), with the column layout in the
+    same pass as the adjoint's (``columns._both_chunk_states``, ``ScanConfig.fuse_states``)."""
     Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
     if y_out is not None and (y_out.shape != u.shape or not y_out.is_contiguous()):
         raise ValueError("y_out must be a contiguous (B, D, L) buffer")
@@ -485,7 +504,21 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
     lens = lengths if lengths is not None else dummy
     f32 = dict(dtype=torch.float32, device=u.device)
     states = dict(dtype=cfg.state_dtype(u.dtype), device=u.device)
-    if n_chunks > 1:
+    if n_chunks > 1 and H is None and cfg.fuse_states and cfg.columns(meta["BLOCK_N"]):
+        # the forward's chunk sums and the adjoint's in one pass: one exponential per element for both
+        S = torch.empty((Bsz, Dtot, n_chunks + 1, N), **states)
+        V = torch.empty((Bsz, Dtot, n_chunks + 1, N), **states)
+        Sig = torch.empty((Bsz, Dtot, n_chunks), **f32)
+        _launch(_both_chunk_states, grid,
+                u, delta, A, Bm, Cm, z if z is not None else u, dout, bias if bias is not None else dummy, lens,
+                S, V, Sig, L, d_group, N, n_chunks, *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(),
+                *_strides3(z), *_strides3(dout), **flags)
+        H = _carry(S, Sig, A, False, d_group, bidir, reverse)
+        K = _carry(V, Sig, A, True, d_group, bidir, reverse)
+        del S, V, Sig
+    elif n_chunks > 1:
+        if H is None:
+            H = chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg, lengths)
         V = torch.empty((Bsz, Dtot, n_chunks + 1, N), **states)
         Sig = torch.empty((Bsz, Dtot, n_chunks), **f32)
         _launch(_bwd_chunk_state, grid,
@@ -495,6 +528,8 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
         K = _carry(V, Sig, A, True, d_group, bidir, reverse)
         del V, Sig
     else:
+        if H is None:
+            H = torch.zeros((Bsz, Dtot, 2, N), **states)
         K = torch.zeros((Bsz, Dtot, 2, N), **states)
     du = torch.empty((Bsz, Dtot, L), dtype=u.dtype, device=u.device)
     if overwrite and delta.is_contiguous() and (z is None or z.is_contiguous()):
@@ -513,19 +548,27 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
             dA, dD, dbias, dB, dC, y_out if y_out is not None else du, L, d_group, N, n_chunks, l_bc,
             *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(), *_strides3(z), *_strides3(dout))
     flags = dict(HAS_D=D is not None, WRITE_Y=y_out is not None, **common, **bwd_meta)
-    if cfg.gluon_backward(bwd_meta["BLOCK_N"], u.device) and not _GLUON_FAILED:
-        try:  # nothing is written before the kernel runs, so a failed compile can fall back
-            _launch(gluon_bwd._bwd_scan_gluon, bwd_grid, *args,
-                    ACC_SMEM=cfg.bwd_smem != "none", BC_SMEM=cfg.bwd_smem == "acc+bc", **flags)
-        except triton.CompilationError as err:  # a Triton whose Gluon differs from the tested 3.6-3.9
-            lines = [line for line in str(getattr(err, "error_message", None) or err).splitlines() if line.strip()]
-            _GLUON_FAILED.append(lines[-1].strip() if lines else type(err).__name__)
-            warnings.warn(f"the Gluon backward scan did not compile with Triton {triton.__version__} "
-                          f"({_GLUON_FAILED[0]}); using the Triton kernel", RuntimeWarning, stacklevel=2)
-        else:
-            return du, ddelta, dA, dB[..., :L], dC[..., :L], dD, dz, dbias
-    _launch(_bwd_scan, bwd_grid, *args, **flags)
+    gluon_flags = dict(flags, ACC_SMEM=cfg.bwd_smem != "none", BC_SMEM=cfg.bwd_smem == "acc+bc")
+    if not (cfg.gluon_backward(bwd_meta["BLOCK_N"], u.device)
+            and _launch_gluon(gluon_bwd._bwd_scan_gluon, bwd_grid, args, gluon_flags)):
+        _launch(_bwd_scan, bwd_grid, *args, **flags)
     return du, ddelta, dA, dB[..., :L], dC[..., :L], dD, dz, dbias
+
+
+def _launch_gluon(kernel, grid, args, flags) -> bool:
+    """Launch a Gluon kernel; False (and the Triton kernel should run) once Gluon failed to compile here.
+    Nothing is written before a kernel runs, so a failed compile can fall back."""
+    if _GLUON_FAILED:
+        return False
+    try:
+        _launch(kernel, grid, *args, **flags)
+    except triton.CompilationError as err:  # a Triton whose Gluon differs from the tested 3.6-3.9
+        lines = [line for line in str(getattr(err, "error_message", None) or err).splitlines() if line.strip()]
+        _GLUON_FAILED.append(lines[-1].strip() if lines else type(err).__name__)
+        warnings.warn(f"the Gluon scan kernels did not compile with Triton {triton.__version__} "
+                      f"({_GLUON_FAILED[0]}); using the Triton kernels", RuntimeWarning, stacklevel=3)
+        return False
+    return True
 
 
 class SelectiveScanFn(torch.autograd.Function):
