@@ -47,3 +47,32 @@ def test_lean_attention_block_is_plain_on_cpu_by_default():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
         block(torch.randn(2, 9, 16, requires_grad=True))
     assert (2, 9, 40) in shapes
+
+
+def test_feed_forward_pads_odd_widths_to_aligned_products_without_changing_a_number():
+    """With an odd hidden width (HELIX's is 1543) the products run at a multiple of 8 on the padding
+    devices; the output and every gradient are the plain Sequential's, and the state dict is unchanged."""
+    from helix.layers.attention import FeedForward
+
+    torch.manual_seed(0)
+    block = AttentionBlock(16, 43, n_heads=2)
+    ref = torch.nn.Sequential(torch.nn.Linear(16, 43), torch.nn.GELU(), torch.nn.Linear(43, 16))
+    ref.load_state_dict(block.ffn.state_dict())
+    assert isinstance(block.ffn, FeedForward) and block.ffn.state_dict().keys() == ref.state_dict().keys()
+    block.ffn.pad_devices = ("cpu",)
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    block.double(), ref.double()
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    shapes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+        y = block.ffn(xs[0])
+    assert (2, 9, 48) in shapes and (2, 9, 43) not in shapes  # the padded products ran
+    y_ref = ref(xs[1])
+    g = torch.randn_like(y)
+    y.backward(g)
+    y_ref.backward(g)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(xs[0].grad, xs[1].grad, rtol=1e-12, atol=1e-12)
+    for (name, p), q in zip(block.ffn.named_parameters(), ref.parameters()):
+        assert p.grad.shape == p.shape, name
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12, msg=name)
