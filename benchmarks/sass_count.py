@@ -1,6 +1,7 @@
 """Compile the scan kernels for an H100 (sm_90) on a machine without a GPU and count SASS opcodes.
 
-    python benchmarks/sass_count.py [fwd] [bwd] [fwd_columns] [bwd_gluon]   (MAXNREG=128 caps ptxas's
+    python benchmarks/sass_count.py [fwd] [bwd] [fwd_columns] [bwd_gluon] [chunk_states] [bwd_chunk_states]
+        [both_chunk_states] [fwd_gluon]   (MAXNREG=128 caps ptxas's
     registers; SMEM=acc or SMEM=acc+bc puts the Gluon backward's accumulators, or those and B, C,
     in shared memory)
 
@@ -26,7 +27,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-from helix.ops.selective_scan import columns, gluon_bwd, triton as kernels  # noqa: E402
+from helix.ops.selective_scan import chunk_state, columns, gluon_bwd, triton as kernels  # noqa: E402
 
 L, D, N = 30000, 1024, 32
 BC_ROWS = 160  # x_dbl rows per batch element: 2 dt_rank + 4 N
@@ -118,8 +119,11 @@ def main(argv=None) -> None:
     print(f"triton {triton.__version__}, sm_90, B=8 L={L} D={D} N={N} bf16 bidirectional, maxnreg {MAXNREG}")
     for name in which:
         fn = {"fwd": kernels._fwd_scan, "bwd": kernels._bwd_scan, "fwd_columns": columns._fwd_scan_columns,
-              "bwd_gluon": gluon_bwd._bwd_scan_gluon if gluon_bwd.AVAILABLE else None}[name]
-        compiled = compile_sm90(fn, META)
+              "bwd_gluon": gluon_bwd._bwd_scan_gluon if gluon_bwd.AVAILABLE else None,
+              "chunk_states": chunk_state._fwd_chunk_state, "bwd_chunk_states": chunk_state._bwd_chunk_state,
+              "both_chunk_states": columns._both_chunk_states,
+              "fwd_gluon": gluon_bwd._fwd_scan_gluon if gluon_bwd.AVAILABLE else None}[name]
+        compiled = compile_sm90(fn, dict(META, COLUMNS=True))
         whole, loop = opcode_counts(disassemble(compiled))
         spills = compiled.asm["ptx"].count("st.local")
         converts = compiled.asm["ttgir"].count("convert_layout")

@@ -36,12 +36,12 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 from helix.ops.selective_scan import gluon_bwd
-fn = gluon_bwd._bwd_scan_gluon
 meta = json.loads(sys.argv[1])
+fn = getattr(gluon_bwd, meta.pop("KERNEL"))
 L, D, N = 30000, 1024, 32
 ints = {"L": L, "D_GROUP": D // 2, "N": N, "n_chunks": L // 32 + 1, "L_BC": L}
-unit = {"su_l", "sdl_l", "sB_l", "sC_l", "sz_l", "sg_l"}
-bf16 = {"u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "du_ptr", "ddl_ptr", "dz_ptr", "y_ptr"}
+unit = {"su_l", "sdl_l", "sB_l", "sC_l", "sz_l", "sg_l", "so_l"}
+bf16 = {"u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "du_ptr", "ddl_ptr", "dz_ptr", "y_ptr", "out_ptr"}
 sig, consts, attrs = {}, {}, {}
 for i, name in enumerate(fn.arg_names):
     if fn.params[i].is_constexpr:
@@ -67,7 +67,7 @@ print(json.dumps({"regs": int(re.search(r"REG:(\d+)", usage).group(1)), "shfl": 
                   "stl": ops.count("STL"), "mufu": ops.count("MUFU")}))
 """
 
-_FLAGS = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BIDIR=True, REVERSE=False, BLOCK_T=32,
+_FLAGS = dict(KERNEL="_bwd_scan_gluon", HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BIDIR=True, REVERSE=False, BLOCK_T=32,
               BLOCK_N=32, DG=128, HAS_LEN=False, WRITE_Y=True, ACC_SMEM=False, BC_SMEM=False)
 
 
@@ -108,6 +108,31 @@ def test_with_its_tiles_in_shared_memory_it_does_not_spill():
           WRITE_Y=False), 16)], ids=["acc-in-smem", "no-optional-terms"])
 def test_every_variant_compiles_for_sm90(changes, shuffles):
     assert _compile_sm90(**changes)["shfl"] <= shuffles
+
+
+@needs_gluon
+@pytest.mark.parametrize("changes", [{}, dict(BIDIR=False, REVERSE=True, HAS_LEN=True, HAS_Z=False, HAS_D=False,
+                                              HAS_BIAS=False, SOFTPLUS=False)], ids=["block", "no-optional-terms"])
+def test_forward_compiles_for_sm90_without_shuffles_or_spills(changes):
+    """The Gluon forward scan: the in-chunk scan inside a thread, y through one shared-memory
+    conversion, so no shuffles at all; one exponential per element (32 per channel, plus the softplus)."""
+    counts = _compile_sm90(KERNEL="_fwd_scan_gluon", **changes)
+    assert counts["shfl"] == 0 and counts["stl"] == 0, counts
+    assert counts["mufu"] >= 32, counts
+
+
+def test_forward_kernel_choice_is_checked_and_needs_a_compiled_cuda_launch():
+    with pytest.raises(ValueError, match="fwd_kernel"):
+        ScanConfig(fwd_kernel="cuda")
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    gl = ScanConfig(fwd_kernel="gluon")
+    assert not gl.gluon_forward(32, cpu)
+    assert not ScanConfig(fwd_kernel="triton").gluon_forward(32, cuda)
+    assert not ScanConfig(block_t=16, fwd_kernel="gluon").gluon_forward(32, cuda)
+    assert not ScanConfig(num_warps=2, fwd_kernel="gluon").gluon_forward(32, cuda)
+    assert not gl.gluon_forward(16, cuda)
+    if gluon_bwd.AVAILABLE and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        assert gl.gluon_forward(32, cuda)
 
 
 def test_backward_kernel_choice_is_checked_and_needs_a_compiled_cuda_launch():
@@ -218,7 +243,7 @@ def test_a_gluon_kernel_that_does_not_compile_falls_back_to_triton_once_with_a_w
         leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
         ref = {k: v.double().clone().requires_grad_() for k, v in inputs.items()}
         if attempt == 0:
-            with pytest.warns(RuntimeWarning, match="Gluon backward scan did not compile.*unsupported layout"):
+            with pytest.warns(RuntimeWarning, match="Gluon scan kernels did not compile.*unsupported layout"):
                 selective_scan_triton(**leaves, delta_softplus=True, config=cfg).sum().backward()
         else:
             selective_scan_triton(**leaves, delta_softplus=True, config=cfg).sum().backward()
@@ -227,3 +252,35 @@ def test_a_gluon_kernel_that_does_not_compile_falls_back_to_triton_once_with_a_w
             assert rel(leaves[name].grad, ref[name].grad) < 1e-4, name
     backward = [k for k in launched if k.startswith("_bwd_scan")]
     assert backward == ["_bwd_scan_gluon", "_bwd_scan", "_bwd_scan"], backward
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", ["forward", "reverse", "no-optional-terms", "bidirectional", "lengths"])
+@gpu_gluon
+@pytest.mark.gpu
+def test_gpu_forward_matches_the_reference(case, dtype):
+    """The Gluon forward scan (with either backward): outputs and gradients against float64."""
+    cfg = ScanConfig(fwd_kernel="gluon")
+    rev, bidir = case == "reverse", case in ("bidirectional", "lengths")
+    inputs = make_inputs(3, 256, 333, 32, dtype, groups=2 if bidir else None)
+    drop = ("D", "z", "delta_bias") if case == "no-optional-terms" else ()
+    if bidir:
+        reference = lambda **kw: selective_scan_bidirectional_reference(**kw, delta_softplus=True)  # noqa: E731
+    else:
+        reference = reference_fn(rev)
+    if case == "lengths":  # against the Triton forward: the reference has no lengths
+        lengths = torch.tensor([333, 200, 41], device="cuda")
+        outs = [_scan(ScanConfig(fwd_kernel=k), bidirectional=True, lengths=lengths)(**inputs) for k in ("gluon", "triton")]
+        assert rel(outs[0], outs[1]) < TOL[dtype][0]
+        assert not outs[0][1, :, 200:].any() and not outs[0][2, :, 41:].any()
+        return
+    check(inputs, _scan(cfg, rev, bidir), reference, dtype, drop=drop)
+
+
+@gpu_gluon
+@pytest.mark.gpu
+def test_gpu_forward_matches_the_triton_forward_on_a_long_sequence():
+    inputs = make_inputs(2, 1024, 30_000, 32, torch.bfloat16, groups=2)
+    outs = [_scan(ScanConfig(fwd_kernel=k), bidirectional=True)(**inputs) for k in ("gluon", "triton")]
+    assert torch.isfinite(outs[0]).all()
+    assert rel(outs[0], outs[1]) < TOL[torch.bfloat16][0]

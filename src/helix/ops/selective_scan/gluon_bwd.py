@@ -43,6 +43,7 @@ if AVAILABLE:
     _combine = gluon.jit(chunk_state._combine.fn)
     _dt_of = gluon.jit(chunk_state._dt_of.fn)
     _channel_inputs = gluon.jit(chunk_state._bwd_channel_inputs.fn)
+    _fwd_channel_inputs = gluon.jit(chunk_state._channel_inputs.fn)
     _bc_tile = gluon.jit(chunk_state._bc_tile.fn)
 
     @gluon.jit
@@ -230,3 +231,87 @@ if AVAILABLE:
             off_bc = ((b * G + g) * N + n[None, :]) * L_BC + t[:, None]
             gl.atomic_add(dB_ptr + off_bc, dB_acc, mask=mask_tn, sem="relaxed")
             gl.atomic_add(dC_ptr + off_bc, dC_acc, mask=mask_tn, sem="relaxed")
+
+    @gluon.jit
+    def _fwd_scan_gluon(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, len_ptr, out_ptr,
+                        L, D_GROUP, N, n_chunks,
+                        su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                        sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
+                        HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr,
+                        SOFTPLUS: gl.constexpr, BIDIR: gl.constexpr, REVERSE: gl.constexpr,
+                        BLOCK_T: gl.constexpr, BLOCK_N: gl.constexpr, DG: gl.constexpr, HAS_LEN: gl.constexpr):
+        """``triton._fwd_scan`` (same arguments and outputs) with the layouts of ``_bwd_scan_gluon``: the
+        in-chunk scan is an FFMA chain inside a thread (``COL``, B in logical order), and y_t = <C_t, h_t>
+        is formed in ``ROW`` (one step per lane, 32 states in a thread), where C is loaded directly in
+        logical order: one conversion of h through shared memory, then 32 FFMAs per thread."""
+        COL: gl.constexpr = gl.BlockedLayout([BLOCK_T, 1], [1, 32], [1, 1], [0, 1])
+        ROW: gl.constexpr = gl.BlockedLayout([1, BLOCK_N], [32, 1], [1, 1], [1, 0])
+        LANE: gl.constexpr = gl.SliceLayout(1, ROW)  # one step per lane
+        TS: gl.constexpr = gl.SliceLayout(1, COL)  # every step in every thread
+        NS: gl.constexpr = gl.SliceLayout(0, COL)  # one state per lane
+        NR: gl.constexpr = gl.SliceLayout(0, ROW)  # every state in every thread
+        VEC: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+
+        d0 = gl.program_id(0).to(gl.int64) * DG
+        c = gl.program_id(1).to(gl.int64)
+        b = gl.program_id(2).to(gl.int64)
+        g = d0 // D_GROUP
+        if BIDIR:
+            rev = (g % 2) == 1
+        else:
+            rev = REVERSE
+        if HAS_LEN:
+            n_b = gl.load(len_ptr + b).to(gl.int64)
+        else:
+            n_b = L
+        Dtot = gl.num_programs(0) * DG
+        i_l = gl.arange(0, BLOCK_T, layout=LANE)
+        tq = c * BLOCK_T + gl.where(rev, BLOCK_T - 1 - i_l, i_l).to(gl.int64)  # logical order, per lane
+        mask_st = tq < L
+        mask_q = tq < n_b
+        if c * BLOCK_T >= n_b:  # a chunk wholly past the row's end: zeros, nothing computed
+            zero = gl.zeros([BLOCK_T], gl.float32, LANE)
+            for i in range(DG):
+                gl.store(out_ptr + b * so_b + (d0 + i) * so_d + tq * so_l, zero.to(out_ptr.dtype.element_ty),
+                         mask=mask_st)
+        else:
+            t = c * BLOCK_T + gl.arange(0, BLOCK_T, layout=TS).to(gl.int64)  # ascending, for B
+            n = gl.arange(0, BLOCK_N, layout=NS)
+            mask_n = n < N
+            Bt = _bc_tile(B_ptr, b, g, n, t, (t < n_b)[:, None] & mask_n[None, :], sB_b, sB_g, sB_n, sB_l, rev)
+            nr = gl.arange(0, BLOCK_N, layout=NR)
+            Cr = gl.load(C_ptr + b * sC_b + g * sC_g + nr[None, :] * sC_n + tq[:, None] * sC_l,
+                         mask=mask_q[:, None] & (nr < N)[None, :], other=0.0).to(gl.float32)
+            dt_s = gl.allocate_shared_memory(gl.float32, [BLOCK_T], VEC)
+            dtu_s = gl.allocate_shared_memory(gl.float32, [BLOCK_T], VEC)
+            first = (gl.arange(0, BLOCK_T, layout=TS) == 0)[:, None]  # logical step 0 of the tile
+            pu = u_ptr + b * su_b + d0 * su_d + tq * su_l
+            pv = dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l
+            pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
+            u_nx, v_nx, z_nx = _fwd_channel_inputs(pu, pv, pz, 0, su_d, sdl_d, sz_d, mask_q, HAS_Z)
+            for i in range(DG):
+                d = d0 + i
+                u = u_nx.to(gl.float32)
+                v = v_nx.to(gl.float32)
+                z = z_nx.to(gl.float32)
+                u_nx, v_nx, z_nx = _fwd_channel_inputs(pu, pv, pz, i + 1, su_d, sdl_d, sz_d, mask_q & (i + 1 < DG),
+                                                       HAS_Z)
+                if HAS_BIAS:
+                    bias = gl.load(bias_ptr + d)
+                else:
+                    bias = 0.0
+                dt = gl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
+                A2 = gl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
+                dt_s.store(dt)
+                dtu_s.store(dt * u)
+                rowH = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 1, 0)
+                Hn = gl.load(H_ptr + rowH * N + n, mask=mask_n, other=0.0).to(gl.float32)
+                a = gl.exp2(dt_s.load(TS)[:, None] * A2[None, :])
+                x = dtu_s.load(TS)[:, None] * Bt
+                _, h = gl.associative_scan((a, gl.where(first, x + a * Hn[None, :], x)), 0, _combine)
+                y = gl.sum(gl.convert_layout(h, ROW) * Cr, 1)
+                if HAS_D:
+                    y += gl.load(D_ptr + d) * u
+                if HAS_Z:
+                    y = y * z * _sigmoid(z)
+                gl.store(out_ptr + b * so_b + d * so_d + tq * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_st)
