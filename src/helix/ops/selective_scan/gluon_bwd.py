@@ -1,4 +1,4 @@
-"""``_bwd_scan`` written in Gluon (Triton's explicit-layout dialect): one state column per thread.
+"""``_bwd_scan`` (and ``_fwd_scan``) written in Gluon (Triton's explicit-layout dialect): one state column per thread.
 
 The same function as :func:`helix.ops.selective_scan.triton._bwd_scan` (same arguments, same outputs),
 for 32-step chunks of 32 states. Triton 3.6 chooses a (T, N) tile's layout itself, and for the
@@ -19,8 +19,12 @@ lanes, reductions over N, flips) and 255 registers (B, C and the dB, dC accumula
 The channel loop compiles to ~1,000 instructions with 10 shuffles, against ~1,530 and ~270 for
 ``_bwd_scan`` (``benchmarks/sass_count.py bwd bwd_gluon``, Triton 3.6, sm_90).
 
+``_fwd_scan_gluon`` is the forward scan in the same layouts (``_fwd_scan``'s arguments and outputs):
+311 instructions per channel loop against 341 for ``_fwd_scan_columns``, 146 registers against 149;
+31.4 -> 27.4 ms per 300 s step on the H200 (RESULTS.md section 15).
+
 Gluon has no interpreter: on CPU this module is compiled for sm_90 (``tests/ops``), and it runs against
-the reference only on a GPU. ``ScanConfig(bwd_kernel=...)`` chooses it (``triton.py``).
+the reference only on a GPU. ``ScanConfig(bwd_kernel=..., fwd_kernel=...)`` chooses the kernels (``triton.py``).
 """
 
 from __future__ import annotations

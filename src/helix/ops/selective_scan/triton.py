@@ -18,8 +18,9 @@ walk. A chunk only needs the state entering it, which takes three launches:
 Only H (B, D, n_chunks + 1, N), fp32 by default, is kept for backward; backward recomputes the in-chunk states.
 The forward-side kernels lay their (T, N) tiles out one state column per thread by default
 (``columns.py``, ``ScanConfig(layout=...)``); ``_bwd_scan`` keeps several steps and states per thread.
-On CUDA the backward runs by default as its Gluon twin (``gluon_bwd.py``: the same arguments and
-outputs, one state column per thread, explicit layouts); ``_bwd_scan`` is what runs elsewhere.
+On CUDA the forward and backward scans run by default as their Gluon twins (``gluon_bwd.py``: the same
+arguments and outputs, one state column per thread, explicit layouts); ``_fwd_scan_columns``/``_fwd_scan``
+and ``_bwd_scan`` are what run elsewhere.
 The adjoint g_t = dL/dh_t = dy_t C_t + a_{t+1} g_{t+1} is chunked the same way: K_c = a_{t1} g_{t1}
 (what flows into chunk c from the chunk after it) obeys K_{c-1} = exp(A Sigma_c) K_c + V_c with
 V_c = sum_t exp(A cumincl_t) dy_t C_t. ``_bwd_scan`` then recomputes h, runs the reverse scan for g
@@ -296,8 +297,9 @@ class ScanConfig:
     ``bwd_smem``: where the Gluon kernel keeps the dB, dC accumulators (``"acc"``) and B, C too
     (``"acc+bc"``): in shared memory, or all in registers (``"none"``, the default, fastest on the H200:
     RESULTS.md section 14).
-    ``fwd_kernel``: ``"gluon"`` runs the forward scan as ``gluon_bwd._fwd_scan_gluon`` where
-    ``gluon_forward()`` allows it; ``"triton"`` (the default) runs ``_fwd_scan_columns`` or ``_fwd_scan``.
+    ``fwd_kernel``: ``"gluon"`` (the default) runs the forward scan as ``gluon_bwd._fwd_scan_gluon`` where
+    ``gluon_forward()`` allows it (else the Triton kernels); ``"triton"`` always runs ``_fwd_scan_columns``
+    or ``_fwd_scan`` (RESULTS.md section 15: 31.4 -> 27.4 ms per 300 s step).
     ``fuse_states``: a backward that recomputes the forward's chunk states (``scan_backward(H=None)``, the
     lean block) computes them and the adjoint's chunk sums in one pass where the column layout applies
     (one exponential per element instead of two); ``False`` runs the two passes.
@@ -306,7 +308,7 @@ class ScanConfig:
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
                  bwd_warps: int | None = None, fill: int = 0, bwd_maxnreg: int | None = None,
                  layout: str = "columns", states: str = "float32", bwd_kernel: str = "gluon",
-                 bwd_smem: str = "none", fuse_states: bool = True, fwd_kernel: str = "triton"):
+                 bwd_smem: str = "none", fuse_states: bool = True, fwd_kernel: str = "gluon"):
         if bwd_kernel not in ("triton", "gluon"):
             raise ValueError(f"bwd_kernel must be 'triton' or 'gluon', not {bwd_kernel!r}")
         if fwd_kernel not in ("triton", "gluon"):
