@@ -60,6 +60,28 @@ if AVAILABLE:
         return gl.sum(gl.convert_layout(x, ROW), 1)
 
     @gluon.jit
+    def _program(len_ptr, L, D_GROUP, BIDIR: gl.constexpr, REVERSE: gl.constexpr, BLOCK_T: gl.constexpr,
+                 DG: gl.constexpr, HAS_LEN: gl.constexpr, LANE: gl.constexpr):
+        """This program's first channel, chunk, batch row, B/C group, direction, row length, channel
+        count, and its steps in logical order one per lane (``tq``) with their masks."""
+        d0 = gl.program_id(0).to(gl.int64) * DG
+        c = gl.program_id(1).to(gl.int64)
+        b = gl.program_id(2).to(gl.int64)
+        g = d0 // D_GROUP
+        if BIDIR:
+            rev = (g % 2) == 1
+        else:
+            rev = REVERSE
+        if HAS_LEN:
+            n_b = gl.load(len_ptr + b).to(gl.int64)
+        else:
+            n_b = L
+        Dtot = gl.num_programs(0) * DG
+        i_l = gl.arange(0, BLOCK_T, layout=LANE)
+        tq = c * BLOCK_T + gl.where(rev, BLOCK_T - 1 - i_l, i_l).to(gl.int64)  # logical order, per lane
+        return d0, c, b, g, rev, n_b, Dtot, i_l, tq, tq < L, tq < n_b
+
+    @gluon.jit
     def _bwd_scan_gluon(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, len_ptr,
                         dout_ptr, du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr, y_ptr,
                         L, D_GROUP, N, n_chunks, L_BC,
@@ -77,23 +99,8 @@ if AVAILABLE:
         ACC: gl.constexpr = gl.SwizzledSharedLayout(4, 1, 8, [0, 1])
         VEC: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
 
-        d0 = gl.program_id(0).to(gl.int64) * DG
-        c = gl.program_id(1).to(gl.int64)
-        b = gl.program_id(2).to(gl.int64)
-        g = d0 // D_GROUP
-        if BIDIR:
-            rev = (g % 2) == 1
-        else:
-            rev = REVERSE
-        if HAS_LEN:
-            n_b = gl.load(len_ptr + b).to(gl.int64)
-        else:
-            n_b = L
-        Dtot = gl.num_programs(0) * DG
-        i_l = gl.arange(0, BLOCK_T, layout=LANE)
-        tq = c * BLOCK_T + gl.where(rev, BLOCK_T - 1 - i_l, i_l).to(gl.int64)  # logical order, per lane
-        mask_st = tq < L
-        mask_q = tq < n_b
+        d0, c, b, g, rev, n_b, Dtot, i_l, tq, mask_st, mask_q = _program(len_ptr, L, D_GROUP, BIDIR, REVERSE,
+                                                                         BLOCK_T, DG, HAS_LEN, LANE)
         if c * BLOCK_T >= n_b:  # a chunk wholly past the row's end: zero gradients, nothing computed
             zero = gl.zeros([BLOCK_T], gl.float32, LANE)
             for i in range(DG):
@@ -256,23 +263,8 @@ if AVAILABLE:
         NR: gl.constexpr = gl.SliceLayout(0, ROW)  # every state in every thread
         VEC: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
 
-        d0 = gl.program_id(0).to(gl.int64) * DG
-        c = gl.program_id(1).to(gl.int64)
-        b = gl.program_id(2).to(gl.int64)
-        g = d0 // D_GROUP
-        if BIDIR:
-            rev = (g % 2) == 1
-        else:
-            rev = REVERSE
-        if HAS_LEN:
-            n_b = gl.load(len_ptr + b).to(gl.int64)
-        else:
-            n_b = L
-        Dtot = gl.num_programs(0) * DG
-        i_l = gl.arange(0, BLOCK_T, layout=LANE)
-        tq = c * BLOCK_T + gl.where(rev, BLOCK_T - 1 - i_l, i_l).to(gl.int64)  # logical order, per lane
-        mask_st = tq < L
-        mask_q = tq < n_b
+        d0, c, b, g, rev, n_b, Dtot, i_l, tq, mask_st, mask_q = _program(len_ptr, L, D_GROUP, BIDIR, REVERSE,
+                                                                         BLOCK_T, DG, HAS_LEN, LANE)
         if c * BLOCK_T >= n_b:  # a chunk wholly past the row's end: zeros, nothing computed
             zero = gl.zeros([BLOCK_T], gl.float32, LANE)
             for i in range(DG):
