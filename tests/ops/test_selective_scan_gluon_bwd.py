@@ -270,7 +270,8 @@ def test_gpu_forward_matches_the_reference(case, dtype):
         reference = reference_fn(rev)
     if case == "lengths":  # against the Triton forward: the reference has no lengths
         lengths = torch.tensor([333, 200, 41], device="cuda")
-        outs = [_scan(ScanConfig(fwd_kernel=k), bidirectional=True, lengths=lengths)(**inputs) for k in ("gluon", "triton")]
+        outs = [_scan(ScanConfig(fwd_kernel=k), bidirectional=True, lengths=lengths)(**inputs)
+                for k in ("gluon", "triton")]
         assert rel(outs[0], outs[1]) < TOL[dtype][0]
         assert not outs[0][1, :, 200:].any() and not outs[0][2, :, 41:].any()
         return

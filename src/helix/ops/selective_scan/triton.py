@@ -352,14 +352,17 @@ class ScanConfig:
         """Whether ``_bwd_scan_gluon`` runs the backward: asked for, Gluon importable, a compiled launch on
         a CUDA device (Gluon has no interpreter), 32-step chunks of 17-32 states (one state per lane)
         and one warp per program; otherwise the Triton kernel runs."""
-        return (self.bwd_kernel == "gluon" and gluon_bwd.AVAILABLE and device.type == "cuda"
-                and not _interpreting() and self.block_t == 32 and block_n == 32 and self.bwd_warps == 1)
+        return self.bwd_kernel == "gluon" and self._gluon_tile(block_n, device, self.bwd_warps)
 
     def gluon_forward(self, block_n: int, device: torch.device) -> bool:
         """Whether ``gluon_bwd._fwd_scan_gluon`` runs the forward scan: the same conditions as
         :meth:`gluon_backward`, for the forward-side launch."""
-        return (self.fwd_kernel == "gluon" and gluon_bwd.AVAILABLE and device.type == "cuda"
-                and not _interpreting() and self.block_t == 32 and block_n == 32 and self.num_warps == 1)
+        return self.fwd_kernel == "gluon" and self._gluon_tile(block_n, device, self.num_warps)
+
+    def _gluon_tile(self, block_n: int, device: torch.device, warps: int) -> bool:
+        """What both Gluon kernels need: Gluon importable, a compiled CUDA launch, 32 x 32 tiles, one warp."""
+        return (gluon_bwd.AVAILABLE and device.type == "cuda" and not _interpreting() and self.block_t == 32
+                and block_n == 32 and warps == 1)
 
     def columns(self, block_n: int) -> bool:
         """Whether the forward-side kernels use the column layout for tiles of ``block_n`` states: 16
@@ -482,7 +485,8 @@ def scan_forward(u, delta, A, Bm, Cm, D, z, bias, softplus, bidir, reverse, cfg,
             L, d_group, N, n_chunks,
             *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(), *_strides3(z), *_strides3(out))
     flags = dict(HAS_D=D is not None, HAS_Z=z is not None, **flags)
-    if not (cfg.gluon_forward(meta["BLOCK_N"], u.device) and _launch_gluon(gluon_bwd._fwd_scan_gluon, grid, args, flags)):
+    if not (cfg.gluon_forward(meta["BLOCK_N"], u.device)
+            and _launch_gluon(gluon_bwd._fwd_scan_gluon, grid, args, flags)):
         _launch(_fwd_scan_columns if cfg.columns(meta["BLOCK_N"]) else _fwd_scan, grid, *args, **flags)
     return out, H
 
