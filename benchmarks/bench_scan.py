@@ -52,6 +52,10 @@ CONFIGS = {
     # the forward-side kernels with several steps and states per thread (columns are the default)
     "t32-dg128-w1-rows": ScanConfig(32, 128, 1, layout="rows"),
     "t128-dg64-w4": ScanConfig(128, 64, 4),
+    # the forward walking its chunks in sequence (no chunk-state or carry pass), at three launch sizes
+    "t32-dg128-w1-serial": ScanConfig(32, 128, 1, fwd_chunks="serial"),
+    "t32-dg128-w1-serial-f1024": ScanConfig(32, 128, 1, fwd_chunks="serial", serial_fill=1024),
+    "t32-dg128-w1-serial-f4096": ScanConfig(32, 128, 1, fwd_chunks="serial", serial_fill=4096),
 }
 
 

@@ -1,7 +1,7 @@
 """Compile the scan kernels for an H100 (sm_90) on a machine without a GPU and count SASS opcodes.
 
     python benchmarks/sass_count.py [fwd] [bwd] [fwd_columns] [bwd_gluon] [chunk_states] [bwd_chunk_states]
-        [both_chunk_states] [fwd_gluon]   (MAXNREG=128 caps ptxas's
+        [both_chunk_states] [fwd_gluon] [fwd_serial] [fwd_serial_gluon]   (MAXNREG=128 caps ptxas's
     registers; SMEM=acc or SMEM=acc+bc puts the Gluon backward's accumulators, or those and B, C,
     in shared memory)
 
@@ -122,8 +122,12 @@ def main(argv=None) -> None:
               "bwd_gluon": gluon_bwd._bwd_scan_gluon if gluon_bwd.AVAILABLE else None,
               "chunk_states": chunk_state._fwd_chunk_state, "bwd_chunk_states": chunk_state._bwd_chunk_state,
               "both_chunk_states": columns._both_chunk_states,
-              "fwd_gluon": gluon_bwd._fwd_scan_gluon if gluon_bwd.AVAILABLE else None}[name]
-        compiled = compile_sm90(fn, dict(META, COLUMNS=True))
+              "fwd_gluon": gluon_bwd._fwd_scan_gluon if gluon_bwd.AVAILABLE else None,
+              "fwd_serial": columns._fwd_serial_columns,
+              "fwd_serial_gluon": gluon_bwd._fwd_serial_gluon if gluon_bwd.AVAILABLE else None}[name]
+        # the serial forward at the channels per program its fill gives at 300 s, B=8 (2,048 programs)
+        serial = dict(DG=8, SAVE_H=True) if name.startswith("fwd_serial") else {}
+        compiled = compile_sm90(fn, dict(META, COLUMNS=True, **serial))
         whole, loop = opcode_counts(disassemble(compiled))
         spills = compiled.asm["ptx"].count("st.local")
         converts = compiled.asm["ttgir"].count("convert_layout")

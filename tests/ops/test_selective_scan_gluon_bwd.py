@@ -285,3 +285,63 @@ def test_gpu_forward_matches_the_triton_forward_on_a_long_sequence():
     outs = [_scan(ScanConfig(fwd_kernel=k), bidirectional=True)(**inputs) for k in ("gluon", "triton")]
     assert torch.isfinite(outs[0]).all()
     assert rel(outs[0], outs[1]) < TOL[torch.bfloat16][0]
+
+
+@needs_gluon
+@pytest.mark.parametrize("changes", [dict(SAVE_H=True), dict(SAVE_H=False),
+                                     dict(SAVE_H=True, BIDIR=False, REVERSE=True, HAS_LEN=True, HAS_Z=False,
+                                          HAS_D=False, HAS_BIAS=False, SOFTPLUS=False)],
+                         ids=["block", "lean", "no-optional-terms"])
+def test_serial_forward_compiles_for_sm90_without_shuffles_or_spills(changes):
+    """The serial forward (``fwd_chunks="serial"``) is the forward's chunk body in a loop over chunks: still
+    no shuffles or spills, the exponentials there."""
+    counts = _compile_sm90(KERNEL="_fwd_serial_gluon", DG=16, **changes)
+    assert counts["shfl"] == 0 and counts["stl"] == 0, counts
+    assert counts["mufu"] >= 32, counts
+
+
+@pytest.mark.parametrize("kernel", ["gluon", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", ["forward", "reverse", "no-optional-terms", "bidirectional"])
+@gpu_gluon
+@pytest.mark.gpu
+def test_gpu_serial_forward_matches_the_reference(case, dtype, kernel):
+    """fwd_chunks="serial" compiled (the Gluon kernel, and the Triton one): outputs and every gradient
+    (the backward reads the states the serial forward saved) against float64."""
+    cfg = ScanConfig(fwd_kernel=kernel, fwd_chunks="serial", serial_fill=64)
+    rev, bidir = case == "reverse", case == "bidirectional"
+    inputs = make_inputs(3, 256, 333, 32, dtype, groups=2 if bidir else None)
+    drop = ("D", "z", "delta_bias") if case == "no-optional-terms" else ()
+    if bidir:
+        reference = lambda **kw: selective_scan_bidirectional_reference(**kw, delta_softplus=True)  # noqa: E731
+    else:
+        reference = reference_fn(rev)
+    check(inputs, _scan(cfg, rev, bidir), reference, dtype, drop=drop)
+
+
+@pytest.mark.parametrize("kernel", ["gluon", "triton"])
+@pytest.mark.parametrize("save", [True, False], ids=["saved", "lean"])
+@gpu_gluon
+@pytest.mark.gpu
+def test_gpu_serial_forward_equals_the_chunk_parallel_one_with_lengths_and_long_rows(kernel, save):
+    """Bidirectional rows of three lengths (the reversed half starts at each row's end) and a 30,000-step
+    row at the block's width: the serial output, and its saved H row by row, equal the chunk-parallel
+    forward's (the same sums in another order)."""
+    from helix.ops.selective_scan import triton as scan
+
+    for Bsz, D, L, lengths in ((3, 256, 333, (333, 200, 41)), (2, 1024, 30_000, None)):
+        inputs = make_inputs(Bsz, D, L, 32, torch.bfloat16, groups=2)
+        lens = None if lengths is None else torch.tensor(lengths, device="cuda")
+        par = ScanConfig(fwd_kernel=kernel)
+        ser = ScanConfig(fwd_kernel=kernel, fwd_chunks="serial")
+        i = inputs
+        Bm, Cm = scan.aligned_rows(i["B"], par), scan.aligned_rows(i["C"], par)
+        args = (i["u"], i["delta"], i["A"], Bm, Cm, i["D"], i["z"], i["delta_bias"], True, True, False)
+        y_par, H_par = scan.scan_forward(*args, par, lens)
+        y_ser, H_ser = scan.scan_forward(*args, ser, lens, save_states=save)
+        assert torch.isfinite(y_ser).all()
+        assert rel(y_ser, y_par) < TOL[torch.bfloat16][0]
+        if save:
+            assert rel(H_ser, H_par) < 1e-5
+        if lengths is not None:
+            assert not y_ser[1, :, 200:].any() and not y_ser[2, :, 41:].any()

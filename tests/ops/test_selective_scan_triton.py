@@ -438,3 +438,57 @@ def test_backward_recomputing_the_states_in_one_pass_matches_two_passes(bidir, r
     assert "_fwd_chunk_state" in launched and "_both_chunk_states" not in launched, launched
     for name, a, b in zip(("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "dbias"), sep, two):
         torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5, msg=name)  # atomics sum in any order
+
+
+SERIAL_CASES = [(True, False, None), (True, False, (160, 71)), (False, False, (160, 100)), (False, True, (97, 160)),
+                (False, False, None), (False, True, None)]
+
+
+@pytest.mark.parametrize("bidir,reverse,lengths", SERIAL_CASES,
+                         ids=["bidir", "bidir-lengths", "fwd-lengths", "rev-lengths", "fwd", "rev"])
+@pytest.mark.parametrize("N", [16, 32])
+def test_serial_forward_matches_the_chunk_parallel_one(bidir, reverse, lengths, N, monkeypatch):
+    """fwd_chunks="serial" walks the chunks in order and passes the state on itself: its output and its
+    saved H (every row, zero rows and rows past a row's end included) equal the chunk-parallel
+    forward's, the serial kernel is what ran, and without saved states only the output is kept."""
+    from helix.ops.selective_scan import triton as scan
+
+    L = 150  # five chunks, the last partial
+    inputs = make_inputs(2, 8, L, N, torch.float32, groups=2 if bidir else None, seed=6)
+    lens = None if lengths is None else torch.tensor([min(x, L) for x in lengths], dtype=torch.int64, device=DEVICE)
+    i = inputs
+    par, ser = ScanConfig(block_t=32, dg=4), ScanConfig(block_t=32, dg=4, fwd_chunks="serial", serial_fill=4)
+    Bm = scan.aligned_rows(i["B"] if bidir else i["B"][:, None], par)
+    Cm = scan.aligned_rows(i["C"] if bidir else i["C"][:, None], par)
+    args = (i["u"], i["delta"], i["A"], Bm, Cm, i["D"], i["z"], i["delta_bias"], True, bidir, reverse)
+    y_par, H_par = scan.scan_forward(*args, par, lens)
+    launched = []
+    real = scan._launch
+    monkeypatch.setattr(scan, "_launch", lambda kernel, *a, **k: (launched.append(kernel.fn.__name__),
+                                                                   real(kernel, *a, **k))[1])
+    y_ser, H_ser = scan.scan_forward(*args, ser, lens)
+    assert launched == ["_fwd_serial_columns"], launched
+    # the same sums in another order (a chunk's decay as a product of steps, not exp(A Sigma))
+    assert rel(y_ser, y_par) < 1e-5 and rel(H_ser, H_par) < 1e-5, (rel(y_ser, y_par), rel(H_ser, H_par))
+    y_lean, H_lean = scan.scan_forward(*args, ser, lens, save_states=False)
+    assert H_lean.shape == (2, 8, N)
+    assert torch.equal(y_lean, y_ser)
+
+
+def test_serial_forward_applies_only_where_it_can():
+    """Serial needs the column layout, more than one chunk and fp32 states; the names are checked."""
+    cfg = ScanConfig(fwd_chunks="serial")
+    assert cfg.serial_forward(32, 2, torch.bfloat16) and not cfg.serial_forward(32, 1, torch.float32)
+    assert not cfg.serial_forward(8, 4, torch.float32)  # 8 states: rows layout
+    assert not ScanConfig(fwd_chunks="serial", states="bfloat16").serial_forward(32, 4, torch.bfloat16)
+    assert not ScanConfig().serial_forward(32, 4, torch.float32)
+    with pytest.raises(ValueError, match="fwd_chunks"):
+        ScanConfig(fwd_chunks="sequential")
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_serial_forward_gradients_match_reference(reverse):
+    """The whole autograd path with the serial forward (backward reads the H it saved)."""
+    cfg = ScanConfig(block_t=32, dg=4, fwd_chunks="serial", serial_fill=4)
+    check(make_inputs(2, 8, 130, 32, torch.float32, seed=7), kernel_fn(reverse, cfg), reference_fn(reverse),
+          torch.float32)

@@ -46,7 +46,8 @@ class BiMambaInnerFn(torch.autograd.Function):
         x_dbl = bmm(w_xp, u)
         delta = bmm(w_dt, x_dbl[:, :2 * R])
         Bm, Cm = _bc(x_dbl, R, cfg)
-        y, _ = scan.scan_forward(u, delta, A, Bm, Cm, D, z, dt_bias, True, True, False, cfg, lengths)
+        y, _ = scan.scan_forward(u, delta, A, Bm, Cm, D, z, dt_bias, True, True, False, cfg, lengths,
+                                 save_states=False)
         ctx.save_for_backward(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, lengths)
         ctx.R, ctx.cfg = R, cfg
         return bmm(w_out, y)

@@ -74,8 +74,12 @@ def _fwd_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_pt
                        sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
                        d0, c, b, g, n, n_b,
                        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                       BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, REV: tl.constexpr):
-    """One program's chunk of the forward scan (``REV``: the channels run backwards in time)."""
+                       BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, REV: tl.constexpr,
+                       SERIAL: tl.constexpr = False, SAVE_H: tl.constexpr = True):
+    """One program's chunk of the forward scan (``REV``: the channels run backwards in time).
+
+    ``SERIAL`` (``_fwd_serial_columns``): the state entering the chunk is the one this program stored
+    after the chunk before it (``_serial_rows``), and the state after it is stored for the next."""
     mask_n = n < N
     Bt = _column_tile(B_ptr, b, g, c, n, n_b, L, N, sB_b, sB_g, sB_n, sB_l, BLOCK_T, BLOCK_N)
     Ct = _column_tile(C_ptr, b, g, c, n, n_b, L, N, sC_b, sC_g, sC_n, sC_l, BLOCK_T, BLOCK_N)
@@ -96,8 +100,15 @@ def _fwd_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_pt
         A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
         x = dtu[:, None] * Bt
         a = tl.exp2(dt[:, None] * A2[None, :])
-        H = _entry_state(H_ptr, b, d, c, n, mask_n, Dtot, n_chunks, N, not REV)
+        if SERIAL:
+            r_in, r_out = _serial_rows(b, d, c, Dtot, n_chunks, REV, SAVE_H)
+            H = tl.load(H_ptr + r_in * N + n, mask=mask_n, other=0.0)
+        else:
+            H = _entry_state(H_ptr, b, d, c, n, mask_n, Dtot, n_chunks, N, not REV)
         h = _scan(a, tl.where(is_first, x + a * H[None, :], x), REV)
+        if SERIAL:  # the state after the chunk: its logical last step (a compile-time row, one register)
+            is_last = (i_t == (0 if REV else BLOCK_T - 1))[:, None]
+            tl.store(H_ptr + r_out * N + n, tl.sum(tl.where(is_last, h, -0.0), 0), mask=mask_n)
         y = _sum_n(h * Ct, BLOCK_T, BLOCK_N)
         if HAS_D:
             y += tl.load(D_ptr + d) * u
@@ -136,6 +147,86 @@ def _fwd_scan_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr
                                L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                                sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l, d0, c, b, g, n, n_b,
                                HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, False)
+
+
+@triton.jit
+def _serial_rows(b, d, c, Dtot, n_chunks, REV: tl.constexpr, SAVE_H: tl.constexpr):
+    """Rows of the state entering chunk c and of the state after it, for ``_fwd_serial_columns``. With
+    ``SAVE_H`` they are ``chunk_state._state_row``'s rows of a (B, D, n_chunks + 1, N) buffer, so the
+    backward reads them as it reads the chunk-parallel forward's; without, one row per channel of a
+    (B, D, N) buffer, read and overwritten chunk after chunk."""
+    if SAVE_H:
+        base = (b * Dtot + d) * (n_chunks + 1)
+        if REV:  # descending: chunk c at row c, the zero row at n_chunks
+            return base + c + 1, base + c
+        else:  # ascending: chunk c at row c + 1, the zero row at 0
+            return base + c, base + c + 1
+    else:
+        return b * Dtot + d, b * Dtot + d
+
+
+@triton.jit
+def _fwd_serial_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, len_ptr, out_ptr,
+                        L, D_GROUP, N, n_chunks,
+                        su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                        sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
+                        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
+                        BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, HAS_LEN: tl.constexpr,
+                        SAVE_H: tl.constexpr):
+    """The forward scan with chunks in sequence (``ScanConfig(fwd_chunks="serial")``): one program per
+    (channel block, batch row) walks its row's chunks in scan order and passes the state from chunk to
+    chunk through ``H_ptr`` (fp32), so no chunk-state pass and no carry pass run before it. The chunk
+    body is ``_fwd_chunk_columns``; outputs as ``triton._fwd_scan``. ``SAVE_H``: H is the
+    (B, D, n_chunks + 1, N) buffer of ``chunk_entry_states`` (what backward reads), else (B, D, N).
+    Chunks wholly past the row's end store zeros; their H rows keep the state (zero for a reversed row,
+    whose scan starts at its last valid step)."""
+    d0 = tl.program_id(0).to(tl.int64) * DG
+    b = tl.program_id(1).to(tl.int64)
+    g = d0 // D_GROUP
+    n = tl.arange(0, BLOCK_N)
+    mask_n = n < N
+    n_b = _valid_len(len_ptr, b, L, HAS_LEN)
+    n_valid = tl.cdiv(n_b, BLOCK_T)  # chunks with at least one valid step
+    Dtot = tl.num_programs(0) * DG
+    t = tl.arange(0, BLOCK_T).to(tl.int64)
+    if BIDIR:
+        rev = (g % 2) == 1
+    else:
+        rev = REVERSE
+    zero = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    for i0 in range(DG):  # zero: the state before the first chunk, and the one entering the first chunk walked
+        if SAVE_H:  # (a reversed row walks down from its last valid chunk; the chunks past it stay zero)
+            base = (b * Dtot + d0 + i0) * (n_chunks + 1)
+            tl.store(H_ptr + (base + tl.where(rev, n_chunks, 0)) * N + n, zero, mask=mask_n)
+            tl.store(H_ptr + (base + tl.where(rev, n_valid, 0)) * N + n, zero, mask=mask_n)
+        else:
+            tl.store(H_ptr + (b * Dtot + d0 + i0) * N + n, zero, mask=mask_n)
+    for j in range(n_valid):
+        tl.debug_barrier()  # the entering states were stored by this program's threads
+        if rev:
+            _fwd_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, out_ptr,
+                               L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                               sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
+                               d0, n_valid - 1 - j, b, g, n, n_b,
+                               HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, True, True, SAVE_H)
+        else:
+            _fwd_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, out_ptr,
+                               L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                               sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
+                               d0, j, b, g, n, n_b,
+                               HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, False, True, SAVE_H)
+    tl.debug_barrier()
+    # chunks wholly past the row's end: zero outputs; their states are the end state carried along
+    # (ascending), or zero (a reversed row); one loop for both directions (as ``_fwd_serial_gluon``)
+    for cz in range(n_valid, n_chunks):
+        for iw in range(DG):
+            tl.store(out_ptr + b * so_b + (d0 + iw) * so_d + (cz * BLOCK_T + t) * so_l,
+                     tl.zeros((BLOCK_T,), dtype=out_ptr.dtype.element_ty), mask=cz * BLOCK_T + t < L)
+            if SAVE_H:
+                row = (b * Dtot + d0 + iw) * (n_chunks + 1) + cz
+                kept = tl.where(rev, zero, tl.load(H_ptr + row * N + n, mask=mask_n, other=0.0))
+                tl.store(H_ptr + (row + tl.where(rev, 0, 1)) * N + n, kept, mask=mask_n)
 
 
 @triton.jit

@@ -255,13 +255,8 @@ if AVAILABLE:
         in-chunk scan is an FFMA chain inside a thread (``COL``, B in logical order), and y_t = <C_t, h_t>
         is formed in ``ROW`` (one step per lane, 32 states in a thread), where C is loaded directly in
         logical order: one conversion of h through shared memory, then 32 FFMAs per thread."""
-        COL: gl.constexpr = gl.BlockedLayout([BLOCK_T, 1], [1, 32], [1, 1], [0, 1])
         ROW: gl.constexpr = gl.BlockedLayout([1, BLOCK_N], [32, 1], [1, 1], [1, 0])
         LANE: gl.constexpr = gl.SliceLayout(1, ROW)  # one step per lane
-        TS: gl.constexpr = gl.SliceLayout(1, COL)  # every step in every thread
-        NS: gl.constexpr = gl.SliceLayout(0, COL)  # one state per lane
-        NR: gl.constexpr = gl.SliceLayout(0, ROW)  # every state in every thread
-        VEC: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
 
         d0, c, b, g, rev, n_b, Dtot, i_l, tq, mask_st, mask_q = _program(len_ptr, L, D_GROUP, BIDIR, REVERSE,
                                                                          BLOCK_T, DG, HAS_LEN, LANE)
@@ -271,43 +266,155 @@ if AVAILABLE:
                 gl.store(out_ptr + b * so_b + (d0 + i) * so_d + tq * so_l, zero.to(out_ptr.dtype.element_ty),
                          mask=mask_st)
         else:
-            t = c * BLOCK_T + gl.arange(0, BLOCK_T, layout=TS).to(gl.int64)  # ascending, for B
-            n = gl.arange(0, BLOCK_N, layout=NS)
-            mask_n = n < N
-            Bt = _bc_tile(B_ptr, b, g, n, t, (t < n_b)[:, None] & mask_n[None, :], sB_b, sB_g, sB_n, sB_l, rev)
+            _fwd_chunk_gluon(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, out_ptr,
+                             L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                             sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
+                             d0, c, b, g, rev, n_b, Dtot, tq, mask_st, mask_q,
+                             HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, False, True)
+
+    @gluon.jit
+    def _fwd_chunk_gluon(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, out_ptr,
+                         L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                         sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
+                         d0, c, b, g, rev, n_b, Dtot, tq, mask_st, mask_q,
+                         HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
+                         BLOCK_T: gl.constexpr, BLOCK_N: gl.constexpr, DG: gl.constexpr,
+                         SERIAL: gl.constexpr, SAVE_H: gl.constexpr):
+        """One program's chunk c of the forward scan, its steps ``tq`` in logical order one per lane.
+        ``SERIAL``: the entering state is read from, and the state after the chunk stored to,
+        ``_serial_rows`` (``_fwd_serial_gluon``); else the entering state is H's row (chunk-parallel)."""
+        COL: gl.constexpr = gl.BlockedLayout([BLOCK_T, 1], [1, 32], [1, 1], [0, 1])
+        ROW: gl.constexpr = gl.BlockedLayout([1, BLOCK_N], [32, 1], [1, 1], [1, 0])
+        TS: gl.constexpr = gl.SliceLayout(1, COL)  # every step in every thread
+        NS: gl.constexpr = gl.SliceLayout(0, COL)  # one state per lane
+        NR: gl.constexpr = gl.SliceLayout(0, ROW)  # every state in every thread
+        VEC: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+        t = c * BLOCK_T + gl.arange(0, BLOCK_T, layout=TS).to(gl.int64)  # ascending, for B
+        n = gl.arange(0, BLOCK_N, layout=NS)
+        mask_n = n < N
+        Bt = _bc_tile(B_ptr, b, g, n, t, (t < n_b)[:, None] & mask_n[None, :], sB_b, sB_g, sB_n, sB_l, rev)
+        if SERIAL:  # loaded as B is, then converted: C's (T, N) offsets in ROW are 32 per thread, and in a
+            # loop over chunks the compiler keeps them live across it (~80 registers more)
+            Cr = gl.convert_layout(_bc_tile(C_ptr, b, g, n, t, (t < n_b)[:, None] & mask_n[None, :], sC_b, sC_g, sC_n,
+                                            sC_l, rev), ROW)
+        else:
             nr = gl.arange(0, BLOCK_N, layout=NR)
             Cr = gl.load(C_ptr + b * sC_b + g * sC_g + nr[None, :] * sC_n + tq[:, None] * sC_l,
                          mask=mask_q[:, None] & (nr < N)[None, :], other=0.0).to(gl.float32)
-            dt_s = gl.allocate_shared_memory(gl.float32, [BLOCK_T], VEC)
-            dtu_s = gl.allocate_shared_memory(gl.float32, [BLOCK_T], VEC)
-            first = (gl.arange(0, BLOCK_T, layout=TS) == 0)[:, None]  # logical step 0 of the tile
-            pu = u_ptr + b * su_b + d0 * su_d + tq * su_l
-            pv = dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l
-            pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
-            u_nx, v_nx, z_nx = _fwd_channel_inputs(pu, pv, pz, 0, su_d, sdl_d, sz_d, mask_q, HAS_Z)
-            for i in range(DG):
-                d = d0 + i
-                u = u_nx.to(gl.float32)
-                v = v_nx.to(gl.float32)
-                z = z_nx.to(gl.float32)
-                u_nx, v_nx, z_nx = _fwd_channel_inputs(pu, pv, pz, i + 1, su_d, sdl_d, sz_d, mask_q & (i + 1 < DG),
-                                                       HAS_Z)
-                if HAS_BIAS:
-                    bias = gl.load(bias_ptr + d)
-                else:
-                    bias = 0.0
-                dt = gl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
-                A2 = gl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
-                dt_s.store(dt)
-                dtu_s.store(dt * u)
-                rowH = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 1, 0)
-                Hn = gl.load(H_ptr + rowH * N + n, mask=mask_n, other=0.0).to(gl.float32)
-                a = gl.exp2(dt_s.load(TS)[:, None] * A2[None, :])
-                x = dtu_s.load(TS)[:, None] * Bt
-                _, h = gl.associative_scan((a, gl.where(first, x + a * Hn[None, :], x)), 0, _combine)
-                y = gl.sum(gl.convert_layout(h, ROW) * Cr, 1)
-                if HAS_D:
-                    y += gl.load(D_ptr + d) * u
-                if HAS_Z:
-                    y = y * z * _sigmoid(z)
-                gl.store(out_ptr + b * so_b + d * so_d + tq * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_st)
+        dt_s = gl.allocate_shared_memory(gl.float32, [BLOCK_T], VEC)
+        dtu_s = gl.allocate_shared_memory(gl.float32, [BLOCK_T], VEC)
+        first = (gl.arange(0, BLOCK_T, layout=TS) == 0)[:, None]  # logical step 0 of the tile
+        pu = u_ptr + b * su_b + d0 * su_d + tq * su_l
+        pv = dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l
+        pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
+        u_nx, v_nx, z_nx = _fwd_channel_inputs(pu, pv, pz, 0, su_d, sdl_d, sz_d, mask_q, HAS_Z)
+        for i in range(DG):
+            d = d0 + i
+            u = u_nx.to(gl.float32)
+            v = v_nx.to(gl.float32)
+            z = z_nx.to(gl.float32)
+            u_nx, v_nx, z_nx = _fwd_channel_inputs(pu, pv, pz, i + 1, su_d, sdl_d, sz_d, mask_q & (i + 1 < DG),
+                                                   HAS_Z)
+            if HAS_BIAS:
+                bias = gl.load(bias_ptr + d)
+            else:
+                bias = 0.0
+            dt = gl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
+            A2 = gl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
+            dt_s.store(dt)
+            dtu_s.store(dt * u)
+            if SERIAL:
+                r_in, r_out = _serial_row_pair(b, d, c, Dtot, n_chunks, rev, SAVE_H)
+            else:
+                r_in = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 1, 0)
+            Hn = gl.load(H_ptr + r_in * N + n, mask=mask_n, other=0.0).to(gl.float32)
+            a = gl.exp2(dt_s.load(TS)[:, None] * A2[None, :])
+            x = dtu_s.load(TS)[:, None] * Bt
+            _, h = gl.associative_scan((a, gl.where(first, x + a * Hn[None, :], x)), 0, _combine)
+            if SERIAL:  # the state after the chunk (its logical last step), stored by the lane that reads it
+                last = (gl.arange(0, BLOCK_T, layout=TS) == BLOCK_T - 1)[:, None]
+                gl.store(H_ptr + r_out * N + n, gl.sum(gl.where(last, h, -0.0), 0), mask=mask_n)
+            y = gl.sum(gl.convert_layout(h, ROW) * Cr, 1)
+            if HAS_D:
+                y += gl.load(D_ptr + d) * u
+            if HAS_Z:
+                y = y * z * _sigmoid(z)
+            gl.store(out_ptr + b * so_b + d * so_d + tq * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_st)
+
+    @gluon.jit
+    def _serial_row_pair(b, d, c, Dtot, n_chunks, rev, SAVE_H: gl.constexpr):
+        """``columns._serial_rows`` with the direction known at run time (a bidirectional launch)."""
+        if SAVE_H:
+            base = (b * Dtot + d) * (n_chunks + 1) + c
+            r_in = base + gl.where(rev, 1, 0)
+            r_out = base + gl.where(rev, 0, 1)
+        else:
+            r_in = b * Dtot + d
+            r_out = r_in
+        return r_in, r_out
+
+    @gluon.jit
+    def _fwd_serial_gluon(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, len_ptr, out_ptr,
+                          L, D_GROUP, N, n_chunks,
+                          su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                          sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
+                          HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr,
+                          SOFTPLUS: gl.constexpr, BIDIR: gl.constexpr, REVERSE: gl.constexpr,
+                          BLOCK_T: gl.constexpr, BLOCK_N: gl.constexpr, DG: gl.constexpr, HAS_LEN: gl.constexpr,
+                          SAVE_H: gl.constexpr):
+        """``columns._fwd_serial_columns`` (same arguments, outputs and H) in the layouts of
+        ``_fwd_scan_gluon``: one program per (channel block, batch row) walks its chunks in scan order.
+        Every state row is read and written as ``NS`` vectors (state n by lane n), so each lane reads
+        back only what it stored itself: program order is all the ordering needed."""
+        COL: gl.constexpr = gl.BlockedLayout([BLOCK_T, 1], [1, 32], [1, 1], [0, 1])
+        ROW: gl.constexpr = gl.BlockedLayout([1, BLOCK_N], [32, 1], [1, 1], [1, 0])
+        LANE: gl.constexpr = gl.SliceLayout(1, ROW)  # one step per lane
+        NS: gl.constexpr = gl.SliceLayout(0, COL)  # one state per lane
+        d0 = gl.program_id(0).to(gl.int64) * DG
+        b = gl.program_id(1).to(gl.int64)
+        g = d0 // D_GROUP
+        if BIDIR:
+            rev = (g % 2) == 1
+        else:
+            rev = REVERSE
+        if HAS_LEN:
+            n_b = gl.load(len_ptr + b).to(gl.int64)
+        else:
+            n_b = L
+        n_valid = (n_b + BLOCK_T - 1) // BLOCK_T  # chunks with at least one valid step
+        Dtot = gl.num_programs(0) * DG
+        i_l = gl.arange(0, BLOCK_T, layout=LANE)
+        n = gl.arange(0, BLOCK_N, layout=NS)
+        mask_n = n < N
+        zero_n = gl.zeros([BLOCK_N], gl.float32, NS)
+        zero_t = gl.zeros([BLOCK_T], gl.float32, LANE)
+        for i0 in range(DG):  # zero: the state before the first chunk, and the one entering the first chunk walked
+            if SAVE_H:  # (a reversed row walks down from its last valid chunk; the chunks past it stay zero)
+                base = (b * Dtot + d0 + i0) * (n_chunks + 1)
+                gl.store(H_ptr + (base + gl.where(rev, n_chunks, 0)) * N + n, zero_n, mask=mask_n)
+                gl.store(H_ptr + (base + gl.where(rev, n_valid, 0)) * N + n, zero_n, mask=mask_n)
+            else:
+                gl.store(H_ptr + (b * Dtot + d0 + i0) * N + n, zero_n, mask=mask_n)
+        for j in range(n_valid):
+            if rev:
+                c = n_valid - 1 - j
+            else:
+                c = j
+            tq = c * BLOCK_T + gl.where(rev, BLOCK_T - 1 - i_l, i_l).to(gl.int64)  # logical order, per lane
+            _fwd_chunk_gluon(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, out_ptr,
+                             L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
+                             sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
+                             d0, c, b, g, rev, n_b, Dtot, tq, tq < L, tq < n_b,
+                             HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, True, SAVE_H)
+        # chunks wholly past the row's end: zero outputs; their states are the end state carried along
+        # (ascending), or zero (a reversed row). No ``if rev`` around a loop here: Triton 3.6 failed to
+        # lower one (an assertion, compiled for sm_90) where the direction was a compile-time constant.
+        for cz in range(n_valid, n_chunks):
+            for iw in range(DG):
+                tz = cz * BLOCK_T + i_l
+                gl.store(out_ptr + b * so_b + (d0 + iw) * so_d + tz * so_l, zero_t.to(out_ptr.dtype.element_ty),
+                         mask=tz < L)
+                if SAVE_H:
+                    row = (b * Dtot + d0 + iw) * (n_chunks + 1) + cz
+                    kept = gl.where(rev, zero_n, gl.load(H_ptr + row * N + n, mask=mask_n, other=0.0))
+                    gl.store(H_ptr + (row + gl.where(rev, 0, 1)) * N + n, kept, mask=mask_n)

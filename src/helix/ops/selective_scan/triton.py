@@ -54,7 +54,7 @@ from helix.ops.selective_scan.chunk_state import (_bc_tile, _bwd_channel_inputs,
                                                    _channel_rows, _channel_step,
                                                    _chunk_carry, _combine, _dt_of, _entry_state, _fwd_chunk_state,
                                                    _pin, _program_setup, _valid_len)
-from helix.ops.selective_scan.columns import _both_chunk_states, _fwd_scan_columns
+from helix.ops.selective_scan.columns import _both_chunk_states, _fwd_scan_columns, _fwd_serial_columns
 from helix.ops.selective_scan import gluon_bwd
 
 
@@ -303,16 +303,25 @@ class ScanConfig:
     ``fuse_states``: a backward that recomputes the forward's chunk states (``scan_backward(H=None)``, the
     lean block) computes them and the adjoint's chunk sums in one pass where the column layout applies
     (one exponential per element instead of two); ``False`` runs the two passes.
+    ``fwd_chunks``: ``"parallel"`` (the default) runs the forward as above (chunk states, carries, then every
+    chunk at once); ``"serial"`` runs one program per (channel block, batch row) that walks its chunks in
+    order and passes the state on itself (``columns._fwd_serial_columns``, ``gluon_bwd._fwd_serial_gluon``),
+    which drops the chunk-state and carry passes, where the column layout applies, there is more than one
+    chunk and the states are fp32; ``serial_fill``: its channels per program are halved (from ``dg``) until
+    the launch has that many programs. Not yet measured on a GPU: opt-in.
     """
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
                  bwd_warps: int | None = None, fill: int = 0, bwd_maxnreg: int | None = None,
                  layout: str = "columns", states: str = "float32", bwd_kernel: str = "gluon",
-                 bwd_smem: str = "none", fuse_states: bool = True, fwd_kernel: str = "gluon"):
+                 bwd_smem: str = "none", fuse_states: bool = True, fwd_kernel: str = "gluon",
+                 fwd_chunks: str = "parallel", serial_fill: int = 2048):
         if bwd_kernel not in ("triton", "gluon"):
             raise ValueError(f"bwd_kernel must be 'triton' or 'gluon', not {bwd_kernel!r}")
         if fwd_kernel not in ("triton", "gluon"):
             raise ValueError(f"fwd_kernel must be 'triton' or 'gluon', not {fwd_kernel!r}")
+        if fwd_chunks not in ("parallel", "serial"):
+            raise ValueError(f"fwd_chunks must be 'parallel' or 'serial', not {fwd_chunks!r}")
         if bwd_smem not in ("none", "acc", "acc+bc"):
             raise ValueError(f"bwd_smem must be 'none', 'acc' or 'acc+bc', not {bwd_smem!r}")
         if layout not in ("rows", "columns"):
@@ -328,6 +337,7 @@ class ScanConfig:
         self.fill = fill
         self.fuse_states = bool(fuse_states)
         self.fwd_kernel = fwd_kernel
+        self.fwd_chunks, self.serial_fill = fwd_chunks, int(serial_fill)
 
     def kernel(self, backward: bool) -> tuple[int, int]:
         """(channel cap, warps) of the forward-side kernels, or of ``_bwd_scan``."""
@@ -338,7 +348,7 @@ class ScanConfig:
                 f"bwd_dg={self.bwd_dg}, bwd_warps={self.bwd_warps}, fill={self.fill}, "
                 f"bwd_maxnreg={self.bwd_maxnreg}, layout={self.layout!r}, states={self.states!r}, "
                 f"bwd_kernel={self.bwd_kernel!r}, bwd_smem={self.bwd_smem!r}, fuse_states={self.fuse_states}, "
-                f"fwd_kernel={self.fwd_kernel!r})")
+                f"fwd_kernel={self.fwd_kernel!r}, fwd_chunks={self.fwd_chunks!r}, serial_fill={self.serial_fill})")
 
     def state_dtype(self, dtype: torch.dtype) -> torch.dtype:
         """Storage of the chunk states for activations of ``dtype``: bfloat16 for bfloat16 activations
@@ -363,6 +373,13 @@ class ScanConfig:
         """What both Gluon kernels need: Gluon importable, a compiled CUDA launch, 32 x 32 tiles, one warp."""
         return (gluon_bwd.AVAILABLE and device.type == "cuda" and not _interpreting() and self.block_t == 32
                 and block_n == 32 and warps == 1)
+
+    def serial_forward(self, block_n: int, n_chunks: int, dtype: torch.dtype) -> bool:
+        """Whether the forward walks its chunks in sequence (``fwd_chunks="serial"``): asked for, the
+        column layout, more than one chunk, and fp32 states (the state passes through memory from chunk
+        to chunk, and bfloat16 storage would round it at every chunk)."""
+        return (self.fwd_chunks == "serial" and self.columns(block_n) and n_chunks > 1
+                and self.state_dtype(dtype) == torch.float32)
 
     def columns(self, block_n: int) -> bool:
         """Whether the forward-side kernels use the column layout for tiles of ``block_n`` states: 16
@@ -473,20 +490,35 @@ def chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg, len
     return _carry(S, Sig, A, False, d_group, bidir, reverse)
 
 
-def scan_forward(u, delta, A, Bm, Cm, D, z, bias, softplus, bidir, reverse, cfg, lengths=None):
+def scan_forward(u, delta, A, Bm, Cm, D, z, bias, softplus, bidir, reverse, cfg, lengths=None, save_states=True):
+    """The scan's output and H, the chunk-entry states backward reads (``chunk_entry_states``).
+    ``save_states=False``: the caller drops H (the lean block recomputes it in backward), so a serial
+    forward passes its states through a (B, D, N) buffer instead (returned, not the full H)."""
     Bsz, Dtot, L, N, d_group, n_chunks, grid, meta = _launch_shape(u, Bm, cfg)
     flags = dict(HAS_BIAS=bias is not None, SOFTPLUS=softplus, BIDIR=bool(bidir), REVERSE=bool(reverse),
                  HAS_LEN=lengths is not None, **meta)
     dummy = A  # never read: its flag is off
-    H = chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg, lengths)
+    serial = cfg.serial_forward(meta["BLOCK_N"], n_chunks, u.dtype)
+    if serial:  # the states pass from chunk to chunk inside the scan: nothing to compute before it
+        rows = (Bsz, Dtot, n_chunks + 1, N) if save_states else (Bsz, Dtot, N)
+        H = torch.empty(rows, dtype=torch.float32, device=u.device)
+        dg = _channels_per_program(d_group, cfg.dg, Bsz * (Dtot // d_group), cfg.serial_fill)
+        grid = (Dtot // dg, Bsz)
+        flags.update(DG=dg, SAVE_H=bool(save_states))
+    else:
+        H = chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg, lengths)
     out = torch.empty((Bsz, Dtot, L), dtype=u.dtype, device=u.device)
     args = (u, delta, A, Bm, Cm, D if D is not None else dummy, z if z is not None else u,
             bias if bias is not None else dummy, H, lengths if lengths is not None else dummy, out,
             L, d_group, N, n_chunks,
             *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(), *_strides3(z), *_strides3(out))
     flags = dict(HAS_D=D is not None, HAS_Z=z is not None, **flags)
-    if not (cfg.gluon_forward(meta["BLOCK_N"], u.device)
-            and _launch_gluon(gluon_bwd._fwd_scan_gluon, grid, args, flags)):
+    if serial:
+        if not (cfg.gluon_forward(meta["BLOCK_N"], u.device)
+                and _launch_gluon(gluon_bwd._fwd_serial_gluon, grid, args, flags)):
+            _launch(_fwd_serial_columns, grid, *args, **flags)
+    elif not (cfg.gluon_forward(meta["BLOCK_N"], u.device)
+              and _launch_gluon(gluon_bwd._fwd_scan_gluon, grid, args, flags)):
         _launch(_fwd_scan_columns if cfg.columns(meta["BLOCK_N"]) else _fwd_scan, grid, *args, **flags)
     return out, H
 
