@@ -254,13 +254,8 @@ def test_a_gluon_kernel_that_does_not_compile_falls_back_to_triton_once_with_a_w
     assert backward == ["_bwd_scan_gluon", "_bwd_scan", "_bwd_scan"], backward
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("case", ["forward", "reverse", "no-optional-terms", "bidirectional", "lengths"])
-@gpu_gluon
-@pytest.mark.gpu
-def test_gpu_forward_matches_the_reference(case, dtype):
-    """The Gluon forward scan (with either backward): outputs and gradients against float64."""
-    cfg = ScanConfig(fwd_kernel="gluon")
+def _forward_case(case, dtype):
+    """Inputs (3 x 256 x 333, 32 states), the terms dropped, the float64 reference, direction flags."""
     rev, bidir = case == "reverse", case in ("bidirectional", "lengths")
     inputs = make_inputs(3, 256, 333, 32, dtype, groups=2 if bidir else None)
     drop = ("D", "z", "delta_bias") if case == "no-optional-terms" else ()
@@ -268,6 +263,17 @@ def test_gpu_forward_matches_the_reference(case, dtype):
         reference = lambda **kw: selective_scan_bidirectional_reference(**kw, delta_softplus=True)  # noqa: E731
     else:
         reference = reference_fn(rev)
+    return inputs, drop, reference, rev, bidir
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", ["forward", "reverse", "no-optional-terms", "bidirectional", "lengths"])
+@gpu_gluon
+@pytest.mark.gpu
+def test_gpu_forward_matches_the_reference(case, dtype):
+    """The Gluon forward scan (with either backward): outputs and gradients against float64."""
+    cfg = ScanConfig(fwd_kernel="gluon")
+    inputs, drop, reference, rev, bidir = _forward_case(case, dtype)
     if case == "lengths":  # against the Triton forward: the reference has no lengths
         lengths = torch.tensor([333, 200, 41], device="cuda")
         outs = [_scan(ScanConfig(fwd_kernel=k), bidirectional=True, lengths=lengths)(**inputs)
@@ -309,13 +315,7 @@ def test_gpu_serial_forward_matches_the_reference(case, dtype, kernel):
     """fwd_chunks="serial" compiled (the Gluon kernel, and the Triton one): outputs and every gradient
     (the backward reads the states the serial forward saved) against float64."""
     cfg = ScanConfig(fwd_kernel=kernel, fwd_chunks="serial", serial_fill=64)
-    rev, bidir = case == "reverse", case == "bidirectional"
-    inputs = make_inputs(3, 256, 333, 32, dtype, groups=2 if bidir else None)
-    drop = ("D", "z", "delta_bias") if case == "no-optional-terms" else ()
-    if bidir:
-        reference = lambda **kw: selective_scan_bidirectional_reference(**kw, delta_softplus=True)  # noqa: E731
-    else:
-        reference = reference_fn(rev)
+    inputs, drop, reference, rev, bidir = _forward_case(case, dtype)
     check(inputs, _scan(cfg, rev, bidir), reference, dtype, drop=drop)
 
 

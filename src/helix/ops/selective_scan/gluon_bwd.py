@@ -60,13 +60,9 @@ if AVAILABLE:
         return gl.sum(gl.convert_layout(x, ROW), 1)
 
     @gluon.jit
-    def _program(len_ptr, L, D_GROUP, BIDIR: gl.constexpr, REVERSE: gl.constexpr, BLOCK_T: gl.constexpr,
-                 DG: gl.constexpr, HAS_LEN: gl.constexpr, LANE: gl.constexpr):
-        """This program's first channel, chunk, batch row, B/C group, direction, row length, channel
-        count, and its steps in logical order one per lane (``tq``) with their masks."""
-        d0 = gl.program_id(0).to(gl.int64) * DG
-        c = gl.program_id(1).to(gl.int64)
-        b = gl.program_id(2).to(gl.int64)
+    def _row(len_ptr, L, D_GROUP, d0, b, BIDIR: gl.constexpr, REVERSE: gl.constexpr, DG: gl.constexpr,
+             HAS_LEN: gl.constexpr):
+        """The B/C group of channel d0, its direction, row b's length and the channel count."""
         g = d0 // D_GROUP
         if BIDIR:
             rev = (g % 2) == 1
@@ -76,7 +72,17 @@ if AVAILABLE:
             n_b = gl.load(len_ptr + b).to(gl.int64)
         else:
             n_b = L
-        Dtot = gl.num_programs(0) * DG
+        return g, rev, n_b, gl.num_programs(0) * DG
+
+    @gluon.jit
+    def _program(len_ptr, L, D_GROUP, BIDIR: gl.constexpr, REVERSE: gl.constexpr, BLOCK_T: gl.constexpr,
+                 DG: gl.constexpr, HAS_LEN: gl.constexpr, LANE: gl.constexpr):
+        """This program's first channel, chunk, batch row, B/C group, direction, row length, channel
+        count, and its steps in logical order one per lane (``tq``) with their masks."""
+        d0 = gl.program_id(0).to(gl.int64) * DG
+        c = gl.program_id(1).to(gl.int64)
+        b = gl.program_id(2).to(gl.int64)
+        g, rev, n_b, Dtot = _row(len_ptr, L, D_GROUP, d0, b, BIDIR, REVERSE, DG, HAS_LEN)
         i_l = gl.arange(0, BLOCK_T, layout=LANE)
         tq = c * BLOCK_T + gl.where(rev, BLOCK_T - 1 - i_l, i_l).to(gl.int64)  # logical order, per lane
         return d0, c, b, g, rev, n_b, Dtot, i_l, tq, tq < L, tq < n_b
@@ -372,17 +378,8 @@ if AVAILABLE:
         NS: gl.constexpr = gl.SliceLayout(0, COL)  # one state per lane
         d0 = gl.program_id(0).to(gl.int64) * DG
         b = gl.program_id(1).to(gl.int64)
-        g = d0 // D_GROUP
-        if BIDIR:
-            rev = (g % 2) == 1
-        else:
-            rev = REVERSE
-        if HAS_LEN:
-            n_b = gl.load(len_ptr + b).to(gl.int64)
-        else:
-            n_b = L
+        g, rev, n_b, Dtot = _row(len_ptr, L, D_GROUP, d0, b, BIDIR, REVERSE, DG, HAS_LEN)
         n_valid = (n_b + BLOCK_T - 1) // BLOCK_T  # chunks with at least one valid step
-        Dtot = gl.num_programs(0) * DG
         i_l = gl.arange(0, BLOCK_T, layout=LANE)
         n = gl.arange(0, BLOCK_N, layout=NS)
         mask_n = n < N
