@@ -74,3 +74,13 @@ def test_cli_is_registered_and_validates(capsys):
     assert args.func is not None and args.tokens == [3]
     assert main(["bench", "--device", "cpu", "--tokens", "0"]) == 1
     assert "positive" in capsys.readouterr().err
+
+
+def test_environment_names_the_code_by_commit_and_source_digest(tmp_path):
+    from helix.core.rundir import source_digest
+
+    env = bench.environment("cpu")
+    assert "git_commit" in env and env["source_sha256"] == source_digest()
+    md = write_outputs([BenchResult("Pure Mamba", 500, 8, "ok", 20.0, 2e5, None, 6_700_000)], tmp_path, env,
+                       "helix bench")["md"].read_text()
+    assert f"source_sha256 {source_digest()}" in md

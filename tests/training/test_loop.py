@@ -15,7 +15,7 @@ from helix.models import create_model
 from helix.models.checkpoint import load_checkpoint
 from helix.training.loaders import build_run_data
 from helix.training.loop import NonFiniteLossError, Trainer
-from helix.core.rundir import read_jsonl
+from helix.core.rundir import read_jsonl, source_digest
 
 LOSS_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr")
 
@@ -33,6 +33,7 @@ def test_run_folder_and_checkpoint_contract(tiny):
     assert any((out / "tb").glob("events.out.tfevents.*"))
     env = json.loads((out / "env.json").read_text())
     assert {"torch", "git_commit", "device", "world_size", "precision"} <= set(env) and env["precision"] == "fp32"
+    assert env["source_sha256"] == source_digest()  # names the code where a copied tree's .git is stale
     history = read_jsonl(out / "metrics.jsonl")
     assert [r["epoch"] for r in history] == [1, 2] and all(k in history[0] for k in LOSS_KEYS)
     assert [r["step"] for r in read_jsonl(out / "steps.jsonl")] == list(range(1, 13))  # 48 / 8 = 6 steps/epoch
@@ -191,3 +192,4 @@ def test_the_next_epoch_starts_loading_during_evaluation_with_the_same_batches(t
     assert _losses(Path(early.cfg.out_dir)) == _losses(Path(late.cfg.out_dir))
     for (name, a), b in zip(early.raw_model.state_dict().items(), late.raw_model.state_dict().values()):
         assert torch.equal(a, b), name
+
