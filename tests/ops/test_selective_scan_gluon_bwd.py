@@ -341,7 +341,7 @@ def test_gpu_serial_forward_equals_the_chunk_parallel_one_with_lengths_and_long_
         y_ser, H_ser = scan.scan_forward(*args, ser, lens, save_states=save)
         assert torch.isfinite(y_ser).all()
         assert rel(y_ser, y_par) < TOL[torch.bfloat16][0]
-        if save:
-            assert rel(H_ser, H_par) < 1e-5
+        if save:  # fp32 states either way; a wrong row or carry would be off by O(1)
+            assert rel(H_ser, H_par) < 1e-4
         if lengths is not None:
             assert not y_ser[1, :, 200:].any() and not y_ser[2, :, 41:].any()
