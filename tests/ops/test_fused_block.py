@@ -5,6 +5,8 @@ Runs compiled on a GPU, through Triton's interpreter on CPU (tests/ops/conftest.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -119,6 +121,11 @@ def test_fused_bimamba_block_matches_reference_path(lean):
         assert rel(grads[name].grad.cpu(), p.grad) < 1e-4, name
 
 
+@functools.lru_cache(maxsize=None)  # lean and full are read by two tests; "auto" depends on a patched threshold
+def _fixed_activation_bytes(lean: bool) -> int:
+    return _saved_activation_bytes(lean)
+
+
 def _saved_activation_bytes(lean, L=70):
     """Bytes of the (B, L, ...) activations one BiMamba block keeps for backward (B=2)."""
     torch.manual_seed(0)
@@ -137,7 +144,7 @@ def _saved_activation_bytes(lean, L=70):
 
 def test_lean_block_saves_a_fraction_of_the_activations():
     """The lean path keeps h, x_dbl and y; autograd over the same products keeps every activation."""
-    lean, full = _saved_activation_bytes(True), _saved_activation_bytes(False)
+    lean, full = _fixed_activation_bytes(True), _fixed_activation_bytes(False)
     assert 0 < lean < 0.6 * full, (lean, full)
 
 
@@ -145,7 +152,7 @@ def test_auto_lean_block_is_lean_for_large_batches_only(monkeypatch):
     """lean_blocks "auto": a batch below the token threshold keeps everything, one above it is lean."""
     from helix.layers import lean as lean_rule
 
-    lean, full = _saved_activation_bytes(True), _saved_activation_bytes(False)
+    lean, full = _fixed_activation_bytes(True), _fixed_activation_bytes(False)
     monkeypatch.setattr(lean_rule, "LEAN_AUTO_TOKENS", 2 * 70 + 1)  # the batch (2 x 70 tokens) is below
     assert _saved_activation_bytes("auto") == full
     monkeypatch.setattr(lean_rule, "LEAN_AUTO_TOKENS", 2 * 70)
