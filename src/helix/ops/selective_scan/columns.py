@@ -150,17 +150,16 @@ def _fwd_scan_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr
 
 
 @triton.jit
-def _serial_rows(b, d, c, Dtot, n_chunks, REV: tl.constexpr, SAVE_H: tl.constexpr):
-    """Rows of the state entering chunk c and of the state after it, for ``_fwd_serial_columns``. With
-    ``SAVE_H`` they are ``chunk_state._state_row``'s rows of a (B, D, n_chunks + 1, N) buffer, so the
-    backward reads them as it reads the chunk-parallel forward's; without, one row per channel of a
-    (B, D, N) buffer, read and overwritten chunk after chunk."""
+def _serial_rows(b, d, c, Dtot, n_chunks, rev, SAVE_H: tl.constexpr):
+    """Rows of the state entering chunk c and of the state after it, for the serial forward kernels
+    (``rev``: the channel runs backwards in time; a constant or known only at run time, so the Gluon
+    kernel compiles this helper too). With ``SAVE_H`` they are ``chunk_state._state_row``'s rows of a
+    (B, D, n_chunks + 1, N) buffer, so the backward reads them as it reads the chunk-parallel forward's:
+    descending, chunk c at row c (the zero row at n_chunks); ascending, at row c + 1 (the zero row at 0).
+    Without, one row per channel of a (B, D, N) buffer, read and overwritten chunk after chunk."""
     if SAVE_H:
-        base = (b * Dtot + d) * (n_chunks + 1)
-        if REV:  # descending: chunk c at row c, the zero row at n_chunks
-            return base + c + 1, base + c
-        else:  # ascending: chunk c at row c + 1, the zero row at 0
-            return base + c, base + c + 1
+        base = (b * Dtot + d) * (n_chunks + 1) + c
+        return base + tl.where(rev, 1, 0), base + tl.where(rev, 0, 1)
     else:
         return b * Dtot + d, b * Dtot + d
 
