@@ -462,12 +462,12 @@ def _carry(S, Sig, A, backward: bool, d_group: int, bidir: bool, reverse: bool):
     Bsz, Dtot, n_chunks, N = S.shape
     n_chunks -= 1  # one zero row per channel (``_state_row``)
     block_n = triton.next_power_of_2(N)
-    block_d = 2 if d_group % 2 == 0 else 1  # (CB, 2, N) tiles: many programs even at B = 1
-    cb = 16 if n_chunks >= 16 else triton.next_power_of_2(n_chunks)
-    _launch(_chunk_carry, (triton.cdiv(Dtot, block_d), Bsz),
-            S, Sig, A, Dtot, d_group, N, n_chunks, BACKWARD=backward, BIDIR=bidir, REVERSE=reverse,
-            CB=cb, BLOCK_D=block_d, BLOCK_N=block_n,
-            num_warps=max(1, min(4, cb * block_d * block_n // 256)))
+    # one channel and one warp per program, CB chunks per step: the pass is a stream over S, and on the
+    # H200 this shape moves it at ~3.6 TB/s, against ~2.3 TB/s for (16, 2, N) tiles over 4 warps (RESULTS.md
+    # section 17); 64 chunks per step only pay on the longest rows (L = 300,000: 9,375 chunks)
+    cb = min(64 if n_chunks >= 4096 else 32, triton.next_power_of_2(n_chunks))
+    _launch(_chunk_carry, (Dtot, Bsz), S, Sig, A, Dtot, d_group, N, n_chunks, BACKWARD=backward, BIDIR=bidir,
+            REVERSE=reverse, CB=cb, BLOCK_D=1, BLOCK_N=block_n, num_warps=1)
     return S
 
 
