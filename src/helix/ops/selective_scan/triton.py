@@ -308,7 +308,8 @@ class ScanConfig:
     order and passes the state on itself (``columns._fwd_serial_columns``, ``gluon_bwd._fwd_serial_gluon``),
     which drops the chunk-state and carry passes, where the column layout applies, there is more than one
     chunk and the states are fp32; ``serial_fill``: its channels per program are halved (from ``dg``) until
-    the launch has that many programs. Not yet measured on a GPU: opt-in.
+    the launch has that many programs. Slower on the H200 (2.4x at B=1, L=300,000; at best even at
+    B=8, L=30,000; docs/kernels.md): opt-in, kept so other GPUs can be measured.
     """
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
