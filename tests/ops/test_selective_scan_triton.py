@@ -363,15 +363,16 @@ def test_gpu_offsets_past_int32():
     assert _chunkwise(y[:, -4:], y_ref, 8192) < TOL[torch.bfloat16][0]
 
 
-def test_chunk_carries_are_computed_in_place():
+@pytest.mark.parametrize("n", [40, 4100], ids=["32-per-step", "64-per-step"])
+def test_chunk_carries_are_computed_in_place(n):
     """The carry pass overwrites the chunk-local sums with the state after each chunk (one state buffer
     at a time, not two): ascending E_c = exp(A Sigma_c) E_{c-1} + S_c with chunk c at row c + 1 and
-    row 0 zero; descending from the top, chunk c at row c and row n_chunks zero."""
+    row 0 zero; descending from the top, chunk c at row c and row n_chunks zero. 40 chunks are a full
+    step of 32 and a part; from 4,096 chunks on a step takes 64 (65 steps here, the last partial)."""
     from helix.ops.selective_scan import triton as scan
 
     g = torch.Generator().manual_seed(3)
     A = -torch.rand(4, 16, generator=g).to(DEVICE) - 0.2
-    n = 19  # chunks: one full block of 16 and a part
     for descending in (False, True):
         S = torch.rand(2, 4, n + 1, 16, generator=g).to(DEVICE)
         Sig = torch.rand(2, 4, n, generator=g).to(DEVICE)
