@@ -56,6 +56,8 @@ CONFIGS = {
     "t32-dg128-w1-serial": ScanConfig(32, 128, 1, fwd_chunks="serial"),
     "t32-dg128-w1-serial-f1024": ScanConfig(32, 128, 1, fwd_chunks="serial", serial_fill=1024),
     "t32-dg128-w1-serial-f4096": ScanConfig(32, 128, 1, fwd_chunks="serial", serial_fill=4096),
+    # the Gluon scans loading each channel's A, state rows, bias and D one channel ahead
+    "t32-dg128-w1-prefetch": ScanConfig(32, 128, 1, prefetch=True),
 }
 
 
@@ -119,8 +121,6 @@ def bench_one(Bsz, D, L, N, cfg, dtype=torch.bfloat16, layout="first"):
 def kernel_report(Bsz, D, L, N, cfg, layout="first"):
     """Registers, spills and shared memory of each kernel, and its device time per call (profiler)."""
     from torch.profiler import ProfilerActivity, profile
-
-    from helix.ops.selective_scan import triton as scan_mod
 
     x = {k: v.detach().requires_grad_() for k, v in make(Bsz, D, L, N, layout=layout, groups=2 if BIDIR else 1).items()}
     g = torch.randn(Bsz, D, L, device="cuda", dtype=torch.bfloat16)

@@ -68,7 +68,7 @@ print(json.dumps({"regs": int(re.search(r"REG:(\d+)", usage).group(1)), "shfl": 
 """
 
 _FLAGS = dict(KERNEL="_bwd_scan_gluon", HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BIDIR=True, REVERSE=False, BLOCK_T=32,
-              BLOCK_N=32, DG=128, HAS_LEN=False, WRITE_Y=True, ACC_SMEM=False, BC_SMEM=False)
+              BLOCK_N=32, DG=128, HAS_LEN=False, WRITE_Y=True, ACC_SMEM=False, BC_SMEM=False, PREFETCH=False)
 
 
 def _compile_sm90(**changes) -> dict:
@@ -175,6 +175,51 @@ def _scan(cfg, reverse=False, bidirectional=False, lengths=None):
         return selective_scan_triton(**kw, delta_softplus=True, reverse=reverse, bidirectional=bidirectional,
                                      config=cfg, lengths=lengths)
     return f
+
+
+@needs_gluon
+@pytest.mark.parametrize("kernel,shuffles", [("_fwd_scan_gluon", 0), ("_bwd_scan_gluon", 16)],
+                         ids=["forward", "backward"])
+def test_prefetch_variants_compile_for_sm90_without_more_shuffles(kernel, shuffles):
+    """``ScanConfig(prefetch=True)``: the per-channel loads one channel ahead add registers (and, in the
+    backward, spills), not shuffles; the exponentials stay where they were."""
+    counts = _compile_sm90(KERNEL=kernel, PREFETCH=True)
+    assert counts["shfl"] <= shuffles, counts
+    assert counts["mufu"] >= (32 if kernel == "_fwd_scan_gluon" else 64), counts
+
+
+def test_prefetch_is_a_gluon_option_the_triton_kernels_ignore():
+    """Where the Triton kernels run (here: CPU tensors, the interpreter), ``prefetch=True`` changes nothing,
+    and it is part of the config's repr (run records name the kernels' settings)."""
+    inputs = make_inputs(2, 8, 70, 16, torch.float32, groups=2)
+    cfg = ScanConfig(block_t=32, dg=4, prefetch=True)
+    assert "prefetch=True" in repr(cfg) and ScanConfig().prefetch is False
+    outs = [_scan(c, bidirectional=True)(**inputs) for c in (ScanConfig(block_t=32, dg=4), cfg)]
+    assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("case", ["bidirectional-lengths", "reverse", "no-optional-terms"])
+@gpu_gluon
+@pytest.mark.gpu
+def test_gpu_prefetch_gives_the_same_outputs_and_gradients(case):
+    """The prefetching Gluon kernels compute the same sums from the same loads: the forward's output is
+    bitwise equal, the gradients equal up to the order of the atomic adds. D = 320 makes channel blocks
+    whose last channel reloads itself (the prefetch past the block)."""
+    rev, bidir = case == "reverse", case.startswith("bidirectional")
+    inputs = make_inputs(3, 320, 333, 32, torch.float32, groups=2 if bidir else None)
+    if case == "no-optional-terms":
+        inputs = {k: v for k, v in inputs.items() if k not in ("D", "z", "delta_bias")}
+    lengths = torch.tensor([333, 200, 41], device="cuda") if bidir else None
+    ys, grads = [], []
+    for prefetch in (False, True):
+        leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+        y = _scan(ScanConfig(prefetch=prefetch), rev, bidir, lengths=lengths)(**leaves)
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y))
+        ys.append(y.detach())
+        grads.append({k: v.grad for k, v in leaves.items()})
+    assert torch.equal(ys[0], ys[1])
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=2e-5, atol=2e-5, msg=name)
 
 
 @pytest.mark.parametrize("smem", ["acc+bc", "acc", "none"])

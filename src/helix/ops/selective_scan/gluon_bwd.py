@@ -89,6 +89,28 @@ if AVAILABLE:
         return d0, c, b, g, rev, n_b, Dtot, i_l, tq, tq < L, tq < n_b
 
     @gluon.jit
+    def _channel_states(H_ptr, K_ptr, A_ptr, bias_ptr, D_ptr, b, d, Dtot, n_chunks, c, rev, n, mask_n, N,
+                        HAS_BIAS: gl.constexpr, HAS_D: gl.constexpr, LOAD_K: gl.constexpr):
+        """Channel d's per-channel inputs for chunk c: A (N,), the state entering the chunk H (N,), the
+        adjoint's K (N,) if ``LOAD_K``, its bias and D (``PREFETCH``: loaded one channel ahead)."""
+        row = (b * Dtot + d) * (n_chunks + 1) + c
+        A = gl.load(A_ptr + d * N + n, mask=mask_n, other=0.0)
+        Hn = gl.load(H_ptr + (row + gl.where(rev, 1, 0)) * N + n, mask=mask_n, other=0.0).to(gl.float32)
+        if LOAD_K:
+            Kn = gl.load(K_ptr + (row + gl.where(rev, 0, 1)) * N + n, mask=mask_n, other=0.0).to(gl.float32)
+        else:
+            Kn = Hn
+        if HAS_BIAS:
+            bias = gl.load(bias_ptr + d)
+        else:
+            bias = 0.0
+        if HAS_D:
+            Dd = gl.load(D_ptr + d)
+        else:
+            Dd = 0.0
+        return A, Hn, Kn, bias, Dd
+
+    @gluon.jit
     def _bwd_scan_gluon(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, len_ptr,
                         dout_ptr, du_ptr, ddl_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr, y_ptr,
                         L, D_GROUP, N, n_chunks, L_BC,
@@ -97,7 +119,8 @@ if AVAILABLE:
                         HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr,
                         SOFTPLUS: gl.constexpr, BIDIR: gl.constexpr, REVERSE: gl.constexpr,
                         BLOCK_T: gl.constexpr, BLOCK_N: gl.constexpr, DG: gl.constexpr, HAS_LEN: gl.constexpr,
-                        WRITE_Y: gl.constexpr, ACC_SMEM: gl.constexpr, BC_SMEM: gl.constexpr):
+                        WRITE_Y: gl.constexpr, ACC_SMEM: gl.constexpr, BC_SMEM: gl.constexpr,
+                        PREFETCH: gl.constexpr = False):
         COL: gl.constexpr = gl.BlockedLayout([BLOCK_T, 1], [1, 32], [1, 1], [0, 1])
         ROW: gl.constexpr = gl.BlockedLayout([1, BLOCK_N], [32, 1], [1, 1], [1, 0])
         LANE: gl.constexpr = gl.SliceLayout(1, ROW)  # one step per lane
@@ -150,6 +173,9 @@ if AVAILABLE:
             pg = dout_ptr + b * sg_b + d0 * sg_d + tq * sg_l
             u_nx, v_nx, vn_nx, g_nx, z_nx = _channel_inputs(pu, pv, pg, pz, 0, su_d, sdl_d, sg_d, sz_d,
                                                             step * sdl_l, mask_q, mask_next, HAS_Z)
+            if PREFETCH:
+                A_nx, H_nx, K_nx, bias_nx, D_nx = _channel_states(H_ptr, K_ptr, A_ptr, bias_ptr, D_ptr, b, d0, Dtot,
+                                                                  n_chunks, c, rev, n, mask_n, N, HAS_BIAS, HAS_D, True)
             for i in range(DG):
                 d = d0 + i
                 u = u_nx.to(gl.float32)
@@ -160,14 +186,21 @@ if AVAILABLE:
                 u_nx, v_nx, vn_nx, g_nx, z_nx = _channel_inputs(pu, pv, pg, pz, i + 1, su_d, sdl_d, sg_d, sz_d,
                                                                 step * sdl_l, mask_q & (i + 1 < DG), mask_next,
                                                                 HAS_Z)
-                if HAS_BIAS:
-                    bias = gl.load(bias_ptr + d)
+                if PREFETCH:  # this channel's from the last iteration; the next one's issued now (the last
+                    # channel reloads itself), so their latency hides behind this channel's work
+                    A, Hn, Kn, bias, Dd = A_nx, H_nx, K_nx, bias_nx, D_nx
+                    A_nx, H_nx, K_nx, bias_nx, D_nx = _channel_states(
+                        H_ptr, K_ptr, A_ptr, bias_ptr, D_ptr, b, d + 1 - (i + 1) // DG, Dtot, n_chunks, c, rev, n,
+                        mask_n, N, HAS_BIAS, HAS_D, True)
                 else:
-                    bias = 0.0
-                if HAS_D:
-                    Dd = gl.load(D_ptr + d)
-                else:
-                    Dd = 0.0
+                    if HAS_BIAS:
+                        bias = gl.load(bias_ptr + d)
+                    else:
+                        bias = 0.0
+                    if HAS_D:
+                        Dd = gl.load(D_ptr + d)
+                    else:
+                        Dd = 0.0
                 # per-step values, one step per lane
                 dt = gl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
                 dtn = gl.where(mask_next, _dt_of(vn, bias, SOFTPLUS), 0.0)
@@ -177,7 +210,8 @@ if AVAILABLE:
                 else:
                     dy = dout
                 dtu = dt * u
-                A = gl.load(A_ptr + d * N + n, mask=mask_n, other=0.0)
+                if not PREFETCH:
+                    A = gl.load(A_ptr + d * N + n, mask=mask_n, other=0.0)
                 A2 = A * 1.4426950408889634
                 if BC_SMEM:
                     Bt = B_s.load(COL)
@@ -189,8 +223,9 @@ if AVAILABLE:
                 dt_b = dt_s.load(TS)
                 dtu_b = dtu_s.load(TS)
                 # the chunk's states from the carry entering it (folded into the first step)
-                rowH = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 1, 0)
-                Hn = gl.load(H_ptr + rowH * N + n, mask=mask_n, other=0.0).to(gl.float32)
+                if not PREFETCH:
+                    rowH = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 1, 0)
+                    Hn = gl.load(H_ptr + rowH * N + n, mask=mask_n, other=0.0).to(gl.float32)
                 a = gl.exp2(dt_b[:, None] * A2[None, :])
                 x = dtu_b[:, None] * Bt
                 _, h = gl.associative_scan((a, gl.where(first, x + a * Hn[None, :], x)), 0, _combine)
@@ -212,8 +247,9 @@ if AVAILABLE:
                 hx = h - x  # a_t h_{t-1}
                 # adjoint g_t = dy_t C_t + a_{t+1} g_{t+1} + the carry from the next chunk: a forward
                 # scan on the flipped tiles (in-thread, so the flips are free)
-                rowK = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 0, 1)
-                Kn = gl.load(K_ptr + rowK * N + n, mask=mask_n, other=0.0).to(gl.float32)
+                if not PREFETCH:
+                    rowK = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 0, 1)
+                    Kn = gl.load(K_ptr + rowK * N + n, mask=mask_n, other=0.0).to(gl.float32)
                 if BC_SMEM:
                     Ct = C_s.load(COL)
                 an = _flip(gl.exp2(dtn_s.load(TS)[:, None] * A2[None, :]), 0)
@@ -257,7 +293,8 @@ if AVAILABLE:
                         sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
                         HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr,
                         SOFTPLUS: gl.constexpr, BIDIR: gl.constexpr, REVERSE: gl.constexpr,
-                        BLOCK_T: gl.constexpr, BLOCK_N: gl.constexpr, DG: gl.constexpr, HAS_LEN: gl.constexpr):
+                        BLOCK_T: gl.constexpr, BLOCK_N: gl.constexpr, DG: gl.constexpr, HAS_LEN: gl.constexpr,
+                        PREFETCH: gl.constexpr = False):
         """``triton._fwd_scan`` (same arguments and outputs) with the layouts of ``_bwd_scan_gluon``: the
         in-chunk scan is an FFMA chain inside a thread (``COL``, B in logical order), and y_t = <C_t, h_t>
         is formed in ``ROW`` (one step per lane, 32 states in a thread), where C is loaded directly in
@@ -277,7 +314,7 @@ if AVAILABLE:
                              L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                              sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
                              d0, c, b, g, rev, n_b, Dtot, tq, mask_st, mask_q,
-                             HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, False, True)
+                             HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, False, True, PREFETCH)
 
     @gluon.jit
     def _fwd_chunk_gluon(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, out_ptr,
@@ -286,10 +323,11 @@ if AVAILABLE:
                          d0, c, b, g, rev, n_b, Dtot, tq, mask_st, mask_q,
                          HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
                          BLOCK_T: gl.constexpr, BLOCK_N: gl.constexpr, DG: gl.constexpr,
-                         SERIAL: gl.constexpr, SAVE_H: gl.constexpr):
+                         SERIAL: gl.constexpr, SAVE_H: gl.constexpr, PREFETCH: gl.constexpr = False):
         """One program's chunk c of the forward scan, its steps ``tq`` in logical order one per lane.
         ``SERIAL``: the entering state is read from, and the state after the chunk stored to,
-        ``columns._serial_rows`` (``_fwd_serial_gluon``); else the entering state is H's row (chunk-parallel)."""
+        ``columns._serial_rows`` (``_fwd_serial_gluon``); else the entering state is H's row (chunk-parallel).
+        ``PREFETCH`` (chunk-parallel only): A, H's row, bias and D are loaded one channel ahead."""
         COL: gl.constexpr = gl.BlockedLayout([BLOCK_T, 1], [1, 32], [1, 1], [0, 1])
         ROW: gl.constexpr = gl.BlockedLayout([1, BLOCK_N], [32, 1], [1, 1], [1, 0])
         TS: gl.constexpr = gl.SliceLayout(1, COL)  # every step in every thread
@@ -315,6 +353,9 @@ if AVAILABLE:
         pv = dl_ptr + b * sdl_b + d0 * sdl_d + tq * sdl_l
         pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
         u_nx, v_nx, z_nx = _fwd_channel_inputs(pu, pv, pz, 0, su_d, sdl_d, sz_d, mask_q, HAS_Z)
+        if PREFETCH:
+            A_nx, H_nx, H_again, bias_nx, D_nx = _channel_states(H_ptr, H_ptr, A_ptr, bias_ptr, D_ptr, b, d0, Dtot,
+                                                           n_chunks, c, rev, n, mask_n, N, HAS_BIAS, HAS_D, False)
         for i in range(DG):
             d = d0 + i
             u = u_nx.to(gl.float32)
@@ -322,19 +363,28 @@ if AVAILABLE:
             z = z_nx.to(gl.float32)
             u_nx, v_nx, z_nx = _fwd_channel_inputs(pu, pv, pz, i + 1, su_d, sdl_d, sz_d, mask_q & (i + 1 < DG),
                                                    HAS_Z)
-            if HAS_BIAS:
-                bias = gl.load(bias_ptr + d)
+            if PREFETCH:  # as in _bwd_scan_gluon: this channel's from the last iteration, the next one's now
+                A, Hn, bias, Dd = A_nx, H_nx, bias_nx, D_nx
+                A_nx, H_nx, H_again, bias_nx, D_nx = _channel_states(
+                    H_ptr, H_ptr, A_ptr, bias_ptr, D_ptr, b, d + 1 - (i + 1) // DG, Dtot, n_chunks, c, rev, n,
+                    mask_n, N, HAS_BIAS, HAS_D, False)
             else:
-                bias = 0.0
+                if HAS_BIAS:
+                    bias = gl.load(bias_ptr + d)
+                else:
+                    bias = 0.0
             dt = gl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
-            A2 = gl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
+            if not PREFETCH:
+                A = gl.load(A_ptr + d * N + n, mask=mask_n, other=0.0)
+            A2 = A * 1.4426950408889634
             dt_s.store(dt)
             dtu_s.store(dt * u)
-            if SERIAL:
-                r_in, r_out = _serial_rows(b, d, c, Dtot, n_chunks, rev, SAVE_H)
-            else:
-                r_in = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 1, 0)
-            Hn = gl.load(H_ptr + r_in * N + n, mask=mask_n, other=0.0).to(gl.float32)
+            if not PREFETCH:
+                if SERIAL:
+                    r_in, r_out = _serial_rows(b, d, c, Dtot, n_chunks, rev, SAVE_H)
+                else:
+                    r_in = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 1, 0)
+                Hn = gl.load(H_ptr + r_in * N + n, mask=mask_n, other=0.0).to(gl.float32)
             a = gl.exp2(dt_s.load(TS)[:, None] * A2[None, :])
             x = dtu_s.load(TS)[:, None] * Bt
             _, h = gl.associative_scan((a, gl.where(first, x + a * Hn[None, :], x)), 0, _combine)
@@ -343,7 +393,10 @@ if AVAILABLE:
                 gl.store(H_ptr + r_out * N + n, gl.sum(gl.where(last, h, -0.0), 0), mask=mask_n)
             y = gl.sum(gl.convert_layout(h, ROW) * Cr, 1)
             if HAS_D:
-                y += gl.load(D_ptr + d) * u
+                if PREFETCH:
+                    y += Dd * u
+                else:
+                    y += gl.load(D_ptr + d) * u
             if HAS_Z:
                 y = y * z * _sigmoid(z)
             gl.store(out_ptr + b * so_b + d * so_d + tq * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_st)

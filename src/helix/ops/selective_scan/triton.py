@@ -310,13 +310,16 @@ class ScanConfig:
     chunk and the states are fp32; ``serial_fill``: its channels per program are halved (from ``dg``) until
     the launch has that many programs. Slower on the H200 (2.4x at B=1, L=300,000; at best even at
     B=8, L=30,000; docs/kernels.md): opt-in, kept so other GPUs can be measured.
+    ``prefetch``: the Gluon scans (forward chunk-parallel, backward) load each channel's A, entering
+    state rows, bias and D one channel ahead, so their memory latency hides behind the previous channel's
+    work. Compiled offline only, not yet run on a GPU: opt-in (docs/kernels.md).
     """
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
                  bwd_warps: int | None = None, fill: int = 0, bwd_maxnreg: int | None = None,
                  layout: str = "columns", states: str = "float32", bwd_kernel: str = "gluon",
                  bwd_smem: str = "none", fuse_states: bool = True, fwd_kernel: str = "gluon",
-                 fwd_chunks: str = "parallel", serial_fill: int = 2048):
+                 fwd_chunks: str = "parallel", serial_fill: int = 2048, prefetch: bool = False):
         if bwd_kernel not in ("triton", "gluon"):
             raise ValueError(f"bwd_kernel must be 'triton' or 'gluon', not {bwd_kernel!r}")
         if fwd_kernel not in ("triton", "gluon"):
@@ -339,6 +342,7 @@ class ScanConfig:
         self.fuse_states = bool(fuse_states)
         self.fwd_kernel = fwd_kernel
         self.fwd_chunks, self.serial_fill = fwd_chunks, int(serial_fill)
+        self.prefetch = bool(prefetch)
 
     def kernel(self, backward: bool) -> tuple[int, int]:
         """(channel cap, warps) of the forward-side kernels, or of ``_bwd_scan``."""
@@ -349,7 +353,8 @@ class ScanConfig:
                 f"bwd_dg={self.bwd_dg}, bwd_warps={self.bwd_warps}, fill={self.fill}, "
                 f"bwd_maxnreg={self.bwd_maxnreg}, layout={self.layout!r}, states={self.states!r}, "
                 f"bwd_kernel={self.bwd_kernel!r}, bwd_smem={self.bwd_smem!r}, fuse_states={self.fuse_states}, "
-                f"fwd_kernel={self.fwd_kernel!r}, fwd_chunks={self.fwd_chunks!r}, serial_fill={self.serial_fill})")
+                f"fwd_kernel={self.fwd_kernel!r}, fwd_chunks={self.fwd_chunks!r}, serial_fill={self.serial_fill}, "
+                f"prefetch={self.prefetch})")
 
     def state_dtype(self, dtype: torch.dtype) -> torch.dtype:
         """Storage of the chunk states for activations of ``dtype``: bfloat16 for bfloat16 activations
@@ -519,7 +524,7 @@ def scan_forward(u, delta, A, Bm, Cm, D, z, bias, softplus, bidir, reverse, cfg,
                 and _launch_gluon(gluon_bwd._fwd_serial_gluon, grid, args, flags)):
             _launch(_fwd_serial_columns, grid, *args, **flags)
     elif not (cfg.gluon_forward(meta["BLOCK_N"], u.device)
-              and _launch_gluon(gluon_bwd._fwd_scan_gluon, grid, args, flags)):
+              and _launch_gluon(gluon_bwd._fwd_scan_gluon, grid, args, dict(flags, PREFETCH=cfg.prefetch))):
         _launch(_fwd_scan_columns if cfg.columns(meta["BLOCK_N"]) else _fwd_scan, grid, *args, **flags)
     return out, H
 
@@ -587,7 +592,8 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
             dA, dD, dbias, dB, dC, y_out if y_out is not None else du, L, d_group, N, n_chunks, l_bc,
             *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(), *_strides3(z), *_strides3(dout))
     flags = dict(HAS_D=D is not None, WRITE_Y=y_out is not None, **common, **bwd_meta)
-    gluon_flags = dict(flags, ACC_SMEM=cfg.bwd_smem != "none", BC_SMEM=cfg.bwd_smem == "acc+bc")
+    gluon_flags = dict(flags, ACC_SMEM=cfg.bwd_smem != "none", BC_SMEM=cfg.bwd_smem == "acc+bc",
+                       PREFETCH=cfg.prefetch)
     if not (cfg.gluon_backward(bwd_meta["BLOCK_N"], u.device)
             and _launch_gluon(gluon_bwd._bwd_scan_gluon, bwd_grid, args, gluon_flags)):
         _launch(_bwd_scan, bwd_grid, *args, **flags)
