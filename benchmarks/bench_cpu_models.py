@@ -1,6 +1,7 @@
 """CPU timings for issue 2: forward+backward of the six paper variants and of the reference scan.
 
     .venv/bin/python benchmarks/bench_cpu_models.py [--batch 8] [--seconds 5] [--repeats 3] [--threads N] [--scan-only]
+        [--variants pure_mamba_raw helix_raw]
 
 Prints a Markdown table (median of --repeats after one warm-up). Asserts nothing.
 """
@@ -39,6 +40,8 @@ def main() -> None:
     p.add_argument("--num-classes", type=int, default=50)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--scan-only", action="store_true", help="time only the reference scan")
+    p.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS, help="models to time")
+    p.add_argument("--no-scan", action="store_true", help="skip the reference-scan timing")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -47,14 +50,15 @@ def main() -> None:
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     if not args.scan_only:
         time_models(args)
-    time_scan(args.repeats)
+    if not args.no_scan:
+        time_scan(args.repeats)
 
 
 def time_models(args) -> None:
     wave = torch.randn(args.batch, int(args.seconds * 16000)) * 0.1
     labels = torch.randint(0, args.num_classes, (args.batch,))
     print(f"\n| model | tokens | fwd+bwd (s), B={args.batch}, {args.seconds:g} s clips |\n| --- | ---: | ---: |")
-    for name in VARIANTS:
+    for name in args.variants:
         model = create_model(name, args.num_classes)
 
         def step():

@@ -17,6 +17,24 @@ def test_raw_token_count_floor():
     assert RawFrontend(4)(torch.randn(1, 16000 + 159)).shape[1] == 100
 
 
+@pytest.mark.parametrize("kernel,stride", [(160, 160), (160, 80)], ids=["frames", "overlapping"])
+def test_raw_tokens_are_the_conv_outputs(kernel, stride):
+    """Non-overlapping frames run as a reshape and one product with the conv's weight: the values and
+    gradients of Conv1d itself (float64), for a length that leaves a partial frame; overlapping frames
+    run the conv."""
+    torch.manual_seed(0)
+    fe = RawFrontend(8, kernel, stride).double()
+    wave = torch.randn(3, 16000 + 97, dtype=torch.float64)
+    got = fe.tokens(wave)
+    want = torch.nn.functional.conv1d(wave.unsqueeze(1), fe.conv.weight, fe.conv.bias, stride=stride).transpose(1, 2)
+    assert got.shape == (3, fe.num_tokens(wave.shape[1]), 8)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(got)
+    grads = [torch.autograd.grad(out, (fe.conv.weight, fe.conv.bias), g) for out in (got, want)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
 def test_mel_token_count_5s():
     fe = MelFrontend(8)
     out = fe(torch.randn(2, 80000))
