@@ -38,8 +38,12 @@ def test_second_run_into_a_busy_folder_stops_at_once_and_ctrl_c_is_one_line(tmp_
     out = tmp_path / "run"
     # preexec_fn: SIGINT as a terminal gives it; a background job (``make test &``) hands its children
     # SIGINT ignored, and Ctrl-C could not be tested
-    first = subprocess.Popen(_train(config, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # PYTHONFAULTHANDLER: if the run ever fails to stop, SIGABRT makes it print every thread's stack (once,
+    # in a fresh clone's `make test` on the 2-core machine, it did not exit within 60 s of Ctrl-C; 53
+    # Ctrl-Cs at random times since, some on a loaded machine, all ended it at once)
+    first = subprocess.Popen(_train(config, out), env={**ENV, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         while len(read_jsonl(out / "steps.jsonl")) < 2:
@@ -53,7 +57,13 @@ def test_second_run_into_a_busy_folder_stops_at_once_and_ctrl_c_is_one_line(tmp_
             f"wait for it to finish or choose another --out"]
         assert first.poll() is None  # the first run never noticed
         first.send_signal(signal.SIGINT)
-        assert first.wait(timeout=60) == 130
+        try:
+            status = first.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            first.send_signal(signal.SIGABRT)
+            _, err = first.communicate(timeout=30)
+            pytest.fail("the run did not stop within 60 s of Ctrl-C; its threads:\n" + err[-6000:])
+        assert status == 130
         err = first.stderr.read()
         assert "Traceback" not in err and err.strip().splitlines()[-1] == "helix: interrupted"
     finally:
