@@ -100,6 +100,12 @@ if AVAILABLE:
             Kn = gl.load(K_ptr + (row + gl.where(rev, 0, 1)) * N + n, mask=mask_n, other=0.0).to(gl.float32)
         else:
             Kn = Hn
+        bias, Dd = _bias_and_d(bias_ptr, D_ptr, d, HAS_BIAS, HAS_D)
+        return A, Hn, Kn, bias, Dd
+
+    @gluon.jit
+    def _bias_and_d(bias_ptr, D_ptr, d, HAS_BIAS: gl.constexpr, HAS_D: gl.constexpr):
+        """Channel d's delta bias and skip weight D (0.0 where the op has none)."""
         if HAS_BIAS:
             bias = gl.load(bias_ptr + d)
         else:
@@ -108,7 +114,7 @@ if AVAILABLE:
             Dd = gl.load(D_ptr + d)
         else:
             Dd = 0.0
-        return A, Hn, Kn, bias, Dd
+        return bias, Dd
 
     @gluon.jit
     def _bwd_scan_gluon(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr, K_ptr, len_ptr,
@@ -193,14 +199,7 @@ if AVAILABLE:
                         H_ptr, K_ptr, A_ptr, bias_ptr, D_ptr, b, d + 1 - (i + 1) // DG, Dtot, n_chunks, c, rev, n,
                         mask_n, N, HAS_BIAS, HAS_D, True)
                 else:
-                    if HAS_BIAS:
-                        bias = gl.load(bias_ptr + d)
-                    else:
-                        bias = 0.0
-                    if HAS_D:
-                        Dd = gl.load(D_ptr + d)
-                    else:
-                        Dd = 0.0
+                    bias, Dd = _bias_and_d(bias_ptr, D_ptr, d, HAS_BIAS, HAS_D)
                 # per-step values, one step per lane
                 dt = gl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
                 dtn = gl.where(mask_next, _dt_of(vn, bias, SOFTPLUS), 0.0)
