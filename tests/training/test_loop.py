@@ -192,4 +192,3 @@ def test_the_next_epoch_starts_loading_during_evaluation_with_the_same_batches(t
     assert _losses(Path(early.cfg.out_dir)) == _losses(Path(late.cfg.out_dir))
     for (name, a), b in zip(early.raw_model.state_dict().items(), late.raw_model.state_dict().values()):
         assert torch.equal(a, b), name
-

@@ -353,8 +353,9 @@ if AVAILABLE:
         pz = z_ptr + b * sz_b + d0 * sz_d + tq * sz_l
         u_nx, v_nx, z_nx = _fwd_channel_inputs(pu, pv, pz, 0, su_d, sdl_d, sz_d, mask_q, HAS_Z)
         if PREFETCH:
-            A_nx, H_nx, H_again, bias_nx, D_nx = _channel_states(H_ptr, H_ptr, A_ptr, bias_ptr, D_ptr, b, d0, Dtot,
-                                                           n_chunks, c, rev, n, mask_n, N, HAS_BIAS, HAS_D, False)
+            A_nx, H_nx, K_unused, bias_nx, D_nx = _channel_states(H_ptr, H_ptr, A_ptr, bias_ptr, D_ptr, b, d0,
+                                                                  Dtot, n_chunks, c, rev, n, mask_n, N, HAS_BIAS,
+                                                                  HAS_D, False)
         for i in range(DG):
             d = d0 + i
             u = u_nx.to(gl.float32)
@@ -364,7 +365,7 @@ if AVAILABLE:
                                                    HAS_Z)
             if PREFETCH:  # as in _bwd_scan_gluon: this channel's from the last iteration, the next one's now
                 A, Hn, bias, Dd = A_nx, H_nx, bias_nx, D_nx
-                A_nx, H_nx, H_again, bias_nx, D_nx = _channel_states(
+                A_nx, H_nx, K_unused, bias_nx, D_nx = _channel_states(
                     H_ptr, H_ptr, A_ptr, bias_ptr, D_ptr, b, d + 1 - (i + 1) // DG, Dtot, n_chunks, c, rev, n,
                     mask_n, N, HAS_BIAS, HAS_D, False)
             else:

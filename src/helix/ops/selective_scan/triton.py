@@ -308,8 +308,8 @@ class ScanConfig:
     order and passes the state on itself (``columns._fwd_serial_columns``, ``gluon_bwd._fwd_serial_gluon``),
     which drops the chunk-state and carry passes, where the column layout applies, there is more than one
     chunk and the states are fp32; ``serial_fill``: its channels per program are halved (from ``dg``) until
-    the launch has that many programs. Slower on the H200 (2.4x at B=1, L=300,000; at best even at
-    B=8, L=30,000; docs/kernels.md): opt-in, kept so other GPUs can be measured.
+    the launch has that many programs. On the H200 it was 2.4x slower at B=1, L=300,000 and within 2%
+    at B=8, L=30,000 (docs/kernels.md): opt-in, kept so other GPUs can be measured.
     ``prefetch``: the Gluon scans (forward chunk-parallel, backward) load each channel's A, entering
     state rows, bias and D one channel ahead, so their memory latency hides behind the previous channel's
     work. Compiled offline only, not yet run on a GPU: opt-in (docs/kernels.md).
