@@ -312,14 +312,15 @@ class ScanConfig:
     at B=8, L=30,000 (docs/kernels.md): opt-in, kept so other GPUs can be measured.
     ``prefetch``: the Gluon scans (forward chunk-parallel, backward) load each channel's A, entering
     state rows, bias and D one channel ahead, so their memory latency hides behind the previous channel's
-    work. Compiled offline only, not yet run on a GPU: opt-in (docs/kernels.md).
+    work: on by default (on the H200 the scan's forward + backward took 9-10% less, RESULTS.md section 18);
+    ``False`` gives the kernels without it.
     """
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
                  bwd_warps: int | None = None, fill: int = 0, bwd_maxnreg: int | None = None,
                  layout: str = "columns", states: str = "float32", bwd_kernel: str = "gluon",
                  bwd_smem: str = "none", fuse_states: bool = True, fwd_kernel: str = "gluon",
-                 fwd_chunks: str = "parallel", serial_fill: int = 2048, prefetch: bool = False):
+                 fwd_chunks: str = "parallel", serial_fill: int = 2048, prefetch: bool = True):
         if bwd_kernel not in ("triton", "gluon"):
             raise ValueError(f"bwd_kernel must be 'triton' or 'gluon', not {bwd_kernel!r}")
         if fwd_kernel not in ("triton", "gluon"):
