@@ -56,8 +56,8 @@ CONFIGS = {
     "t32-dg128-w1-serial": ScanConfig(32, 128, 1, fwd_chunks="serial"),
     "t32-dg128-w1-serial-f1024": ScanConfig(32, 128, 1, fwd_chunks="serial", serial_fill=1024),
     "t32-dg128-w1-serial-f4096": ScanConfig(32, 128, 1, fwd_chunks="serial", serial_fill=4096),
-    # the Gluon scans loading each channel's A, state rows, bias and D one channel ahead
-    "t32-dg128-w1-prefetch": ScanConfig(32, 128, 1, prefetch=True),
+    # the scans loading each channel's inputs when they use them (before session 15's default: one ahead)
+    "t32-dg128-w1-noprefetch": ScanConfig(32, 128, 1, prefetch=False),
 }
 
 

@@ -190,13 +190,14 @@ def test_prefetch_variants_compile_for_sm90_without_more_shuffles(kernel, shuffl
     assert counts["mufu"] >= (32 if kernel == "_fwd_scan_gluon" else 64), counts
 
 
-def test_prefetch_is_a_gluon_option_the_triton_kernels_ignore():
-    """Where the Triton kernels run (here: CPU tensors, the interpreter), ``prefetch=True`` changes nothing,
-    and it is part of the config's repr (run records name the kernels' settings)."""
+def test_prefetch_changes_no_result_where_the_triton_kernels_run():
+    """Where the Triton kernels run (here: CPU tensors, the interpreter), ``prefetch=True`` (which their
+    chunk-state passes use too) changes no output, and it is part of the config's repr (run records name
+    the kernels' settings)."""
     inputs = make_inputs(2, 8, 70, 16, torch.float32, groups=2)
     cfg = ScanConfig(block_t=32, dg=4, prefetch=True)
     assert "prefetch=True" in repr(cfg) and ScanConfig().prefetch is True
-    outs = [_scan(c, bidirectional=True)(**inputs) for c in (ScanConfig(block_t=32, dg=4), cfg)]
+    outs = [_scan(c, bidirectional=True)(**inputs) for c in (ScanConfig(block_t=32, dg=4, prefetch=False), cfg)]
     assert torch.equal(outs[0], outs[1])
 
 

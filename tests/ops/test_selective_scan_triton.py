@@ -495,3 +495,32 @@ def test_serial_forward_gradients_match_reference(reverse):
     cfg = ScanConfig(block_t=32, dg=4, fwd_chunks="serial", serial_fill=4)
     check(make_inputs(2, 8, 130, 32, torch.float32, seed=7), kernel_fn(reverse, cfg), reference_fn(reverse),
           torch.float32)
+
+
+@pytest.mark.parametrize("lengths", [None, (160, 71)], ids=["full", "lengths"])
+def test_chunk_state_passes_with_loads_one_channel_ahead_give_the_same_states(lengths):
+    """``ScanConfig.prefetch`` in the chunk-state passes (``_fwd_chunk_state``, ``_bwd_chunk_state``,
+    ``_both_chunk_states``): the next channel's inputs are loaded during this one's, and the last
+    channel of a program (here every fourth) reloads its own. The states and every gradient are
+    bitwise those of the passes that load each channel's inputs when they use them."""
+    from helix.ops.selective_scan import triton as scan
+
+    i = make_inputs(2, 16, 160, 32, torch.float32, groups=2, seed=6)
+    dout = torch.randn(2, 16, 160, generator=torch.Generator().manual_seed(7)).to(DEVICE)
+    lens = None if lengths is None else torch.tensor(lengths, dtype=torch.int64, device=DEVICE)
+    results = {}
+    for prefetch in (False, True):
+        for fuse in (False, True):
+            cfg = ScanConfig(block_t=32, dg=4, prefetch=prefetch, fuse_states=fuse)
+            Bm, Cm = scan.aligned_rows(i["B"], cfg), scan.aligned_rows(i["C"], cfg)
+            H = scan.chunk_entry_states(i["u"], i["delta"], i["A"], Bm, i["delta_bias"], True, True, False, cfg, lens)
+            grads = scan.scan_backward(dout, i["u"], i["delta"], i["A"], Bm, Cm, i["D"], i["z"], i["delta_bias"], None,
+                                       True, True, False, cfg, lengths=lens)
+            results[prefetch, fuse] = (H, *grads)
+    for fuse in (False, True):
+        for name, a, b in zip(("H", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "dbias"),
+                              results[True, fuse], results[False, fuse]):
+            if name in ("dA", "dB", "dC", "dD", "dbias") and DEVICE == "cuda":  # atomics: order varies
+                torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5, msg=name)
+            else:
+                assert torch.equal(a, b), (name, fuse)

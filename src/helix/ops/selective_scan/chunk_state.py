@@ -85,17 +85,26 @@ def _pin(x):
 
 
 @triton.jit
-def _channel_step(pu, pv, pz, u_nx, v_nx, z_nx, i, d, bias_ptr, su_d, sdl_d, sz_d, mask, DG: tl.constexpr,
-                  HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+def _channel_step(pu, pv, pz, u_nx, v_nx, z_nx, i, bias, su_d, sdl_d, sz_d, mask, DG: tl.constexpr,
+                  HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr):
     """Channel i's u, z in fp32 and its dt (softplus of delta + bias, zero past the row's end, once
     per step), then channel i + 1's stored inputs, loaded now so their latency hides behind channel i."""
     u = u_nx.to(tl.float32)
     v = v_nx.to(tl.float32)
     z = z_nx.to(tl.float32)
     u_nx, v_nx, z_nx = _channel_inputs(pu, pv, pz, i + 1, su_d, sdl_d, sz_d, mask & (i + 1 < DG), HAS_Z)
-    bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
     dt = _pin(tl.where(mask, _dt_of(v, bias, SOFTPLUS), 0.0))
     return u, z, dt, u_nx, v_nx, z_nx
+
+
+@triton.jit
+def _channel_consts(A_ptr, bias_ptr, d, n, mask_n, N, HAS_BIAS: tl.constexpr):
+    """Channel d's A (times log2 e, for ``exp2``) and dt bias. With ``ScanConfig.prefetch`` the
+    kernels load channel d + 1's during channel d (the last channel of a program reloads itself):
+    the loads sit behind the previous channel's stores, which the compiler cannot move them above."""
+    A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
+    bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
+    return A2, bias
 
 
 @triton.jit
@@ -146,7 +155,7 @@ def _fwd_chunk_state(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, len_ptr, S_ptr, Sig_
                      su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                      HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
                      BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, HAS_LEN: tl.constexpr,
-                     COLUMNS: tl.constexpr = False):
+                     COLUMNS: tl.constexpr = False, PREFETCH: tl.constexpr = False):
     d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG)
     # steps past the row's end are identity steps (decay 1, input 0) and are never loaded
     n_b = _valid_len(len_ptr, b, L, HAS_LEN)
@@ -162,13 +171,22 @@ def _fwd_chunk_state(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, len_ptr, S_ptr, Sig_
         Bt = tl.load(B_ptr + b * sB_b + g * sB_g + n[None, :] * sB_n + t[:, None] * sB_l,
                      mask=mask_t[:, None] & mask_n[None, :], other=0.0).to(tl.float32)  # (T, N)
     Dtot = tl.num_programs(0) * DG
+    pu = u_ptr + b * su_b + d0 * su_d + t * su_l
+    pv = dl_ptr + b * sdl_b + d0 * sdl_d + t * sdl_l
+    if PREFETCH:
+        u_nx, v_nx, _ = _channel_inputs(pu, pv, pu, 0, su_d, sdl_d, su_d, mask_t, False)
+        A_nx, bias_nx = _channel_consts(A_ptr, bias_ptr, d0, n, mask_n, N, HAS_BIAS)
     for i in range(DG):
         d = d0 + i
-        u = tl.load(u_ptr + b * su_b + d * su_d + t * su_l, mask=mask_t, other=0.0).to(tl.float32)
-        v = tl.load(dl_ptr + b * sdl_b + d * sdl_d + t * sdl_l, mask=mask_t, other=0.0).to(tl.float32)
-        bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
+        if PREFETCH:  # this channel's from the last iteration, the next one's issued now
+            u, v, A2, bias = u_nx.to(tl.float32), v_nx.to(tl.float32), A_nx, bias_nx
+            u_nx, v_nx, _ = _channel_inputs(pu, pv, pu, i + 1 - (i + 1) // DG, su_d, sdl_d, su_d, mask_t, False)
+            A_nx, bias_nx = _channel_consts(A_ptr, bias_ptr, d + 1 - (i + 1) // DG, n, mask_n, N, HAS_BIAS)
+        else:
+            u, v, _ = _channel_inputs(pu, pv, pu, i, su_d, sdl_d, su_d, mask_t, False)
+            u, v = u.to(tl.float32), v.to(tl.float32)
+            A2, bias = _channel_consts(A_ptr, bias_ptr, d, n, mask_n, N, HAS_BIAS)
         dt = tl.where(mask_t, _dt_of(v, bias, SOFTPLUS), 0.0)  # padded steps: decay 1, input 0
-        A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
         cum = tl.cumsum(dt, 0)
         tot = tl.sum(dt, 0)
         if rev:  # decay from t-1 down to the chunk's first row (its logical end)
@@ -193,7 +211,7 @@ def _bwd_chunk_state(dl_ptr, A_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, len_ptr, V
                      sdl_b, sdl_d, sdl_l, sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                      HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr, REVERSE: tl.constexpr,
                      BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, HAS_LEN: tl.constexpr,
-                     COLUMNS: tl.constexpr = False):
+                     COLUMNS: tl.constexpr = False, PREFETCH: tl.constexpr = False):
     d0, c, b, g, t, mask_t, n = _program_setup(L, D_GROUP, BLOCK_T, BLOCK_N, DG)
     n_b = _valid_len(len_ptr, b, L, HAS_LEN)
     mask_t = t < n_b  # dout past the end is dropped, as the output is
@@ -208,16 +226,26 @@ def _bwd_chunk_state(dl_ptr, A_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, len_ptr, V
         Ct = tl.load(C_ptr + b * sC_b + g * sC_g + n[None, :] * sC_n + t[:, None] * sC_l,
                      mask=mask_t[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
     Dtot = tl.num_programs(0) * DG
+    pv = dl_ptr + b * sdl_b + d0 * sdl_d + t * sdl_l
+    pg = dout_ptr + b * sg_b + d0 * sg_d + t * sg_l
+    pz = z_ptr + b * sz_b + d0 * sz_d + t * sz_l
+    if PREFETCH:
+        v_nx, g_nx, z_nx = _channel_inputs(pv, pg, pz, 0, sdl_d, sg_d, sz_d, mask_t, HAS_Z)
+        A_nx, bias_nx = _channel_consts(A_ptr, bias_ptr, d0, n, mask_n, N, HAS_BIAS)
     for i in range(DG):
         d = d0 + i
-        v = tl.load(dl_ptr + b * sdl_b + d * sdl_d + t * sdl_l, mask=mask_t, other=0.0).to(tl.float32)
-        bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
-        dt = tl.where(mask_t, _dt_of(v, bias, SOFTPLUS), 0.0)
-        dy = tl.load(dout_ptr + b * sg_b + d * sg_d + t * sg_l, mask=mask_t, other=0.0).to(tl.float32)
+        if PREFETCH:  # this channel's from the last iteration, the next one's issued now
+            v, dy, z, A2, bias = v_nx, g_nx, z_nx, A_nx, bias_nx
+            v_nx, g_nx, z_nx = _channel_inputs(pv, pg, pz, i + 1 - (i + 1) // DG, sdl_d, sg_d, sz_d, mask_t, HAS_Z)
+            A_nx, bias_nx = _channel_consts(A_ptr, bias_ptr, d + 1 - (i + 1) // DG, n, mask_n, N, HAS_BIAS)
+        else:
+            v, dy, z = _channel_inputs(pv, pg, pz, i, sdl_d, sg_d, sz_d, mask_t, HAS_Z)
+            A2, bias = _channel_consts(A_ptr, bias_ptr, d, n, mask_n, N, HAS_BIAS)
+        dt = tl.where(mask_t, _dt_of(v.to(tl.float32), bias, SOFTPLUS), 0.0)
+        dy = dy.to(tl.float32)
         if HAS_Z:
-            z = tl.load(z_ptr + b * sz_b + d * sz_d + t * sz_l, mask=mask_t, other=0.0).to(tl.float32)
+            z = z.to(tl.float32)
             dy = dy * z * tl.sigmoid(z)
-        A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
         cum = tl.cumsum(dt, 0)
         if rev:  # decay from the chunk's last row (its logical start) down through t
             expo = tl.sum(dt, 0) - cum + dt

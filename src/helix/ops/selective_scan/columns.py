@@ -27,9 +27,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from helix.ops.selective_scan.chunk_state import (_channel_inputs, _channel_rows, _channel_step, _column_tile,
-                                                   _combine, _entry_state, _pin, _program_setup, _state_row,
-                                                   _valid_len)
+from helix.ops.selective_scan.chunk_state import (_channel_consts, _channel_inputs, _channel_rows, _channel_step,
+                                                   _column_tile, _combine, _entry_state, _pin, _program_setup,
+                                                   _state_row, _valid_len)
 
 
 @triton.jit
@@ -94,10 +94,10 @@ def _fwd_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_pt
     u_nx, v_nx, z_nx = _channel_inputs(pu, pv, pz, 0, su_d, sdl_d, sz_d, mask_q, HAS_Z)
     for i in range(DG):
         d = d0 + i
-        u, z, dt, u_nx, v_nx, z_nx = _channel_step(pu, pv, pz, u_nx, v_nx, z_nx, i, d, bias_ptr, su_d, sdl_d, sz_d,
-                                                   mask_q, DG, HAS_Z, HAS_BIAS, SOFTPLUS)
+        A2, bias = _channel_consts(A_ptr, bias_ptr, d, n, mask_n, N, HAS_BIAS)
+        u, z, dt, u_nx, v_nx, z_nx = _channel_step(pu, pv, pz, u_nx, v_nx, z_nx, i, bias, su_d, sdl_d, sz_d,
+                                                   mask_q, DG, HAS_Z, SOFTPLUS)
         dtu = _pin(dt * u)
-        A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
         x = dtu[:, None] * Bt
         a = tl.exp2(dt[:, None] * A2[None, :])
         if SERIAL:
@@ -249,7 +249,8 @@ def _both_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, z_ptr, dout_ptr, bia
                         sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                         d0, c, b, g, n, n_b,
                         HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                        BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, REV: tl.constexpr):
+                        BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr, REV: tl.constexpr,
+                        PREFETCH: tl.constexpr):
     """One program's chunk of ``_both_chunk_states`` (``REV``: the channels run backwards in time)."""
     mask_n = n < N
     Bt = _column_tile(B_ptr, b, g, c, n, n_b, L, N, sB_b, sB_g, sB_n, sB_l, BLOCK_T, BLOCK_N)
@@ -262,17 +263,23 @@ def _both_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, z_ptr, dout_ptr, bia
     pg = dout_ptr + b * sg_b + d0 * sg_d + tq * sg_l
     u_nx, v_nx, z_nx = _channel_inputs(pu, pv, pz, 0, su_d, sdl_d, sz_d, mask_q, HAS_Z)
     g_nx = tl.load(pg, mask=mask_q, other=0.0)
+    if PREFETCH:
+        A_nx, bias_nx = _channel_consts(A_ptr, bias_ptr, d0, n, mask_n, N, HAS_BIAS)
     for i in range(DG):
         d = d0 + i
         dy = g_nx.to(tl.float32)
         g_nx = tl.load(pg + (i + 1) * sg_d, mask=mask_q & (i + 1 < DG), other=0.0)
-        u, z, dt, u_nx, v_nx, z_nx = _channel_step(pu, pv, pz, u_nx, v_nx, z_nx, i, d, bias_ptr, su_d, sdl_d, sz_d,
-                                                   mask_q, DG, HAS_Z, HAS_BIAS, SOFTPLUS)
+        if PREFETCH:  # this channel's A and bias from the last iteration, the next one's issued now
+            A2, bias = A_nx, bias_nx
+            A_nx, bias_nx = _channel_consts(A_ptr, bias_ptr, d + 1 - (i + 1) // DG, n, mask_n, N, HAS_BIAS)
+        else:
+            A2, bias = _channel_consts(A_ptr, bias_ptr, d, n, mask_n, N, HAS_BIAS)
+        u, z, dt, u_nx, v_nx, z_nx = _channel_step(pu, pv, pz, u_nx, v_nx, z_nx, i, bias, su_d, sdl_d, sz_d,
+                                                   mask_q, DG, HAS_Z, SOFTPLUS)
         if HAS_Z:
             dy = dy * z * tl.sigmoid(z)
         dtu = _pin(dt * u)
         dy = _pin(dy)
-        A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
         # one exponential per element serves both sums (pinned: Triton would recompute it in the
         # flipped fold's layout rather than convert it, which is free inside a thread)
         a = _pin(tl.exp2(dt[:, None] * A2[None, :]))
@@ -294,7 +301,7 @@ def _both_chunk_states(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, z_ptr, dout_ptr, bias
                        sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l,
                        HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BIDIR: tl.constexpr,
                        REVERSE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DG: tl.constexpr,
-                       HAS_LEN: tl.constexpr):
+                       HAS_LEN: tl.constexpr, PREFETCH: tl.constexpr = False):
     """``_fwd_chunk_state`` and ``_bwd_chunk_state`` in one pass, for a backward that recomputes the
     forward's chunk states (the lean block): S, V and Sig as those two write them. Each element's
     decay a_t = exp(dt_t A) is computed once and both sums are folds over time inside a thread (the
@@ -309,9 +316,9 @@ def _both_chunk_states(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, z_ptr, dout_ptr, bias
         _both_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, S_ptr, V_ptr, Sig_ptr,
                             L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                             sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l, d0, c, b, g, n, n_b,
-                            HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, True)
+                            HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, True, PREFETCH)
     else:
         _both_chunk_columns(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, S_ptr, V_ptr, Sig_ptr,
                             L, N, n_chunks, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sB_b, sB_g, sB_n, sB_l,
                             sC_b, sC_g, sC_n, sC_l, sz_b, sz_d, sz_l, sg_b, sg_d, sg_l, d0, c, b, g, n, n_b,
-                            HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, False)
+                            HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_T, BLOCK_N, DG, False, PREFETCH)

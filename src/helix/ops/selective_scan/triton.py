@@ -50,8 +50,8 @@ import torch
 import triton
 import triton.language as tl
 
-from helix.ops.selective_scan.chunk_state import (_bc_tile, _bwd_channel_inputs, _bwd_chunk_state, _channel_inputs,
-                                                   _channel_rows, _channel_step,
+from helix.ops.selective_scan.chunk_state import (_bc_tile, _bwd_channel_inputs, _bwd_chunk_state, _channel_consts,
+                                                   _channel_inputs, _channel_rows, _channel_step,
                                                    _chunk_carry, _combine, _dt_of, _entry_state, _fwd_chunk_state,
                                                    _pin, _program_setup, _valid_len)
 from helix.ops.selective_scan.columns import _both_chunk_states, _fwd_scan_columns, _fwd_serial_columns
@@ -104,9 +104,9 @@ def _fwd_scan(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, H_ptr,
         u_nx, v_nx, z_nx = _channel_inputs(pu, pv, pz, 0, su_d, sdl_d, sz_d, mask_q, HAS_Z)
         for i in range(DG):
             d = d0 + i
-            u, z, dt, u_nx, v_nx, z_nx = _channel_step(pu, pv, pz, u_nx, v_nx, z_nx, i, d, bias_ptr, su_d, sdl_d, sz_d,
-                                                       mask_q, DG, HAS_Z, HAS_BIAS, SOFTPLUS)
-            A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
+            A2, bias = _channel_consts(A_ptr, bias_ptr, d, n, mask_n, N, HAS_BIAS)
+            u, z, dt, u_nx, v_nx, z_nx = _channel_step(pu, pv, pz, u_nx, v_nx, z_nx, i, bias, su_d, sdl_d, sz_d,
+                                                       mask_q, DG, HAS_Z, SOFTPLUS)
             a = tl.exp2(dt[:, None] * A2[None, :])
             x = (dt * u)[:, None] * Bt
             pa, hl = tl.associative_scan((a, x), 0, _combine)
@@ -313,7 +313,8 @@ class ScanConfig:
     ``prefetch``: the Gluon scans (forward chunk-parallel, backward) load each channel's A, entering
     state rows, bias and D one channel ahead, so their memory latency hides behind the previous channel's
     work: on by default (on the H200 the scan's forward + backward took 9-10% less, RESULTS.md section 18);
-    ``False`` gives the kernels without it.
+    ``False`` gives the kernels without it. The chunk-state passes (``_fwd_chunk_state``,
+    ``_bwd_chunk_state``, ``_both_chunk_states``) do the same with their per-channel loads.
     """
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
@@ -493,7 +494,8 @@ def chunk_entry_states(u, delta, A, Bm, bias, softplus, bidir, reverse, cfg, len
     _launch(_fwd_chunk_state, grid,
             u, delta, A, Bm, bias if bias is not None else A, lengths if lengths is not None else A, S, Sig,
             L, d_group, N, n_chunks,
-            *_strides3(u), *_strides3(delta), *Bm.stride(), COLUMNS=cfg.columns(meta["BLOCK_N"]), **flags)
+            *_strides3(u), *_strides3(delta), *Bm.stride(), COLUMNS=cfg.columns(meta["BLOCK_N"]),
+            PREFETCH=cfg.prefetch, **flags)
     return _carry(S, Sig, A, False, d_group, bidir, reverse)
 
 
@@ -557,7 +559,7 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
         _launch(_both_chunk_states, grid,
                 u, delta, A, Bm, Cm, z if z is not None else u, dout, bias if bias is not None else dummy, lens,
                 S, V, Sig, L, d_group, N, n_chunks, *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(),
-                *_strides3(z), *_strides3(dout), **flags)
+                *_strides3(z), *_strides3(dout), PREFETCH=cfg.prefetch, **flags)
         H = _carry(S, Sig, A, False, d_group, bidir, reverse)
         K = _carry(V, Sig, A, True, d_group, bidir, reverse)
         del S, V, Sig
@@ -569,7 +571,7 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
         _launch(_bwd_chunk_state, grid,
                 delta, A, Cm, z if z is not None else u, dout, bias if bias is not None else dummy, lens, V, Sig,
                 L, d_group, N, n_chunks, *_strides3(delta), *Cm.stride(), *_strides3(z), *_strides3(dout),
-                COLUMNS=cfg.columns(meta["BLOCK_N"]), **flags)
+                COLUMNS=cfg.columns(meta["BLOCK_N"]), PREFETCH=cfg.prefetch, **flags)
         K = _carry(V, Sig, A, True, d_group, bidir, reverse)
         del V, Sig
     else:
