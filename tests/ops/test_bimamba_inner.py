@@ -93,3 +93,17 @@ def test_backward_remakes_the_forward_output_over_dout():
     torch.testing.assert_close(buf, out, rtol=1e-5, atol=1e-5)
     for a, b in zip(plain, remade):
         torch.testing.assert_close(a, b)
+
+
+def test_lean_inner_hands_its_output_and_dh_over_token_major():
+    """W_out y comes back as (B, Dm, L) but stored token-major, and dh as h is laid out, so the block's
+    bias, residual and LayerNorm backward read them contiguously (no strided copy of the stream)."""
+    from helix.ops.bimamba import fused
+
+    inputs, R = _inputs(L=40)
+    ours = {k: v.float().to(DEVICE) for k, v in inputs.items()}
+    y = bimamba_inner(**ours, R=R, backend="triton", lean=True)
+    assert y.shape == (2, 8, 40) and y.transpose(1, 2).is_contiguous()
+    ctx = type("Ctx", (), {"saved_tensors": (*ours.values(), None), "R": R, "cfg": fused.scan.DEFAULT_CONFIG})()
+    dh = fused.BiMambaInnerFn.backward(ctx, torch.randn_like(y))[0]
+    assert dh.shape == ours["h"].shape and dh.is_contiguous()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from helix.ops.bimamba.reference import bmm, split_bc
+from helix.ops.bimamba.reference import bmm, bmm_tokens, split_bc
 from helix.ops.causal_conv import triton as conv
 from helix.ops.selective_scan import triton as scan
 
@@ -50,7 +50,9 @@ class BiMambaInnerFn(torch.autograd.Function):
                                  save_states=False)
         ctx.save_for_backward(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, lengths)
         ctx.R, ctx.cfg = R, cfg
-        return bmm(w_out, y)
+        # (B, Dm, L) as a view of the token-major product: the block adds its bias and residual along
+        # tokens, so they read it contiguously (a (B, Dm, L) result made them strided kernels)
+        return bmm_tokens(w_out, y).transpose(1, 2)
 
     @staticmethod
     def backward(ctx, dout):
@@ -73,7 +75,7 @@ class BiMambaInnerFn(torch.autograd.Function):
         d_w_out = _wgrad(dout, dy)
         del dy, delta, z, Bm, Cm
         d_w_z = _wgrad(dz, h_t)
-        dh_t = bmm(w_z.t(), dz)
+        dh = bmm_tokens(w_z.t(), dz)  # (B, L, Dm): the LayerNorm's backward reads it contiguously
         del dz
         d_w_dt = _wgrad(ddelta, x_dbl[:, :2 * R])
         d_xdbl = torch.cat([bmm(w_dt.t(), ddelta), dB.flatten(1, 2).to(dtype), dC.flatten(1, 2).to(dtype)], dim=1)
@@ -84,7 +86,7 @@ class BiMambaInnerFn(torch.autograd.Function):
         dx_in, d_conv_w, d_conv_b = conv.conv_backward(bmm(w_x, h_t), conv_w, conv_b, du, True, lengths)
         del du
         d_w_x = _wgrad(dx_in, h_t)
-        dh = dh_t.add_(bmm(w_x.t(), dx_in)).transpose(1, 2)
+        dh.baddbmm_(dx_in.transpose(1, 2), w_x.expand(dx_in.shape[0], -1, -1))  # += dx_in[b]^T w_x
         return (dh, d_w_x, d_w_z, d_conv_w, d_conv_b, d_w_xp, d_w_dt, dA, dD, dbias, d_w_out, None, None, None)
 
 

@@ -45,7 +45,9 @@ def _inner(h: Tensor, w_x: Tensor, w_z: Tensor, conv_w: Tensor, conv_b: Tensor, 
 
 
 def _inner_meta(h, w_out):
-    return (h.shape[0], w_out.shape[0], h.shape[1]), None, h.dtype
+    # W_out y is the transpose of a token-major (B, L, Dm) product (.fused)
+    shape = (h.shape[0], w_out.shape[0], h.shape[1])
+    return shape, transposed_strides(shape), h.dtype
 
 
 @_inner.register_fake
@@ -65,8 +67,8 @@ def _inner_bwd(dout: Tensor, h: Tensor, w_x: Tensor, w_z: Tensor, conv_w: Tensor
 
 
 def _inner_bwd_meta(h, weights):
-    # dh is the transpose of a (B, Dm, L) buffer; each weight's gradient is contiguous in its dtype
-    return [(h.shape, transposed_strides(h.shape), h.dtype)] + [(w.shape, None, w.dtype) for w in weights]
+    # dh is token-major like h; each weight's gradient is contiguous in its dtype
+    return [(h.shape, None, h.dtype)] + [(w.shape, None, w.dtype) for w in weights]
 
 
 @_inner_bwd.register_fake

@@ -35,6 +35,15 @@ def bmm(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.bmm(w.expand(x.shape[0], -1, -1), x)
 
 
+def bmm_tokens(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The products of :func:`bmm` laid out token-major: (w x[b])^T for every b, (B, L, M) contiguous.
+
+    For a result that goes on along tokens (the block's residual stream, the LayerNorm's gradient):
+    the GEMM writes it in that layout, where a transposed (B, M, L) result would cost a strided copy.
+    """
+    return torch.bmm(x.transpose(1, 2), w.t().expand(x.shape[0], -1, -1))
+
+
 def split_dbl(x_dbl: torch.Tensor, R: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dt (B, 2R, L), B and C (B, 2, N, L): views of x_dbl (B, 2R + 4N, L), whose rows are dt_f,
     dt_b, B_f, B_b, C_f, C_b. One ``split``, so autograd's backward is one ``cat`` (three slices
