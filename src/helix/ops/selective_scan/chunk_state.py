@@ -182,11 +182,13 @@ def _fwd_chunk_state(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, len_ptr, S_ptr, Sig_
             u, v, A2, bias = u_nx.to(tl.float32), v_nx.to(tl.float32), A_nx, bias_nx
             u_nx, v_nx, _ = _channel_inputs(pu, pv, pu, i + 1 - (i + 1) // DG, su_d, sdl_d, su_d, mask_t, False)
             A_nx, bias_nx = _channel_consts(A_ptr, bias_ptr, d + 1 - (i + 1) // DG, n, mask_n, N, HAS_BIAS)
-        else:
-            u, v, _ = _channel_inputs(pu, pv, pu, i, su_d, sdl_d, su_d, mask_t, False)
-            u, v = u.to(tl.float32), v.to(tl.float32)
-            A2, bias = _channel_consts(A_ptr, bias_ptr, d, n, mask_n, N, HAS_BIAS)
+        else:  # each load where it is used (the kernel before prefetching, unchanged)
+            u = tl.load(u_ptr + b * su_b + d * su_d + t * su_l, mask=mask_t, other=0.0).to(tl.float32)
+            v = tl.load(dl_ptr + b * sdl_b + d * sdl_d + t * sdl_l, mask=mask_t, other=0.0).to(tl.float32)
+            bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
         dt = tl.where(mask_t, _dt_of(v, bias, SOFTPLUS), 0.0)  # padded steps: decay 1, input 0
+        if not PREFETCH:
+            A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
         cum = tl.cumsum(dt, 0)
         tot = tl.sum(dt, 0)
         if rev:  # decay from t-1 down to the chunk's first row (its logical end)
@@ -238,14 +240,19 @@ def _bwd_chunk_state(dl_ptr, A_ptr, C_ptr, z_ptr, dout_ptr, bias_ptr, len_ptr, V
             v, dy, z, A2, bias = v_nx, g_nx, z_nx, A_nx, bias_nx
             v_nx, g_nx, z_nx = _channel_inputs(pv, pg, pz, i + 1 - (i + 1) // DG, sdl_d, sg_d, sz_d, mask_t, HAS_Z)
             A_nx, bias_nx = _channel_consts(A_ptr, bias_ptr, d + 1 - (i + 1) // DG, n, mask_n, N, HAS_BIAS)
-        else:
-            v, dy, z = _channel_inputs(pv, pg, pz, i, sdl_d, sg_d, sz_d, mask_t, HAS_Z)
-            A2, bias = _channel_consts(A_ptr, bias_ptr, d, n, mask_n, N, HAS_BIAS)
+        else:  # each load where it is used (the kernel before prefetching, unchanged)
+            v = tl.load(dl_ptr + b * sdl_b + d * sdl_d + t * sdl_l, mask=mask_t, other=0.0)
+            bias = tl.load(bias_ptr + d) if HAS_BIAS else 0.0
         dt = tl.where(mask_t, _dt_of(v.to(tl.float32), bias, SOFTPLUS), 0.0)
+        if not PREFETCH:
+            dy = tl.load(dout_ptr + b * sg_b + d * sg_d + t * sg_l, mask=mask_t, other=0.0)
+            z = tl.load(z_ptr + b * sz_b + d * sz_d + t * sz_l, mask=mask_t, other=0.0) if HAS_Z else dy
         dy = dy.to(tl.float32)
         if HAS_Z:
             z = z.to(tl.float32)
             dy = dy * z * tl.sigmoid(z)
+        if not PREFETCH:
+            A2 = tl.load(A_ptr + d * N + n, mask=mask_n, other=0.0) * 1.4426950408889634
         cum = tl.cumsum(dt, 0)
         if rev:  # decay from the chunk's last row (its logical start) down through t
             expo = tl.sum(dt, 0) - cum + dt
