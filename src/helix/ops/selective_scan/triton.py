@@ -312,9 +312,10 @@ class ScanConfig:
     at B=8, L=30,000 (docs/kernels.md): opt-in, kept so other GPUs can be measured.
     ``prefetch``: the Gluon scans (forward chunk-parallel, backward) load each channel's A, entering
     state rows, bias and D one channel ahead, so their memory latency hides behind the previous channel's
-    work: on by default (on the H200 the scan's forward + backward took 9-10% less, RESULTS.md section 18);
-    ``False`` gives the kernels without it. The chunk-state passes (``_fwd_chunk_state``,
-    ``_bwd_chunk_state``, ``_both_chunk_states``) do the same with their per-channel loads.
+    work: on by default; ``False`` gives the kernels without it. The chunk-state passes
+    (``_fwd_chunk_state``, ``_bwd_chunk_state``, ``_both_chunk_states``) do the same with their
+    per-channel loads. Together, on the H200, the scan's forward + backward took 11-13% less (RESULTS.md
+    section 18).
     """
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
