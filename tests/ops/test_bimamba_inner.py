@@ -27,14 +27,16 @@ def _inputs(B=2, L=37, Dm=8, E=16, N=4, R=2, K=4, seed=0):
                 dt_bias=r(2 * E), w_out=r(Dm, 2 * E)), R
 
 
-@pytest.mark.parametrize("L,N", [(1, 4), (37, 4), (70, 4), (70, 16)])
-def test_fused_inner_matches_reference_outputs_and_every_gradient(L, N):
-    """N = 16 takes the column-layout kernels, and the backward's one-pass chunk states."""
+@pytest.mark.parametrize("L,N,lean", [(1, 4, True), (37, 4, True), (70, 4, True), (70, 16, True), (48, 4, True),
+                                       (37, 4, False)])
+def test_fused_inner_matches_reference_outputs_and_every_gradient(L, N, lean):
+    """N = 16 takes the column-layout kernels, and the backward's one-pass chunk states. Every L but
+    48 runs padded to a multiple of 16 tokens (``aligned_tokens``), lean or composed."""
     inputs, R = _inputs(L=L, N=N)
     ref = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     ours = {k: v.float().to(DEVICE).requires_grad_() for k, v in inputs.items()}
     y_ref = bimamba_inner_reference(**ref, R=R, backend="reference")
-    y = bimamba_inner(**ours, R=R, backend="triton", lean=True)
+    y = bimamba_inner(**ours, R=R, backend="triton", lean=lean)
     assert y.shape == y_ref.shape == (2, 8, L)
     g = torch.randn_like(y_ref)
     y_ref.backward(g)
@@ -47,6 +49,40 @@ def test_fused_inner_matches_reference_outputs_and_every_gradient(L, N):
         assert rel(ours[name].grad, ref[name].grad) < 1e-4, name
 
 
+@pytest.mark.parametrize("lean", [True, False])
+def test_unaligned_clips_run_padded_with_lengths_for_the_conv_only(monkeypatch, lean):
+    """L = 37 runs on 48 tokens: the conv is told each clip ends at 37 (so u is zero past it), and the
+    scan runs unmasked over the padding (its lengths path costs more); the result is cut back to 37."""
+    from helix.ops import bimamba
+    from helix.ops.bimamba import reference
+    from helix.ops.causal_conv import triton as conv
+    from helix.ops.selective_scan import triton as scan
+
+    assert [bimamba.aligned_tokens(n) for n in (1, 16, 37, 48, 500, 30000)] == [16, 16, 48, 48, 512, 30000]
+    calls = []
+
+    def spy(name, fn, at):
+        def wrapped(*args, **kw):
+            calls.append((name, args[0].shape[-1], at(args, kw)))
+            return fn(*args, **kw)
+        return wrapped
+
+    monkeypatch.setattr(conv, "conv_forward", spy("conv", conv.conv_forward, lambda a, k: a[4]))
+    monkeypatch.setattr(scan, "scan_forward", spy("scan", scan.scan_forward, lambda a, k: a[12]))
+    monkeypatch.setattr(reference, "selective_scan_bidirectional",
+                        spy("scan", reference.selective_scan_bidirectional, lambda a, k: k["lengths"]))
+    monkeypatch.setattr(reference, "causal_conv1d_silu",
+                        spy("conv", reference.causal_conv1d_silu, lambda a, k: k["lengths"]))
+    inputs, R = _inputs(L=37)
+    y = bimamba_inner(**{k: v.float().to(DEVICE) for k, v in inputs.items()}, R=R, backend="triton", lean=lean)
+    assert y.shape == (2, 8, 37)
+    conv_calls = [c for c in calls if c[0] == "conv"]
+    scan_calls = [c for c in calls if c[0] == "scan"]
+    assert conv_calls and scan_calls
+    assert all(n == 48 and ends.tolist() == [37, 37] for _, n, ends in conv_calls), conv_calls
+    assert all(n == 48 and ends is None for _, n, ends in scan_calls), scan_calls
+
+
 def test_unknown_backend_is_a_clear_error():
     inputs, R = _inputs(L=5)
     with pytest.raises(ValueError, match="backend must be one of"):
@@ -56,7 +92,7 @@ def test_unknown_backend_is_a_clear_error():
 def test_lean_inner_saves_only_its_inputs_for_backward():
     """Backward remakes every activation (x_dbl, y too): nothing of the inner width or of x_dbl's
     shape is kept between forward and backward, only h and the weights."""
-    inputs, R = _inputs(L=40)
+    inputs, R = _inputs(L=48)  # a multiple of 16: no padding (aligned_tokens)
     ours = {k: v.float().to(DEVICE).requires_grad_() for k, v in inputs.items()}
     saved = []
 
@@ -66,9 +102,9 @@ def test_lean_inner_saves_only_its_inputs_for_backward():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         y = bimamba_inner(**ours, R=R, backend="triton", lean=True)
-    inner = {(2, 2 * 16, 40), (2, 2 * R + 4 * 4, 40)}  # (B, 2E, L): u, z, delta, y; (B, 2R+4N, L): x_dbl
+    inner = {(2, 2 * 16, 48), (2, 2 * R + 4 * 4, 48)}  # (B, 2E, L): u, z, delta, y; (B, 2R+4N, L): x_dbl
     assert not inner & set(saved), saved
-    assert (2, 40, 8) in saved  # h
+    assert (2, 48, 8) in saved  # h
     y.sum().backward()
     assert ours["h"].grad is not None
 
@@ -100,10 +136,10 @@ def test_lean_inner_hands_its_output_and_dh_over_token_major():
     bias, residual and LayerNorm backward read them contiguously (no strided copy of the stream)."""
     from helix.ops.bimamba import fused
 
-    inputs, R = _inputs(L=40)
+    inputs, R = _inputs(L=48)
     ours = {k: v.float().to(DEVICE) for k, v in inputs.items()}
     y = bimamba_inner(**ours, R=R, backend="triton", lean=True)
-    assert y.shape == (2, 8, 40) and y.transpose(1, 2).is_contiguous()
+    assert y.shape == (2, 8, 48) and y.transpose(1, 2).is_contiguous()
     ctx = type("Ctx", (), {"saved_tensors": (*ours.values(), None), "R": R, "cfg": fused.scan.DEFAULT_CONFIG})()
     dh = fused.BiMambaInnerFn.backward(ctx, torch.randn_like(y))[0]
     assert dh.shape == ours["h"].shape and dh.is_contiguous()

@@ -126,8 +126,9 @@ def _fixed_activation_bytes(lean: bool) -> int:
     return _saved_activation_bytes(lean)
 
 
-def _saved_activation_bytes(lean, L=70):
-    """Bytes of the (B, L, ...) activations one BiMamba block keeps for backward (B=2)."""
+def _saved_activation_bytes(lean, L=80):
+    """Bytes of the (B, L, ...) activations one BiMamba block keeps for backward (B=2; L a multiple of 16,
+    so the block runs unpadded: ``aligned_tokens``)."""
     torch.manual_seed(0)
     block = BiMambaBlock(16, d_state=16, scan_backend="triton", lean=lean).to(DEVICE)
     seen = {}
@@ -153,7 +154,7 @@ def test_auto_lean_block_is_lean_for_large_batches_only(monkeypatch):
     from helix.layers import lean as lean_rule
 
     lean, full = _fixed_activation_bytes(True), _fixed_activation_bytes(False)
-    monkeypatch.setattr(lean_rule, "LEAN_AUTO_TOKENS", 2 * 70 + 1)  # the batch (2 x 70 tokens) is below
+    monkeypatch.setattr(lean_rule, "LEAN_AUTO_TOKENS", 2 * 80 + 1)  # the batch (2 x 80 tokens) is below
     assert _saved_activation_bytes("auto") == full
-    monkeypatch.setattr(lean_rule, "LEAN_AUTO_TOKENS", 2 * 70)
+    monkeypatch.setattr(lean_rule, "LEAN_AUTO_TOKENS", 2 * 80)
     assert _saved_activation_bytes("auto") == lean

@@ -7,6 +7,9 @@ lean Triton autograd function that saves three activations and recomputes the re
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+
 from helix.ops.backend import resolve_backend, through_custom_op
 from helix.ops.bimamba.reference import bimamba_inner_reference
 
@@ -19,6 +22,10 @@ def bimamba_inner(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out,
     ``lengths`` (B,): per-clip valid tokens, or None (all full).
     """
     resolved = resolve_backend(backend, h)
+    L = h.shape[1]
+    padded = aligned_tokens(L) if resolved == "triton" and lengths is None else L
+    if padded != L and not (lean and through_custom_op()):
+        return _inner_padded(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R, resolved, lean, padded)
     if resolved == "triton" and lean:
         if through_custom_op():  # compile/export see one opaque op (.library)
             from helix.ops.bimamba.library import bimamba_inner_triton_op as bimamba_inner_fused
@@ -31,4 +38,44 @@ def bimamba_inner(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out,
                                    backend=resolved, lengths=lengths)
 
 
-__all__ = ["bimamba_inner", "bimamba_inner_reference"]
+def _inner_padded(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R, backend, lean, padded):
+    """:func:`bimamba_inner` of full clips (no ``lengths``) run on ``padded`` tokens, cut back to L.
+
+    The tokens past L are zeros, and the conv is told the clips end at L, so u is zero there; then
+    x_dbl = W_xp u (so B and C) is zero there too, and the scan's state increments delta B u are
+    zero: the backward half's state is still exactly zero when it reaches token L - 1, and the
+    forward half's outputs past L are cut off (their gradients are zero). So the scan runs without
+    lengths, whose masks cost its backward kernel ~10% at 5 s (RESULTS.md section 19), and every
+    result at the first L tokens is that of the unpadded call.
+    """
+    L = h.shape[1]
+    ends = torch.full((h.shape[0],), L, dtype=torch.int64, device=h.device)
+    h = F.pad(h, (0, 0, 0, padded - L))
+    if backend == "triton" and lean:
+        from helix.ops.bimamba.fused import bimamba_inner_fused
+
+        out = bimamba_inner_fused(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
+                                  lengths=ends, scan_lengths=False)
+    else:
+        out = bimamba_inner_reference(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
+                                      backend=backend, lengths=ends, scan_lengths=False)
+    return out[..., :L]
+
+
+TOKEN_ALIGN = 16
+"""The Triton path runs on token counts that are multiples of this (:func:`aligned_tokens`)."""
+
+
+def aligned_tokens(L: int) -> int:
+    """The token count the Triton path runs a batch of full length-L clips on: L rounded up to a
+    multiple of :data:`TOKEN_ALIGN` (:func:`_inner_padded`; batches with ``lengths`` run as they are).
+
+    Why: a (B, C, L) bf16 row of L = 500 tokens is 1,000 bytes, so its 32-step chunks start off the
+    32-byte sectors (each warp's 64-byte load of a chunk touches three sectors, not two), and cuBLAS
+    takes its pre-Hopper kernels for products whose L is not a multiple of 8. On the H200 a 5 s, B=32
+    Pure Mamba raw training step (L = 500) took 19.9 ms of kernels, against 16.7 ms at L = 512
+    (benchmarks/RESULTS.md section 19)."""
+    return -(-L // TOKEN_ALIGN) * TOKEN_ALIGN
+
+
+__all__ = ["TOKEN_ALIGN", "aligned_tokens", "bimamba_inner", "bimamba_inner_reference"]

@@ -39,17 +39,18 @@ class BiMambaInnerFn(torch.autograd.Function):
     compute dtype, except conv_w/conv_b/A/D/dt_bias in fp32; ``R`` is the dt rank per direction."""
 
     @staticmethod
-    def forward(ctx, h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R, cfg, lengths=None):
+    def forward(ctx, h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R, cfg, lengths=None,
+                scan_lengths=True):
         h_t = h.transpose(1, 2)
         z = bmm(w_z, h_t)
         u = conv.conv_forward(bmm(w_x, h_t), conv_w, conv_b, True, lengths)
         x_dbl = bmm(w_xp, u)
         delta = bmm(w_dt, x_dbl[:, :2 * R])
         Bm, Cm = _bc(x_dbl, R, cfg)
-        y, _ = scan.scan_forward(u, delta, A, Bm, Cm, D, z, dt_bias, True, True, False, cfg, lengths,
-                                 save_states=False)
+        y, _ = scan.scan_forward(u, delta, A, Bm, Cm, D, z, dt_bias, True, True, False, cfg,
+                                 lengths if scan_lengths else None, save_states=False)
         ctx.save_for_backward(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, lengths)
-        ctx.R, ctx.cfg = R, cfg
+        ctx.R, ctx.cfg, ctx.scan_lengths = R, cfg, scan_lengths
         # (B, Dm, L) as a view of the token-major product: the block adds its bias and residual along
         # tokens, so they read it contiguously (a (B, Dm, L) result made them strided kernels)
         return bmm_tokens(w_out, y).transpose(1, 2)
@@ -70,8 +71,8 @@ class BiMambaInnerFn(torch.autograd.Function):
         dy = bmm(w_out.t(), dout)
         # ddelta and dz overwrite the recomputed delta and z; the forward's output y overwrites dy
         du, ddelta, dA, dB, dC, dD, dz, dbias = scan.scan_backward(
-            dy, u, delta, A, Bm, Cm, D, z, dt_bias, None, True, True, False, cfg, overwrite=True, lengths=lengths,
-            y_out=dy)
+            dy, u, delta, A, Bm, Cm, D, z, dt_bias, None, True, True, False, cfg, overwrite=True,
+            lengths=lengths if getattr(ctx, "scan_lengths", True) else None, y_out=dy)
         d_w_out = _wgrad(dout, dy)
         del dy, delta, z, Bm, Cm
         d_w_z = _wgrad(dz, h_t)
@@ -87,13 +88,16 @@ class BiMambaInnerFn(torch.autograd.Function):
         del du
         d_w_x = _wgrad(dx_in, h_t)
         dh.baddbmm_(dx_in.transpose(1, 2), w_x.expand(dx_in.shape[0], -1, -1))  # += dx_in[b]^T w_x
-        return (dh, d_w_x, d_w_z, d_conv_w, d_conv_b, d_w_xp, d_w_dt, dA, dD, dbias, d_w_out, None, None, None)
+        return (dh, d_w_x, d_w_z, d_conv_w, d_conv_b, d_w_xp, d_w_dt, dA, dD, dbias, d_w_out, None, None, None,
+                None)
 
 
-def bimamba_inner_fused(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R: int, lengths=None):
+def bimamba_inner_fused(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R: int, lengths=None,
+                        scan_lengths: bool = True):
     """The lean Triton path; arguments and result as :func:`bimamba_inner_reference`, plus
-    ``lengths`` (B,) valid tokens per clip (None: all)."""
+    ``lengths`` (B,) valid tokens per clip (None: all) and ``scan_lengths`` (False: lengths for the
+    conv only, as :func:`bimamba_inner_reference` takes it)."""
     if lengths is not None:
         lengths = lengths.to(device=h.device, dtype=torch.int64).contiguous()
     return BiMambaInnerFn.apply(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
-                                scan.DEFAULT_CONFIG, lengths)
+                                scan.DEFAULT_CONFIG, lengths, scan_lengths)

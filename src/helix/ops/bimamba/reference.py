@@ -59,8 +59,11 @@ def split_bc(x_dbl: torch.Tensor, R: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def bimamba_inner_reference(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R: int,
-                            backend: str = "reference", lengths=None):
-    """h (B, L, Dm) -> W_out y (B, Dm, L), every step a differentiable op on ``backend``."""
+                            backend: str = "reference", lengths=None, scan_lengths: bool = True):
+    """h (B, L, Dm) -> W_out y (B, Dm, L), every step a differentiable op on ``backend``.
+
+    ``scan_lengths=False``: ``lengths`` reach the conv only (the scan runs to L over the zeros the
+    conv leaves past each end: the padded call of :func:`helix.ops.bimamba.bimamba_inner`)."""
     h_t = h.transpose(1, 2)  # (B, Dm, L) view: cuBLAS reads it as a transposed operand
     # x and z as two products rather than slices of one: a slice's backward would zero-fill a
     # (B, 4E, L) gradient per block
@@ -71,5 +74,5 @@ def bimamba_inner_reference(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bi
     dt, Bm, Cm = split_dbl(x_dbl, R)
     delta = bmm(w_dt, dt)  # (B, 2E, L)
     y = selective_scan_bidirectional(u, delta, A, Bm, Cm, D, z=z, delta_bias=dt_bias, delta_softplus=True,
-                                     backend=backend, lengths=lengths)  # (B, 2E, L)
+                                     backend=backend, lengths=lengths if scan_lengths else None)  # (B, 2E, L)
     return bmm(w_out, y)  # (B, Dm, L)
