@@ -61,3 +61,30 @@ def test_fp16_resume_after_a_crash_continues_the_run(tiny):
     assert [r["step"] for r in b] == list(range(1, 13))
     # GPU kernels may reduce in a different order from run to run: equal up to rounding
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-2)
+
+
+def test_step_stats_hold_the_values_of_their_step():
+    """The non-blocking copy is queued with the step: values the device overwrites afterwards (the
+    next step's) do not reach it, and reading it waits for its own step only."""
+    from helix.training.loop import StepStats
+
+    x = torch.tensor([1.5, 2.0, 3.0], device="cuda")
+    stats = StepStats(x)
+    x.fill_(7.0)
+    torch.cuda._sleep(10_000_000)  # a long kernel queued after the copy: reading does not wait for it
+    assert stats.tolist() == [1.5, 2.0, 3.0]
+    assert not torch.cuda.current_stream().query()
+    torch.cuda.synchronize()
+
+
+def test_uploads_on_the_copy_stream_reach_the_compute_stream_in_order():
+    """A batch copied on the side stream is complete for the kernels queued after it on the compute
+    stream, even behind a long kernel, and the copy itself did not wait for that kernel."""
+    from helix.training.step import _COPY_STREAMS, upload
+
+    host = (torch.arange(1 << 20) % 7).pin_memory()  # int64: sums compare exactly
+    torch.cuda._sleep(10_000_000)  # the compute stream is busy for ~5 ms
+    (dev,) = upload(torch.device("cuda"), host)
+    _COPY_STREAMS[torch.device("cuda")].synchronize()
+    assert not torch.cuda.current_stream().query()  # the copy is done, the sleep still runs
+    assert dev.sum().item() == float(host.sum())

@@ -71,13 +71,35 @@ class MicroBatch:
         return self.labels if self.lam >= 0.5 else self.labels_b
 
 
+_COPY_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def upload(device: torch.device, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Host tensors (pinned by the loader) on ``device``. On CUDA they are copied on a side stream
+    the compute stream then waits for: with the host a step ahead, a batch's upload runs while the
+    previous step's kernels do, instead of after them (10 MB per 5 s batch at B=32)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return tuple(t.to(device) for t in tensors)
+    stream = _COPY_STREAMS.get(device)
+    if stream is None:
+        stream = _COPY_STREAMS[device] = torch.cuda.Stream(device)
+    compute = torch.cuda.current_stream(device)
+    with torch.cuda.stream(stream):
+        out = tuple(t.to(device, non_blocking=True) for t in tensors)
+    compute.wait_stream(stream)
+    for t in out:
+        t.record_stream(compute)  # allocated on the copy stream, used (and freed) on the compute stream
+    return out
+
+
 def draw_micro_batch(p: StepParts, batch, step: int, micro: int) -> MicroBatch:
     """Move micro-batch ``micro`` of optimizer step ``step`` to the device and augment it there
     (shift, gain, noise, mixup), with random numbers from (seed, step, micro, rank) only."""
     cfg, accum = p.cfg, p.cfg.optim.grad_accum_steps
     wave, labels, lengths = split_batch(batch)
-    wave = wave.to(p.device, non_blocking=True).float()       # (B, T)
-    labels = labels.to(p.device, non_blocking=True)           # (B,) or (B, C) label vectors
+    wave, labels = upload(p.device, wave, labels)            # (B, T); (B,) or (B, C) label vectors
+    wave = wave.float()
     labels_b, lam = labels, 1.0
     if cfg.augment.enabled:
         host, dev = step_generators(cfg.seed, step * accum + micro, p.rank, p.device)
