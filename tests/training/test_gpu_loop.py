@@ -83,6 +83,12 @@ def test_uploads_on_the_copy_stream_reach_the_compute_stream_in_order():
     from helix.training.step import _COPY_STREAMS, upload
 
     host = (torch.arange(1 << 20) % 7).pin_memory()  # int64: sums compare exactly
+    # one upload first, so the copy stream's block is cached: a fresh cudaMalloc can synchronize the
+    # device (the likely reason the first version of this test failed on the H200); a training loop's
+    # steady state allocates from the cache
+    (warm,) = upload(torch.device("cuda"), host)
+    del warm
+    torch.cuda.synchronize()
     torch.cuda._sleep(10_000_000)  # the compute stream is busy for ~5 ms
     (dev,) = upload(torch.device("cuda"), host)
     _COPY_STREAMS[torch.device("cuda")].synchronize()
