@@ -9,22 +9,10 @@ runs its sm90 kernels, a third faster. Times are CUDA-event means of 50 calls af
 """
 
 import torch
+from bench_projections import ms_per_call as timed
 
 B, DM, E2, R2, NN = 32, 256, 1024, 32, 128
 DEV, DT = "cuda", torch.bfloat16
-
-
-def timed(fn, reps: int = 50) -> float:
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / reps
 
 
 def rows(channels: int, L: int, stride: int) -> torch.Tensor:
