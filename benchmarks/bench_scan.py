@@ -58,6 +58,10 @@ CONFIGS = {
     "t32-dg128-w1-serial-f4096": ScanConfig(32, 128, 1, fwd_chunks="serial", serial_fill=4096),
     # the scans loading each channel's inputs when they use them (before session 15's default: one ahead)
     "t32-dg128-w1-noprefetch": ScanConfig(32, 128, 1, prefetch=False),
+    # the Gluon backward's dB, dC accumulators in shared memory: slower than registers before the loads
+    # went one channel ahead (RESULTS.md section 14); with them, offline (Triton 3.6, sm_90) its channel
+    # loop has no spills and 1,061 instructions against 27/34 spill stores/loads and 1,088 (section 19)
+    "t32-dg128-w1-accsmem": ScanConfig(32, 128, 1, bwd_smem="acc"),
 }
 
 
