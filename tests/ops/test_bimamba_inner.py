@@ -140,6 +140,7 @@ def test_lean_inner_hands_its_output_and_dh_over_token_major():
     ours = {k: v.float().to(DEVICE) for k, v in inputs.items()}
     y = bimamba_inner(**ours, R=R, backend="triton", lean=True)
     assert y.shape == (2, 8, 48) and y.transpose(1, 2).is_contiguous()
-    ctx = type("Ctx", (), {"saved_tensors": (*ours.values(), None), "R": R, "cfg": fused.scan.DEFAULT_CONFIG})()
+    ctx = type("Ctx", (), {"saved_tensors": (*ours.values(), None), "R": R, "cfg": fused.scan.DEFAULT_CONFIG,
+                                "scan_lengths": True})()
     dh = fused.BiMambaInnerFn.backward(ctx, torch.randn_like(y))[0]
     assert dh.shape == ours["h"].shape and dh.is_contiguous()

@@ -23,43 +23,33 @@ def bimamba_inner(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out,
     """
     resolved = resolve_backend(backend, h)
     L = h.shape[1]
-    padded = aligned_tokens(L) if resolved == "triton" and lengths is None else L
-    if padded != L and not (lean and through_custom_op()):
-        return _inner_padded(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R, resolved, lean, padded)
+    padded = L
+    if resolved == "triton" and lengths is None and not (lean and through_custom_op()):
+        padded = aligned_tokens(L)
+    scan_lengths = padded == L
+    if not scan_lengths:
+        # full clips on aligned rows: zero tokens past L, and the conv (only) told every clip ends at L,
+        # so u is zero there; then x_dbl = W_xp u (so B and C) is zero too and the scan's state
+        # increments delta B u are zero: the backward half's state is still exactly zero when it reaches
+        # token L - 1, and the forward half's outputs past L are cut off (their gradients are zero). The
+        # scan runs without lengths, whose masks cost its backward kernel 22% at 5 s (RESULTS.md section
+        # 19), and every result at the first L tokens is that of the unpadded call.
+        lengths = torch.full((h.shape[0],), L, dtype=torch.int64, device=h.device)
+        h = F.pad(h, (0, 0, 0, padded - L))
     if resolved == "triton" and lean:
-        if through_custom_op():  # compile/export see one opaque op (.library)
-            from helix.ops.bimamba.library import bimamba_inner_triton_op as bimamba_inner_fused
-        else:
-            from helix.ops.bimamba.fused import bimamba_inner_fused
+        if through_custom_op():  # compile/export see one opaque op (.library); never padded
+            from helix.ops.bimamba.library import bimamba_inner_triton_op
 
-        return bimamba_inner_fused(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
-                                   lengths=lengths)
-    return bimamba_inner_reference(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
-                                   backend=resolved, lengths=lengths)
-
-
-def _inner_padded(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R, backend, lean, padded):
-    """:func:`bimamba_inner` of full clips (no ``lengths``) run on ``padded`` tokens, cut back to L.
-
-    The tokens past L are zeros, and the conv is told the clips end at L, so u is zero there; then
-    x_dbl = W_xp u (so B and C) is zero there too, and the scan's state increments delta B u are
-    zero: the backward half's state is still exactly zero when it reaches token L - 1, and the
-    forward half's outputs past L are cut off (their gradients are zero). So the scan runs without
-    lengths, whose masks cost its backward kernel ~10% at 5 s (RESULTS.md section 19), and every
-    result at the first L tokens is that of the unpadded call.
-    """
-    L = h.shape[1]
-    ends = torch.full((h.shape[0],), L, dtype=torch.int64, device=h.device)
-    h = F.pad(h, (0, 0, 0, padded - L))
-    if backend == "triton" and lean:
+            return bimamba_inner_triton_op(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
+                                           lengths=lengths)
         from helix.ops.bimamba.fused import bimamba_inner_fused
 
         out = bimamba_inner_fused(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
-                                  lengths=ends, scan_lengths=False)
+                                  lengths=lengths, scan_lengths=scan_lengths)
     else:
         out = bimamba_inner_reference(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
-                                      backend=backend, lengths=ends, scan_lengths=False)
-    return out[..., :L]
+                                      backend=resolved, lengths=lengths, scan_lengths=scan_lengths)
+    return out if scan_lengths else out[..., :L]
 
 
 TOKEN_ALIGN = 16
@@ -68,7 +58,7 @@ TOKEN_ALIGN = 16
 
 def aligned_tokens(L: int) -> int:
     """The token count the Triton path runs a batch of full length-L clips on: L rounded up to a
-    multiple of :data:`TOKEN_ALIGN` (:func:`_inner_padded`; batches with ``lengths`` run as they are).
+    multiple of :data:`TOKEN_ALIGN` (:func:`bimamba_inner`; batches with ``lengths`` run as they are).
 
     Why: a (B, C, L) bf16 row of L = 500 tokens is 1,000 bytes, so its 32-step chunks start off the
     32-byte sectors (each warp's 64-byte load of a chunk touches three sectors, not two), and cuBLAS

@@ -72,7 +72,7 @@ class BiMambaInnerFn(torch.autograd.Function):
         # ddelta and dz overwrite the recomputed delta and z; the forward's output y overwrites dy
         du, ddelta, dA, dB, dC, dD, dz, dbias = scan.scan_backward(
             dy, u, delta, A, Bm, Cm, D, z, dt_bias, None, True, True, False, cfg, overwrite=True,
-            lengths=lengths if getattr(ctx, "scan_lengths", True) else None, y_out=dy)
+            lengths=lengths if ctx.scan_lengths else None, y_out=dy)
         d_w_out = _wgrad(dout, dy)
         del dy, delta, z, Bm, Cm
         d_w_z = _wgrad(dz, h_t)

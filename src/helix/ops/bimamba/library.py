@@ -61,7 +61,7 @@ def _inner_bwd(dout: Tensor, h: Tensor, w_x: Tensor, w_z: Tensor, conv_w: Tensor
                lengths: Optional[Tensor]) -> list[Tensor]:
     conv_w, conv_b, A, D, dt_bias, lengths = _dense(conv_w, conv_b, A, D, dt_bias, lengths)
     weights = (w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out)
-    ctx = SavedCtx((h, *weights, lengths), R=R, cfg=_config())
+    ctx = SavedCtx((h, *weights, lengths), R=R, cfg=_config(), scan_lengths=True)
     grads = _fused().BiMambaInnerFn.backward(ctx, dout)[:11]
     return [conform(g, *m) for g, m in zip(grads, _inner_bwd_meta(h, weights))]
 
