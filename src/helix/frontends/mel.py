@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helix.frontends.checks import check_lengths, check_waveform
+from helix.ops.layer_norm import apply_norm
 from helix.ops.lengths import valid_mask
 
 
@@ -148,7 +149,7 @@ class MelFrontend(nn.Module):
         check_waveform(wave, self.min_samples, "mel frontend")
         lengths = check_lengths(lengths, wave, self.min_samples, "mel frontend")
         grid = self.patch_grid(wave, lengths)  # (B, D, Fm, Ft)
-        tokens = self.norm(grid.permute(0, 3, 2, 1).flatten(1, 2))  # time-major: (B, Ft * Fm, D)
+        tokens = apply_norm(self.norm, grid.permute(0, 3, 2, 1).flatten(1, 2))  # time-major: (B, Ft * Fm, D)
         if lengths is None:
             return tokens
         return tokens * valid_mask(self.token_lengths(lengths), tokens.shape[1]).unsqueeze(-1).to(tokens.dtype)

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helix.ops.layer_norm import apply_norm
 from helix.ops.lengths import valid_mask
 
 from helix.frontends.checks import check_lengths, check_waveform
@@ -52,7 +53,7 @@ class RawFrontend(nn.Module):
         what = "raw frontend (Conv1d k=160)"
         check_waveform(wave, self.min_samples, what)
         lengths = check_lengths(lengths, wave, self.min_samples, what)
-        x = self.norm(self.tokens(wave))
+        x = apply_norm(self.norm, self.tokens(wave))
         if lengths is None:
             return x
         return x * valid_mask(self.token_lengths(lengths), x.shape[1]).unsqueeze(-1).to(x.dtype)

@@ -23,6 +23,7 @@ from helix.layers.lean import check_setting, is_lean
 from helix.layers.mamba import MambaMixer
 from helix.ops.backend import resolve_backend
 from helix.ops.bimamba import bimamba_inner
+from helix.ops.layer_norm import apply_norm
 from helix.ops.lengths import reverse_within
 
 
@@ -70,7 +71,8 @@ class BiMambaBlock(nn.Module):
         two-mixer path. ``lean`` saves only h, x_dbl and y and recomputes the rest in backward;
         otherwise autograd composes the ops and keeps everything."""
         dtype = _compute_dtype(x)
-        h = self.norm(x).to(dtype)  # (B, L, Dm), one cast here instead of one per product
+        # (B, L, Dm) in the compute dtype from one kernel on CUDA (the products take it anyway)
+        h = apply_norm(self.norm, x, dtype)
         w = _composed_weights(self, dtype)
         out = bimamba_inner(h, **w, R=self.fwd.ssm.dt_rank, backend=self.fwd.ssm.scan_backend,
                             lean=is_lean(self.lean, x), lengths=lengths)

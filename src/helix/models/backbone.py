@@ -19,6 +19,7 @@ from helix.layers.attention import AttentionBlock
 from helix.layers.bimamba import BiMambaBlock
 from helix.models.config import ModelConfig
 from helix.models.params import solve_ffn_width
+from helix.ops.layer_norm import apply_norm
 from helix.ops.lengths import valid_mask
 
 
@@ -85,7 +86,7 @@ class HelixClassifier(nn.Module):
                 x = checkpoint(layer, x, tok, use_reentrant=False)
             else:
                 x = layer(x, tok)
-        x = self.norm(x)
+        x = apply_norm(self.norm, x)
         if tok is not None:
             x = x * valid_mask(tok, x.shape[1]).unsqueeze(-1).to(x.dtype)
         return (x, tok) if return_lengths else x

@@ -1,0 +1,101 @@
+"""The LayerNorm kernels (``ops/layer_norm``) against their reference: outputs and every gradient.
+
+Without a GPU the kernels run in Triton's interpreter (``conftest.py``); with one they are compiled.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+from helix.ops.layer_norm import MIN_ROWS, apply_norm, layer_norm, layer_norm_reference  # noqa: E402
+from helix.ops.layer_norm import triton as kernels  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _inputs(M, D, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(M, D, generator=g) * 3 + 1).to(DEVICE)
+    w = (torch.randn(D, generator=g) * 0.5 + 1).to(DEVICE)
+    b = (torch.randn(D, generator=g) * 0.2).to(DEVICE)
+    return x, w, b
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("M,D", [(1, 256), (37, 256), (50, 100), (3, 1), (16, 64)])
+def test_matches_the_reference_with_every_gradient(M, D, out_dtype):
+    """Odd row counts (a partial last block of 16 rows), D not a power of two, D = 1 (the output is the
+    bias); gradients against the float64 reference."""
+    x, w, b = _inputs(M, D)
+    ours = [t.clone().requires_grad_() for t in (x, w, b)]
+    ref = [t.double().clone().requires_grad_() for t in (x, w, b)]
+    y = kernels.layer_norm_triton(*ours, 1e-5, out_dtype)
+    y_ref = layer_norm_reference(*ref, 1e-5, torch.float64)
+    assert y.dtype == out_dtype and y.shape == (M, D)
+    tol = 1e-5 if out_dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(y.double(), y_ref, rtol=tol, atol=tol)
+    dy = torch.randn(M, D, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    y.backward(dy.to(out_dtype))
+    y_ref.backward(dy.double().to(out_dtype).double())
+    for name, a, r in zip(("x", "weight", "bias"), ours, ref):
+        assert a.grad.dtype == torch.float32, name
+        torch.testing.assert_close(a.grad.double(), r.grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_the_backward_sums_weight_gradients_over_every_program(monkeypatch):
+    """Few backward programs, each walking several 16-row blocks with a ragged tail: every row's
+    contribution to dweight and dbias is counted once."""
+    monkeypatch.setattr(kernels, "BWD_PROGRAMS", 3)
+    x, w, b = _inputs(16 * 7 + 5, 48, seed=2)
+    ours = [t.clone().requires_grad_() for t in (x, w, b)]
+    ref = [t.double().clone().requires_grad_() for t in (x, w, b)]
+    kernels.layer_norm_triton(*ours, 1e-5, torch.float32).sum().backward()
+    layer_norm_reference(*ref, 1e-5, torch.float64).sum().backward()
+    for a, r in zip(ours, ref):
+        torch.testing.assert_close(a.grad.double(), r.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_keeps_leading_axes_and_handles_no_rows():
+    x, w, b = _inputs(2 * 3 * 5, 32)
+    y = kernels.layer_norm_triton(x.view(2, 3, 5, 32), w, b, 1e-5, torch.float32)
+    assert y.shape == (2, 3, 5, 32)
+    torch.testing.assert_close(y.reshape(30, 32), layer_norm_reference(x, w, b, 1e-5, torch.float32),
+                               rtol=1e-5, atol=1e-5)
+    empty = torch.zeros(0, 32, device=DEVICE, requires_grad=True)
+    kernels.layer_norm_triton(empty, w, b, 1e-5, torch.bfloat16).sum().backward()
+    assert empty.grad.shape == (0, 32)
+
+
+def test_norms_run_as_their_module_where_the_kernels_do_not_apply():
+    """Off CUDA, or below ``MIN_ROWS`` rows, ``apply_norm`` is the ``nn.LayerNorm`` module itself (cast
+    if asked) and ``layer_norm`` its reference: CPU runs and short clips compute what they did."""
+    x, w, b = _inputs(5, 16)
+    norm = torch.nn.LayerNorm(16).to(DEVICE)
+    assert torch.equal(apply_norm(norm, x), norm(x))
+    assert torch.equal(apply_norm(norm, x, torch.bfloat16), norm(x).to(torch.bfloat16))
+    assert torch.equal(layer_norm(x, w, b, 1e-5, torch.bfloat16), layer_norm_reference(x, w, b, 1e-5, torch.bfloat16))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_norms_of_many_rows_take_the_kernels_and_match_the_module(monkeypatch):
+    """At ``MIN_ROWS`` rows on CUDA the kernels run (the reference is made to fail) and give the module's
+    output under autocast (fp32) and its gradients."""
+    norm = torch.nn.LayerNorm(256).cuda()
+    x = torch.randn(2, MIN_ROWS // 2, 256, device="cuda", requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        want = norm(x)
+    want.sum().backward()
+    grads = [t.grad.clone() for t in (x, norm.weight, norm.bias)]
+    for t in (x, norm.weight, norm.bias):
+        t.grad = None
+    monkeypatch.setattr("helix.ops.layer_norm.layer_norm_reference", None)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got = apply_norm(norm, x)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    for g, t in zip(grads, (x, norm.weight, norm.bias)):
+        torch.testing.assert_close(t.grad, g, rtol=1e-4, atol=1e-3)
