@@ -32,7 +32,9 @@ class MultiHeadAttention(nn.Module):
         """h (B, L, D) -> (B, L, D); keys past ``lengths[b]`` are masked (None: no mask at all)."""
         Bsz, L, Dm = h.shape
         qkv = self.qkv(h).view(Bsz, L, 3, self.n_heads, Dm // self.n_heads).permute(2, 0, 3, 1, 4)
-        y = attention(qkv[0], qkv[1], qkv[2], self.impl, lengths)  # (B, H, L, Dh)
+        # unbind, not qkv[i]: three selects' backward each zero-fills and adds a (3, B, H, L, Dh) buffer
+        q, k, v = qkv.unbind(0)
+        y = attention(q, k, v, self.impl, lengths)  # (B, H, L, Dh)
         return self.out(y.transpose(1, 2).reshape(Bsz, L, Dm))
 
 

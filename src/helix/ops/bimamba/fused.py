@@ -82,7 +82,7 @@ class BiMambaInnerFn(torch.autograd.Function):
         d_xdbl = torch.cat([bmm(w_dt.t(), ddelta), dB.flatten(1, 2).to(dtype), dC.flatten(1, 2).to(dtype)], dim=1)
         del ddelta, dB, dC
         d_w_xp = _wgrad(d_xdbl, u)
-        du += bmm(w_xp.t(), d_xdbl)
+        du.baddbmm_(w_xp.t().expand(du.shape[0], -1, -1), d_xdbl)  # += w_xp^T d_xdbl[b], no (B, D, L) temporary
         del d_xdbl, u
         dx_in, d_conv_w, d_conv_b = conv.conv_backward(bmm(w_x, h_t), conv_w, conv_b, du, True, lengths)
         del du
