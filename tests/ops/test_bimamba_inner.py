@@ -140,7 +140,23 @@ def test_lean_inner_hands_its_output_and_dh_over_token_major():
     ours = {k: v.float().to(DEVICE) for k, v in inputs.items()}
     y = bimamba_inner(**ours, R=R, backend="triton", lean=True)
     assert y.shape == (2, 8, 48) and y.transpose(1, 2).is_contiguous()
-    ctx = type("Ctx", (), {"saved_tensors": (*ours.values(), None), "R": R, "cfg": fused.scan.DEFAULT_CONFIG,
+    ctx = type("Ctx", (), {"saved_tensors": (*ours.values(), None), "R": R, "cfg": fused.scan.LEAN_CONFIG,
                                 "scan_lengths": True})()
     dh = fused.BiMambaInnerFn.backward(ctx, torch.randn_like(y))[0]
     assert dh.shape == ours["h"].shape and dh.is_contiguous()
+
+
+def test_the_lean_block_stores_chunk_states_in_bf16_for_bf16_activations(monkeypatch):
+    """The lean op (the long-clip path) runs the scan with ``LEAN_CONFIG``: bf16 chunk states for bf16
+    activations (1 GB less at 300 s, B=8), fp32 for fp32 ones; the other paths keep ``DEFAULT_CONFIG``."""
+    from helix.ops.bimamba import fused
+
+    seen = []
+    apply = fused.BiMambaInnerFn.apply
+    monkeypatch.setattr(fused.BiMambaInnerFn, "apply", lambda *a: seen.append(a[12]) or apply(*a))
+    inputs, R = _inputs(L=48)
+    bimamba_inner(**{k: v.float().to(DEVICE) for k, v in inputs.items()}, R=R, backend="triton", lean=True)
+    assert seen and seen[0] is fused.scan.LEAN_CONFIG
+    assert seen[0].state_dtype(torch.bfloat16) == torch.bfloat16
+    assert seen[0].state_dtype(torch.float32) == torch.float32
+    assert fused.scan.DEFAULT_CONFIG.state_dtype(torch.bfloat16) == torch.float32

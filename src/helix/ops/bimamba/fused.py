@@ -100,4 +100,4 @@ def bimamba_inner_fused(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, 
     if lengths is not None:
         lengths = lengths.to(device=h.device, dtype=torch.int64).contiguous()
     return BiMambaInnerFn.apply(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
-                                scan.DEFAULT_CONFIG, lengths, scan_lengths)
+                                scan.LEAN_CONFIG, lengths, scan_lengths)

@@ -30,7 +30,7 @@ def _dense(*tensors):
 
 
 def _config():
-    return load_kernels("selective_scan.triton").DEFAULT_CONFIG
+    return load_kernels("selective_scan.triton").LEAN_CONFIG
 
 
 @torch.library.custom_op(f"{NAMESPACE}::bimamba_inner_triton", mutates_args=())
