@@ -21,6 +21,8 @@ p.add_argument("--model", default="pure_mamba_raw")
 p.add_argument("--seconds", type=float, default=300.0)
 p.add_argument("--batch", type=int, default=8)
 p.add_argument("--top", type=int, default=14)
+p.add_argument("--by-op", action="store_true",
+               help="also list the operators (with input shapes) by the CUDA time of their own kernels")
 p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                help="model config overrides, e.g. lean_blocks=false (values: true/false, ints, or text)")
 args = p.parse_args()
@@ -52,16 +54,25 @@ def step():
 for _ in range(2):
     step()
 torch.cuda.synchronize()
-with profile(activities=[ProfilerActivity.CUDA]) as prof:
+activities = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if args.by_op else [])
+with profile(activities=activities, record_shapes=args.by_op) as prof:
     step()
     torch.cuda.synchronize()
 rows = []
 for ev in prof.key_averages():
     t = getattr(ev, "device_time_total", 0) or getattr(ev, "cuda_time_total", 0)
-    if t:
+    if t and ev.device_type == torch.autograd.DeviceType.CUDA:
         rows.append((t / 1e3, ev.count, ev.key[:70]))
 rows.sort(reverse=True)
 tag = f"{args.label} {args.model} {args.seconds:g}s B={args.batch} {overrides or ''}"
 print(tag, "total kernel ms", round(sum(r[0] for r in rows), 1), "kernels", sum(r[1] for r in rows))
 for r in rows[:args.top]:
     print(f"{args.label:4s} {r[0]:8.2f} ms x{r[1]:<4d} {r[2]}")
+if args.by_op:
+    ops = [(ev.self_device_time_total / 1e3, ev.count, ev.key, str(ev.input_shapes)[:90])
+           for ev in prof.key_averages(group_by_input_shape=True)
+           if ev.device_type == torch.autograd.DeviceType.CPU and ev.self_device_time_total > 0]
+    ops.sort(reverse=True)
+    print(f"{args.label} operators by their kernels' CUDA time")
+    for t, count, key, shapes in ops[:args.top]:
+        print(f"{args.label:4s} {t:8.2f} ms x{count:<4d} {key[:40]:40s} {shapes}")
