@@ -9,7 +9,8 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-from helix.ops.layer_norm import MIN_ROWS, apply_norm, layer_norm, layer_norm_reference  # noqa: E402
+from helix.ops.layer_norm import MAX_D, MIN_ROWS, apply_norm, layer_norm, sizes_apply  # noqa: E402
+from helix.ops.layer_norm import layer_norm_reference  # noqa: E402
 from helix.ops.layer_norm import triton as kernels  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -48,7 +49,7 @@ def test_the_backward_sums_weight_gradients_over_every_program(monkeypatch):
     """Few backward programs, each walking several 16-row blocks with a ragged tail: every row's
     contribution to dweight and dbias is counted once."""
     monkeypatch.setattr(kernels, "BWD_PROGRAMS", 3)
-    x, w, b = _inputs(16 * 7 + 5, 48, seed=2)
+    x, w, b = _inputs(kernels._rows(48) * 7 + 5, 48, seed=2)  # 8 row blocks: 3, 3 and 2 per program
     ours = [t.clone().requires_grad_() for t in (x, w, b)]
     ref = [t.double().clone().requires_grad_() for t in (x, w, b)]
     kernels.layer_norm_triton(*ours, 1e-5, torch.float32).sum().backward()
@@ -76,6 +77,14 @@ def test_norms_run_as_their_module_where_the_kernels_do_not_apply():
     assert torch.equal(apply_norm(norm, x), norm(x))
     assert torch.equal(apply_norm(norm, x, torch.bfloat16), norm(x).to(torch.bfloat16))
     assert torch.equal(layer_norm(x, w, b, 1e-5, torch.bfloat16), layer_norm_reference(x, w, b, 1e-5, torch.bfloat16))
+
+
+def test_the_kernels_take_many_rows_of_the_measured_width_only():
+    """At least ``MIN_ROWS`` rows (host cost of an eager launch) of at most ``MAX_D`` (the width
+    measured on the H200); everything else keeps PyTorch's kernel."""
+    assert sizes_apply((8, 30000, 256)) and sizes_apply((2, MIN_ROWS // 2, 64))
+    assert not sizes_apply((2, MIN_ROWS // 2 - 1, 256))  # 5 s at B=32: 16,000 rows
+    assert not sizes_apply((8, 30000, MAX_D + 1)) and not sizes_apply((MIN_ROWS, 0)) and not sizes_apply(())
 
 
 @pytest.mark.gpu

@@ -2,7 +2,8 @@
 
 At 300 s (B=8, 240,000 rows of D = 256) PyTorch's LayerNorm plus the cast of its fp32 output to bf16
 took 0.495 ms forward on the H200, this 0.092 ms (``benchmarks/bench_layer_norm.py``, RESULTS.md
-section 20). Here a program normalises ``ROWS`` rows at once and writes bf16 directly;
+section 20). Here a program normalises ``TILE`` elements' worth of rows at once (16 at D = 256) and
+writes bf16 directly;
 the backward computes dx in one pass and the weight and bias gradients as per-program partial sums
 (each program walks several row blocks, so there are few partials), summed by one small reduction.
 Reference: :func:`helix.ops.layer_norm.reference.layer_norm_reference`.
@@ -14,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-ROWS = 16  # rows per program and per backward step
+TILE = 4096  # elements per program and per backward step: 16 rows of D = 256 (the measured width)
 BWD_PROGRAMS = 512  # backward programs at most, each summing its rows' dw, db (fastest of 512-16384 on the H200)
 
 
@@ -75,6 +76,11 @@ def _block_d(D: int) -> int:
     return max(triton.next_power_of_2(D), 16)
 
 
+def _rows(D: int) -> int:
+    """Rows per program (and per backward step) for rows of D elements."""
+    return max(TILE // _block_d(D), 1)
+
+
 def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
                        out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x (M, D) contiguous -> y (M, D) in ``out_dtype``, mean and rstd (M,) in fp32."""
@@ -83,8 +89,9 @@ def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     mean = torch.empty((M,), dtype=torch.float32, device=x.device)
     rstd = torch.empty((M,), dtype=torch.float32, device=x.device)
     if M:
-        _ln_fwd[(triton.cdiv(M, ROWS),)](x, weight, bias, y, mean, rstd, M, D, eps,
-                                          ROWS=ROWS, BLOCK_D=_block_d(D), num_warps=4)
+        rows = _rows(D)
+        _ln_fwd[(triton.cdiv(M, rows),)](x, weight, bias, y, mean, rstd, M, D, eps,
+                                          ROWS=rows, BLOCK_D=_block_d(D), num_warps=4)
     return y, mean, rstd
 
 
@@ -95,13 +102,14 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     dx = torch.empty_like(x)
     if not M:
         return dx, torch.zeros(D, dtype=torch.float32, device=x.device), torch.zeros_like(weight, dtype=torch.float32)
-    blocks = triton.cdiv(M, ROWS)
+    rows = _rows(D)
+    blocks = triton.cdiv(M, rows)
     per_program = triton.cdiv(blocks, min(blocks, BWD_PROGRAMS))
     programs = triton.cdiv(blocks, per_program)  # every program has at least one block
     dw = torch.empty((programs, D), dtype=torch.float32, device=x.device)
     db = torch.empty((programs, D), dtype=torch.float32, device=x.device)
     _ln_bwd[(programs,)](x, weight, dy, mean, rstd, dx, dw, db, M, D, per_program,
-                         ROWS=ROWS, BLOCK_D=_block_d(D), num_warps=4)
+                         ROWS=rows, BLOCK_D=_block_d(D), num_warps=4)
     return dx, dw.sum(0), db.sum(0)
 
 
