@@ -4,8 +4,8 @@
     PYTHONPATH=src python3 benchmarks/bench_layer_norm.py --rows 240000 16000 --D 256
 
 Rows: B x L tokens (300 s at B=8 is 240,000; 5 s at B=32 is 16,000). Input fp32 (the residual
-stream), output bf16. Time: median of ``triton.testing.do_bench``; bytes: x read, y written (and
-in the backward x, dy read, dx written), against the device's copy rate.
+stream), output bf16. Time: median of ``triton.testing.do_bench``; GB/s counts x read and y written
+(and in the backward x, dy read, dx written).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 
 from helix.layers.lean import check_setting, is_lean
 from helix.ops.attention import ATTENTION_IMPLS, attention
+from helix.ops.backend import compute_dtype
 from helix.ops.layer_norm import apply_norm
 
 
@@ -92,16 +93,10 @@ class AttentionBlock(nn.Module):
         return self._body(x, lengths)
 
     def _body(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        a = x + self.attn(_pre_norm(self.norm1, x), lengths)
-        return a + self.ffn(_pre_norm(self.norm2, a))
-
-
-def _pre_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """``norm(x)`` for a product: under autocast in the autocast dtype (autocast would cast the fp32 norm
-    for the product anyway), from one kernel where :mod:`helix.ops.layer_norm` applies."""
-    if torch.is_autocast_enabled(x.device.type):
-        return apply_norm(norm, x, torch.get_autocast_dtype(x.device.type))
-    return apply_norm(norm, x)
+        # the norms in the products' dtype (autocast would cast their fp32 output for the product anyway),
+        # from one kernel where helix.ops.layer_norm applies
+        a = x + self.attn(apply_norm(self.norm1, x, compute_dtype(x)), lengths)
+        return a + self.ffn(apply_norm(self.norm2, a, compute_dtype(a)))
 
 
 def _attention_saved(ctx, op, *args, **kwargs) -> CheckpointPolicy:

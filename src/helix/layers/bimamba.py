@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from helix.layers.lean import check_setting, is_lean
 from helix.layers.mamba import MambaMixer
-from helix.ops.backend import resolve_backend
+from helix.ops.backend import compute_dtype, resolve_backend
 from helix.ops.bimamba import bimamba_inner
 from helix.ops.layer_norm import apply_norm
 from helix.ops.lengths import reverse_within
@@ -70,7 +70,7 @@ class BiMambaBlock(nn.Module):
         """Both directions stacked along channels (:mod:`helix.ops.bimamba`); same result as the
         two-mixer path. ``lean`` saves only h, x_dbl and y and recomputes the rest in backward;
         otherwise autograd composes the ops and keeps everything."""
-        dtype = _compute_dtype(x)
+        dtype = compute_dtype(x)
         # (B, L, Dm) in the compute dtype from one kernel on CUDA (the products take it anyway)
         h = apply_norm(self.norm, x, dtype)
         w = _composed_weights(self, dtype)
@@ -190,11 +190,3 @@ def _composed_weights(block: BiMambaBlock, dtype: torch.dtype):
     p_f, p_b = block.proj.weight.split(block.proj.weight.shape[0], dim=1)
     w["w_out"] = torch.cat([p_f @ block.fwd.out_proj.weight, p_b @ block.bwd.out_proj.weight], dim=1).to(dtype)
     return w
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The autocast dtype when autocast is on for x's device, else x's own dtype."""
-    kind = x.device.type
-    if torch.is_autocast_enabled(kind):
-        return torch.get_autocast_dtype(kind)
-    return x.dtype

@@ -88,6 +88,15 @@ def preload_cpu_kernels(backend: str) -> None:
             importlib.import_module(f"helix.ops.{module}")
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype products run in for ``x``: the autocast dtype when autocast is on for x's device, else
+    x's own dtype."""
+    kind = x.device.type
+    if torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return x.dtype
+
+
 def through_custom_op() -> bool:
     """Whether the kernels are called through their ``torch.library`` custom ops (``ops/*/library.py``).
 
