@@ -1,6 +1,7 @@
 """Launch shapes of the two streaming kernels (asserts nothing): the chunk carry and the conv forward.
 
     PYTHONPATH=src python3 benchmarks/sweep_stream_kernels.py --kernel carry --sizes 8x30000 32x500 1x300000
+    PYTHONPATH=src python3 benchmarks/sweep_stream_kernels.py --kernel carry --states bfloat16 --sizes 8x30000
     PYTHONPATH=src python3 benchmarks/sweep_stream_kernels.py --kernel conv --sizes 8x30000
 
 Shapes are the BiMamba block's: D = 1,024 channels (both directions), N = 32, K = 4. Every shape's output
@@ -22,15 +23,16 @@ from helix.ops.selective_scan.chunk_state import _chunk_carry
 D, N, K = 1024, 32, 4
 
 
-def sweep_carry(Bsz: int, L: int, top: int) -> None:
+def sweep_carry(Bsz: int, L: int, top: int, states: torch.dtype = torch.float32) -> None:
+    """``states``: the chunk-state buffers' dtype (bfloat16: the lean block's, ``LEAN_CONFIG``)."""
     n_chunks = triton.cdiv(L, 32)
     g = torch.Generator(device="cuda").manual_seed(0)
-    S0 = torch.randn(Bsz, D, n_chunks + 1, N, device="cuda", generator=g)
+    S0 = torch.randn(Bsz, D, n_chunks + 1, N, device="cuda", generator=g).to(states)
     # decays exp(A Sigma) <= e^-2: repeated in-place runs (the timing) stay finite
     Sig = 0.5 + torch.rand(Bsz, D, n_chunks, device="cuda", generator=g)
     A = -4.0 * (1.0 + torch.rand(D, N, device="cuda", generator=g))
     ref = scan._carry(S0.clone(), Sig, A, False, D // 2, True, False)
-    gb = S0.numel() * 4 * 2 / 1e9
+    gb = S0.numel() * S0.element_size() * 2 / 1e9
     S_lib = S0.clone()  # in place: S0 itself stays the input every shape is checked from
     t_lib = triton.testing.do_bench(lambda: scan._carry(S_lib, Sig, A, False, D // 2, True, False),
                                     warmup=5, rep=30, return_mode="median")
@@ -47,11 +49,11 @@ def sweep_carry(Bsz: int, L: int, top: int) -> None:
                         CB=cb, BLOCK_D=block_d, BLOCK_N=N, num_warps=warps)
                     return S
                 S = S0.clone()
-                err = (go(S) - ref).abs().max().item()
+                err = (go(S).float() - ref.float()).abs().max().item()
                 # in place: repeated runs carry the carries, which changes values, not the work
                 t = triton.testing.do_bench(lambda: go(S), warmup=5, rep=30, return_mode="median")
                 rows.append((t, f"channels {block_d}, chunks/step {cb}, warps {warps}, max diff {err:.1e}"))
-    _report(f"_chunk_carry B={Bsz} L={L} ({n_chunks} chunks)", t_lib, gb, rows, top)
+    _report(f"_chunk_carry B={Bsz} L={L} ({n_chunks} chunks, {states})", t_lib, gb, rows, top)
 
 
 def sweep_conv(Bsz: int, L: int, top: int) -> None:
@@ -91,10 +93,14 @@ def main(argv=None) -> None:
     p.add_argument("--kernel", choices=["carry", "conv"], default="carry")
     p.add_argument("--sizes", nargs="+", default=["8x30000", "32x500", "1x300000"], help="BxL")
     p.add_argument("--top", type=int, default=8)
+    p.add_argument("--states", choices=["float32", "bfloat16"], default="float32", help="carry: the buffers' dtype")
     args = p.parse_args(argv)
     for size in args.sizes:
         Bsz, L = (int(v) for v in size.split("x"))
-        (sweep_carry if args.kernel == "carry" else sweep_conv)(Bsz, L, args.top)
+        if args.kernel == "carry":
+            sweep_carry(Bsz, L, args.top, getattr(torch, args.states))
+        else:
+            sweep_conv(Bsz, L, args.top)
         torch.cuda.empty_cache()
 
 

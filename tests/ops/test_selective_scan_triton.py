@@ -363,27 +363,30 @@ def test_gpu_offsets_past_int32():
     assert _chunkwise(y[:, -4:], y_ref, 8192) < TOL[torch.bfloat16][0]
 
 
-@pytest.mark.parametrize("n", [40, 4100], ids=["32-per-step", "64-per-step"])
-def test_chunk_carries_are_computed_in_place(n):
+@pytest.mark.parametrize("n,dtype", [(40, torch.float32), (4100, torch.float32), (40, torch.bfloat16)],
+                         ids=["32-per-step", "64-per-step", "bf16-16-per-step"])
+def test_chunk_carries_are_computed_in_place(n, dtype):
     """The carry pass overwrites the chunk-local sums with the state after each chunk (one state buffer
     at a time, not two): ascending E_c = exp(A Sigma_c) E_{c-1} + S_c with chunk c at row c + 1 and
     row 0 zero; descending from the top, chunk c at row c and row n_chunks zero. 40 chunks are a full
-    step of 32 and a part; from 4,096 chunks on a step takes 64 (65 steps here, the last partial)."""
+    step of 32 and a part (bfloat16 states: two steps of 16 and a part); from 4,096 chunks on a step
+    takes 64 (65 steps here, the last partial)."""
     from helix.ops.selective_scan import triton as scan
 
     g = torch.Generator().manual_seed(3)
     A = -torch.rand(4, 16, generator=g).to(DEVICE) - 0.2
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1.6e-2, atol=1e-5)
     for descending in (False, True):
-        S = torch.rand(2, 4, n + 1, 16, generator=g).to(DEVICE)
+        S = torch.rand(2, 4, n + 1, 16, generator=g).to(DEVICE, dtype)
         Sig = torch.rand(2, 4, n, generator=g).to(DEVICE)
-        local = S[:, :, :n] if descending else S[:, :, 1:]
+        local = (S[:, :, :n] if descending else S[:, :, 1:]).float()
         want = local.clone()
         for c in (range(n - 2, -1, -1) if descending else range(1, n)):
             prev = c + 1 if descending else c - 1
             want[:, :, c] += torch.exp(Sig[:, :, c, None] * A) * want[:, :, prev]
         out = scan._carry(S, Sig, A, False, 4, False, descending)
         assert out.data_ptr() == S.data_ptr()
-        torch.testing.assert_close(out[:, :, :n] if descending else out[:, :, 1:], want, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close((out[:, :, :n] if descending else out[:, :, 1:]).float(), want, **tol)
         assert not (out[:, :, n] if descending else out[:, :, 0]).any()  # the zero row
 
 

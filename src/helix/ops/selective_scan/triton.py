@@ -478,8 +478,10 @@ def _carry(S, Sig, A, backward: bool, d_group: int, bidir: bool, reverse: bool):
     block_n = triton.next_power_of_2(N)
     # one channel and one warp per program, CB chunks per step: the pass is a stream over S, and on the
     # H200 this shape moves it at ~3.6 TB/s, against ~2.3 TB/s for (16, 2, N) tiles over 4 warps (RESULTS.md
-    # section 17); 64 chunks per step only pay on the longest rows (L = 300,000: 9,375 chunks)
-    cb = min(64 if n_chunks >= 4096 else 32, triton.next_power_of_2(n_chunks))
+    # section 17); 64 chunks per step only pay on the longest rows (L = 300,000: 9,375 chunks). With
+    # bfloat16 states (the lean block's) 16 chunks per step: 0.350 against 0.394 ms at 8 x 30,000 (section 21)
+    cb = 64 if n_chunks >= 4096 else (16 if S.element_size() == 2 else 32)
+    cb = min(cb, triton.next_power_of_2(n_chunks))
     _launch(_chunk_carry, (Dtot, Bsz), S, Sig, A, Dtot, d_group, N, n_chunks, BACKWARD=backward, BIDIR=bidir,
             REVERSE=reverse, CB=cb, BLOCK_D=1, BLOCK_N=block_n, num_warps=1)
     return S
