@@ -61,6 +61,18 @@ if AVAILABLE:
         return gl.sum(gl.convert_layout(x, ROW), 1)
 
     @gluon.jit
+    def _sum4(x, idx, axis: gl.constexpr, SIZE: gl.constexpr):
+        """``gl.sum(x, axis)`` along an axis inside each thread as four independent chains of adds, then a
+        tree: Triton adds a thread's elements one after another (31 dependent adds for 32). Each chain sums
+        one quarter (the other terms are -0.0, which the compiler drops). ``idx``: x's index along the axis."""
+        part = idx // (SIZE // 4)
+        s0 = gl.sum(gl.where(part == 0, x, -0.0), axis)
+        s1 = gl.sum(gl.where(part == 1, x, -0.0), axis)
+        s2 = gl.sum(gl.where(part == 2, x, -0.0), axis)
+        s3 = gl.sum(gl.where(part == 3, x, -0.0), axis)
+        return (s0 + s1) + (s2 + s3)
+
+    @gluon.jit
     def _row(len_ptr, L, D_GROUP, d0, b, BIDIR: gl.constexpr, REVERSE: gl.constexpr, DG: gl.constexpr,
              HAS_LEN: gl.constexpr):
         """The B/C group of channel d0, its direction, row b's length and the channel count."""
@@ -265,11 +277,21 @@ if AVAILABLE:
                 ddt = gl.where(mask_q, ddt, 0.0)
                 gl.store(du_ptr + off, (dt * gB + Dd * dy).to(du_ptr.dtype.element_ty), mask=mask_st)
                 gl.store(ddl_ptr + off, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_st)
-                gl.atomic_add(dA_ptr + d * N + n, gl.sum(gh * dt_s.load(TS)[:, None], 0), mask=mask_n, sem="relaxed")
-                if HAS_D:
-                    gl.atomic_add(dD_ptr + d, gl.sum(dy * u, 0), sem="relaxed")
-                if HAS_BIAS:
-                    gl.atomic_add(dbias_ptr + d, gl.sum(ddt, 0), sem="relaxed")
+                # the sum over the chunk's steps in four chains (the dependent chain of 31 adds showed in
+                # Nsight Compute's stall samples)
+                dA_c = _sum4(gh * dt_s.load(TS)[:, None], gl.arange(0, BLOCK_T, layout=TS)[:, None], 0, BLOCK_T)
+                gl.atomic_add(dA_ptr + d * N + n, dA_c, mask=mask_n, sem="relaxed")
+                # dD and dbias in one atomic instruction of two lanes: one branch around it instead of two
+                # one-thread atomics, each behind its own branch with its sum's shuffles (RESULTS.md section 21)
+                if HAS_D and HAS_BIAS:
+                    gl.atomic_add(gl.where(i_l == 0, dD_ptr + d, dbias_ptr + d),
+                                  gl.where(i_l == 0, gl.sum(dy * u, 0), gl.sum(ddt, 0)), mask=i_l < 2, sem="relaxed")
+                elif HAS_D:
+                    gl.atomic_add(dD_ptr + d + i_l, gl.where(i_l == 0, gl.sum(dy * u, 0), 0.0), mask=i_l < 1,
+                                  sem="relaxed")
+                elif HAS_BIAS:
+                    gl.atomic_add(dbias_ptr + d + i_l, gl.where(i_l == 0, gl.sum(ddt, 0), 0.0), mask=i_l < 1,
+                                  sem="relaxed")
                 if ACC_SMEM:
                     dB_s.store(dB_s.load(COL) + gg * dtu_s.load(TS)[:, None])
                 else:
