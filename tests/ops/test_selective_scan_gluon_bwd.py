@@ -105,7 +105,8 @@ def test_with_its_tiles_in_shared_memory_it_does_not_spill():
 @pytest.mark.parametrize("changes,shuffles", [
     (dict(ACC_SMEM=True, BC_SMEM=False), 16),
     (dict(BIDIR=False, REVERSE=True, HAS_LEN=True, HAS_Z=False, HAS_D=False, HAS_BIAS=False, SOFTPLUS=False,
-          WRITE_Y=False), 16)], ids=["acc-in-smem", "no-optional-terms"])
+          WRITE_Y=False), 16),
+    (dict(HAS_D=False), 16), (dict(HAS_BIAS=False), 16)], ids=["acc-in-smem", "no-optional-terms", "no-D", "no-bias"])
 def test_every_variant_compiles_for_sm90(changes, shuffles):
     assert _compile_sm90(**changes)["shfl"] <= shuffles
 
@@ -227,14 +228,17 @@ def test_gpu_prefetch_gives_the_same_outputs_and_gradients(case):
 
 @pytest.mark.parametrize("smem", ["acc+bc", "acc", "none"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("case", ["forward", "reverse", "24-states", "no-optional-terms", "bidirectional"])
+@pytest.mark.parametrize("case", ["forward", "reverse", "24-states", "no-optional-terms", "no-D", "no-bias",
+                                  "bidirectional"])
 @gpu_gluon
 @pytest.mark.gpu
 def test_gpu_gradients_match_the_reference(case, dtype, smem):
+    """Every gradient against float64; "no-D" and "no-bias" take the kernel's one-lane atomic for the other
+    (with both, dD and dbias share one atomic of two lanes)."""
     cfg = ScanConfig(bwd_kernel="gluon", bwd_smem=smem)
     rev, bidir = case == "reverse", case == "bidirectional"
     inputs = make_inputs(3, 256, 333, 24 if case == "24-states" else 32, dtype, groups=2 if bidir else None)
-    drop = ("D", "z", "delta_bias") if case == "no-optional-terms" else ()
+    drop = {"no-optional-terms": ("D", "z", "delta_bias"), "no-D": ("D",), "no-bias": ("delta_bias",)}.get(case, ())
     if bidir:
         reference = lambda **kw: selective_scan_bidirectional_reference(**kw, delta_softplus=True)  # noqa: E731
     else:
