@@ -20,6 +20,7 @@ helix fine, and tests can set ``TRITON_INTERPRET`` before ``@triton.jit`` runs.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 
 import torch
@@ -95,6 +96,20 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(kind):
         return torch.get_autocast_dtype(kind)
     return x.dtype
+
+
+EAGER_MIN_ROWS = 32_768
+"""Rows below which the row-wise kernels (LayerNorm, the residual add) leave the work to PyTorch: an eager
+launch of their Triton path costs ~0.05 ms of host time (``benchmarks/bench_layer_norm.py`` at 16,000 rows:
+0.089 against 0.039 ms), which short steps would pay per call."""
+
+
+def eager_row_kernel_applies(x: torch.Tensor) -> bool:
+    """Whether a row-wise Triton kernel should run eagerly on x (..., D): a CUDA tensor of at least
+    :data:`EAGER_MIN_ROWS` rows, Triton importable, and no compiler or tracer recording (they see the
+    reference)."""
+    return (x.is_cuda and x.dim() >= 1 and math.prod(x.shape[:-1]) >= EAGER_MIN_ROWS and triton_available()
+            and not through_custom_op() and not torch.jit.is_tracing())
 
 
 def through_custom_op() -> bool:

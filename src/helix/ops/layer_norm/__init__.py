@@ -13,15 +13,15 @@ import math
 
 import torch
 
-from helix.ops.backend import load_kernels, through_custom_op, triton_available
+from helix.ops.backend import EAGER_MIN_ROWS, eager_row_kernel_applies, load_kernels
 from helix.ops.layer_norm.reference import layer_norm_reference
 
 __all__ = ["MAX_D", "MIN_ROWS", "apply_norm", "kernels_apply", "layer_norm", "layer_norm_reference",
            "sizes_apply"]
 
-MIN_ROWS = 32_768
-"""Fewer rows keep PyTorch's kernel: an eager launch of the Triton path costs ~0.05 ms of host time
-(bench_layer_norm.py at 16,000 rows: 0.089 against 0.039 ms), which short steps would pay per norm."""
+MIN_ROWS = EAGER_MIN_ROWS
+"""Fewer rows keep PyTorch's kernel (``ops.backend.EAGER_MIN_ROWS``: an eager launch of the Triton path
+costs more host time than short steps would gain)."""
 MAX_D = 256
 """Wider rows keep PyTorch's kernel: the Triton one was measured at D = 256 (the paper's width) only."""
 
@@ -35,8 +35,7 @@ def sizes_apply(shape: tuple[int, ...]) -> bool:
 
 def kernels_apply(x: torch.Tensor) -> bool:
     """Whether :func:`layer_norm` runs the Triton kernels for ``x`` (..., D)."""
-    return (x.is_cuda and sizes_apply(tuple(x.shape)) and triton_available() and not through_custom_op()
-            and not torch.jit.is_tracing())
+    return sizes_apply(tuple(x.shape)) and eager_row_kernel_applies(x)
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,

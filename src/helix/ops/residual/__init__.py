@@ -7,30 +7,26 @@ is recording; else the reference (:mod:`.reference`), which computes the same su
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from helix.ops.backend import load_kernels, through_custom_op, triton_available
+from helix.ops.backend import EAGER_MIN_ROWS, eager_row_kernel_applies, load_kernels
 from helix.ops.residual.reference import add_bias_residual_reference
 
 __all__ = ["MIN_ROWS", "add_bias_residual", "add_bias_residual_reference", "kernel_applies"]
 
-MIN_ROWS = 32_768
-"""Fewer rows keep PyTorch's two kernels: an eager Triton launch costs ~0.05 ms of host time (the
-LayerNorm kernels' measurement, ``layer_norm.MIN_ROWS``), more than short steps would gain."""
+MIN_ROWS = EAGER_MIN_ROWS
+"""Fewer rows keep PyTorch's two ops (``ops.backend.EAGER_MIN_ROWS``: an eager Triton launch costs more
+host time than short steps would gain)."""
 
 
 def kernel_applies(x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None) -> bool:
     """Whether :func:`add_bias_residual` runs the kernel for these tensors."""
-    if not (x.is_cuda and x.dtype == torch.float32 and y.shape == x.shape and y.device == x.device
-            and y.dtype in (torch.float32, torch.bfloat16, torch.float16) and x.dim() >= 1
-            and x.is_contiguous() and y.is_contiguous()):
+    if not (x.dtype == torch.float32 and y.shape == x.shape and y.device == x.device
+            and y.dtype in (torch.float32, torch.bfloat16, torch.float16) and x.is_contiguous() and y.is_contiguous()):
         return False
     if bias is not None and not (bias.dtype == torch.float32 and bias.shape == x.shape[-1:] and bias.is_contiguous()):
         return False
-    return (math.prod(x.shape[:-1]) >= MIN_ROWS and triton_available() and not through_custom_op()
-            and not torch.jit.is_tracing())
+    return eager_row_kernel_applies(x)
 
 
 def add_bias_residual(x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
