@@ -52,6 +52,19 @@ def test_any_pattern_for_sweeps():
     assert len(model.layers) == 8
 
 
+@pytest.mark.parametrize("pattern,recompute,keeps", [
+    ("MMMAMM", False, "nnsAsa"), ("MMMMMM", False, "nnnssa"), ("MM", False, "sa"), ("AM", False, "Aa"),
+    ("MMMMMA", False, "nnnnnA"), ("MMMAMM", True, "nnnAnn")])
+def test_the_last_bimamba_layer_keeps_its_activations_and_two_before_it_their_states(pattern, recompute, keeps):
+    """The last layer's backward runs first, while everything else is saved anyway (ops/bimamba/fused.py
+    ``keep``): it keeps "all" (a); the two BiMamba layers before it keep their chunk states (s); the others,
+    every layer under ``recompute`` and every layer when an attention layer (A) comes last keep nothing (n)."""
+    model = create_model("helix_raw", num_classes=3, pattern=pattern, recompute=recompute, **SMALL)
+    got = "".join(layer.keep_activations[0] if hasattr(layer, "keep_activations") else "A"
+                  for layer in model.layers)
+    assert got == keeps
+
+
 def test_pool_first_k_uses_only_first_tokens():
     torch.manual_seed(0)
     model = create_model("pure_mamba_raw", num_classes=3, pool_first_k=10, **SMALL).eval()

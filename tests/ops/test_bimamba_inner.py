@@ -28,15 +28,19 @@ def _inputs(B=2, L=37, Dm=8, E=16, N=4, R=2, K=4, seed=0):
 
 
 @pytest.mark.parametrize("L,N,lean", [(1, 4, True), (37, 4, True), (70, 4, True), (70, 16, True), (48, 4, True),
-                                       (37, 4, False)])
+                                       (37, 4, False), (1, 4, "all"), (70, 16, "all"), (48, 4, "all"),
+                                       (70, 16, "states"), (37, 4, "states")])
 def test_fused_inner_matches_reference_outputs_and_every_gradient(L, N, lean):
     """N = 16 takes the column-layout kernels, and the backward's one-pass chunk states. Every L but
-    48 runs padded to a multiple of 16 tokens (``aligned_tokens``), lean or composed."""
+    48 runs padded to a multiple of 16 tokens (``aligned_tokens``), lean or composed. ``"all"`` and
+    ``"states"``: lean, with all the activations (the model's last block) or the scan's chunk states saved
+    instead of recomputed."""
     inputs, R = _inputs(L=L, N=N)
     ref = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     ours = {k: v.float().to(DEVICE).requires_grad_() for k, v in inputs.items()}
     y_ref = bimamba_inner_reference(**ref, R=R, backend="reference")
-    y = bimamba_inner(**ours, R=R, backend="triton", lean=lean)
+    keep = lean if isinstance(lean, str) else "none"
+    y = bimamba_inner(**ours, R=R, backend="triton", lean=bool(lean), keep=keep)
     assert y.shape == y_ref.shape == (2, 8, L)
     g = torch.randn_like(y_ref)
     y_ref.backward(g)
@@ -87,6 +91,8 @@ def test_unknown_backend_is_a_clear_error():
     inputs, R = _inputs(L=5)
     with pytest.raises(ValueError, match="backend must be one of"):
         bimamba_inner(**inputs, R=R, backend="cuda")
+    with pytest.raises(ValueError, match="keep must be 'none', 'states' or 'all', not 'yes'"):
+        bimamba_inner(**{k: v.float().to(DEVICE) for k, v in inputs.items()}, R=R, backend="triton", keep="yes")
 
 
 def test_lean_inner_saves_only_its_inputs_for_backward():
@@ -107,6 +113,47 @@ def test_lean_inner_saves_only_its_inputs_for_backward():
     assert (2, 48, 8) in saved  # h
     y.sum().backward()
     assert ours["h"].grad is not None
+
+
+@pytest.mark.parametrize("keep,remade", [("all", 0), ("states", 1)])
+def test_keep_recomputes_nothing_and_a_second_backward_recomputes_all(monkeypatch, keep, remade):
+    """With ``keep="all"`` the backward runs no conv forward, no chunk-state pass of the forward's states
+    and no product remaking z or x_dbl: it runs the kernels' backward on what the forward kept; with
+    ``"states"`` it remakes u (one conv) but not the chunk states. It takes those once (it writes ddelta,
+    dz over delta, z): a second backward through the same graph (retain_graph) recomputes everything, and
+    its gradients equal the first's."""
+    from helix.ops.bimamba import fused
+    from helix.ops.selective_scan import columns
+
+    inputs, R = _inputs(L=70, N=16)
+    ours = {k: v.float().to(DEVICE).requires_grad_() for k, v in inputs.items()}
+    counts = {"conv": 0, "both_states": 0}
+    conv_forward = fused.conv.conv_forward
+    launch = fused.scan._launch
+
+    def count_conv(*a, **k):
+        counts["conv"] += 1
+        return conv_forward(*a, **k)
+
+    def count_launch(kernel, *a, **k):
+        counts["both_states"] += kernel is columns._both_chunk_states
+        return launch(kernel, *a, **k)
+
+    monkeypatch.setattr(fused.conv, "conv_forward", count_conv)
+    monkeypatch.setattr(fused.scan, "_launch", count_launch)
+    y = bimamba_inner(**ours, R=R, backend="triton", lean=True, keep=keep)
+    assert counts == {"conv": 1, "both_states": 0}
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(y)
+    y.backward(g, retain_graph=True)
+    assert counts == {"conv": 1 + remade, "both_states": 0}  # only u remade, or nothing
+    first = {k: v.grad.clone() for k, v in ours.items()}
+    for v in ours.values():
+        v.grad = None
+    y.backward(g)
+    assert counts == {"conv": 2 + remade, "both_states": 1}  # remade, as a lean block does
+    for k, v in ours.items():
+        # the kept H and the remade one differ in rounding only (two passes sum in other orders)
+        torch.testing.assert_close(v.grad, first[k], rtol=1e-5, atol=1e-4, msg=k)
 
 
 def test_backward_remakes_the_forward_output_over_dout():

@@ -45,6 +45,9 @@ class BiMambaBlock(nn.Module):
         # fused path: recompute the inner activations in backward (ops/bimamba/fused.py); "auto": for
         # large batches only (layers/lean.py)
         self.lean = lean
+        # lean path: what to save instead of recomputing in backward, "none", "states" or "all"
+        # (ops/bimamba/fused.py); the model chooses it per layer (HelixClassifier)
+        self.keep_activations = "none"
         self.norm = nn.LayerNorm(d_model)
         self.fwd = MambaMixer(d_model, d_state, d_conv, expand, dt_rank, scan_backend)
         self.bwd = MambaMixer(d_model, d_state, d_conv, expand, dt_rank, scan_backend)
@@ -76,7 +79,8 @@ class BiMambaBlock(nn.Module):
         h = apply_norm(self.norm, x, dtype)
         w = _composed_weights(self, dtype)
         out = bimamba_inner(h, **w, R=self.fwd.ssm.dt_rank, backend=self.fwd.ssm.scan_backend,
-                            lean=is_lean(self.lean, x), lengths=lengths)
+                            lean=is_lean(self.lean, x), lengths=lengths,
+                            keep=self.keep_activations if torch.is_grad_enabled() else "none")
         # one kernel on CUDA for the stream, the output and its bias (PyTorch's broadcast add was 0.27 ms)
         return add_bias_residual(x, out.transpose(1, 2), self.proj.bias)
 

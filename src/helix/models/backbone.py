@@ -32,6 +32,27 @@ def build_layer(kind: str, cfg: ModelConfig, d_ffn: int) -> nn.Module:
     raise ValueError(f"unknown layer type {kind!r} in pattern (expected 'M' or 'A')")
 
 
+KEPT_STATE_LAYERS = 2
+"""BiMamba layers before the last one that keep their scan's chunk states for backward
+(:func:`keep_activations`)."""
+
+
+def keep_activations(layers, pattern: str) -> None:
+    """What each lean BiMamba layer saves instead of recomputing (``ops/bimamba/fused.py`` ``keep``).
+
+    The last layer's backward runs first, while every layer's saved tensors are alive anyway: if it is a
+    BiMamba layer it keeps everything ("all"), which adds nothing to the step's peak (its own recompute
+    would allocate the same buffers then). The :data:`KEPT_STATE_LAYERS` BiMamba layers before it keep
+    their chunk states ("states"; 0.49 GB each at 300 s, B=8), which spares their backward the forward's
+    chunk sums and a carry. Measured on the H200 (benchmarks/RESULTS.md section 22)."""
+    mixers = [i for i, kind in enumerate(pattern) if kind == "M"]
+    if not mixers or mixers[-1] != len(pattern) - 1:
+        return
+    layers[mixers[-1]].keep_activations = "all"
+    for i in mixers[-1 - KEPT_STATE_LAYERS:-1]:
+        layers[i].keep_activations = "states"
+
+
 def sinusoidal_positions(L: int, d: int, device, dtype) -> torch.Tensor:
     pos = torch.arange(L, device=device, dtype=torch.float32)[:, None]
     freq = torch.exp(torch.arange(0, d, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d))
@@ -57,6 +78,8 @@ class HelixClassifier(nn.Module):
                if config.frontend == "mel" else {}),
         )
         self.layers = nn.ModuleList(build_layer(k, config, self.d_ffn) for k in config.pattern)
+        if not config.recompute:
+            keep_activations(self.layers, config.pattern)
         self.norm = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, config.num_classes)
 

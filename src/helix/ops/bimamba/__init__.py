@@ -15,10 +15,12 @@ from helix.ops.bimamba.reference import bimamba_inner_reference
 
 
 def bimamba_inner(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R: int,
-                  backend: str = "auto", lean: bool = True, lengths=None):
+                  backend: str = "auto", lean: bool = True, lengths=None, keep: str = "none"):
     """h (B, L, Dm) -> (B, Dm, L); see :func:`bimamba_inner_reference` for the maths and shapes.
 
-    ``lean`` (Triton only): the memory-saving autograd function of :mod:`helix.ops.bimamba.fused`.
+    ``lean`` (Triton only): the memory-saving autograd function of :mod:`helix.ops.bimamba.fused`;
+    ``keep`` (``"none"``, ``"states"``, ``"all"``) saves some or all of the activations its backward
+    would otherwise recompute (:mod:`helix.ops.bimamba.fused`; not through the custom op, which recomputes).
     ``lengths`` (B,): per-clip valid tokens, or None (all full).
     """
     resolved = resolve_backend(backend, h)
@@ -45,7 +47,7 @@ def bimamba_inner(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out,
         from helix.ops.bimamba.fused import bimamba_inner_fused
 
         out = bimamba_inner_fused(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
-                                  lengths=lengths, scan_lengths=scan_lengths)
+                                  lengths=lengths, scan_lengths=scan_lengths, keep=keep)
     else:
         out = bimamba_inner_reference(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, R,
                                       backend=resolved, lengths=lengths, scan_lengths=scan_lengths)
