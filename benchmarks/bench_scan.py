@@ -62,6 +62,8 @@ CONFIGS = {
     # went one channel ahead (RESULTS.md section 14); with them, offline (Triton 3.6, sm_90) its channel
     # loop has no spills and 1,061 instructions against 27/34 spill stores/loads and 1,088 (section 19)
     "t32-dg128-w1-accsmem": ScanConfig(32, 128, 1, bwd_smem="acc"),
+    # the Gluon backward's dA atomic masked at every size (full_n unmasks it where N = 32 and L % 16 == 0)
+    "t32-dg128-w1-masked": ScanConfig(32, 128, 1, full_n=False),
 }
 
 

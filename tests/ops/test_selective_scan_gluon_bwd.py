@@ -68,7 +68,8 @@ print(json.dumps({"regs": int(re.search(r"REG:(\d+)", usage).group(1)), "shfl": 
 """
 
 _FLAGS = dict(KERNEL="_bwd_scan_gluon", HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BIDIR=True, REVERSE=False, BLOCK_T=32,
-              BLOCK_N=32, DG=128, HAS_LEN=False, WRITE_Y=True, ACC_SMEM=False, BC_SMEM=False, PREFETCH=False)
+              BLOCK_N=32, DG=128, HAS_LEN=False, WRITE_Y=True, ACC_SMEM=False, BC_SMEM=False, PREFETCH=False,
+              FULL_N=False)
 
 
 def _compile_sm90(**changes) -> dict:
@@ -106,7 +107,8 @@ def test_with_its_tiles_in_shared_memory_it_does_not_spill():
     (dict(ACC_SMEM=True, BC_SMEM=False), 16),
     (dict(BIDIR=False, REVERSE=True, HAS_LEN=True, HAS_Z=False, HAS_D=False, HAS_BIAS=False, SOFTPLUS=False,
           WRITE_Y=False), 16),
-    (dict(HAS_D=False), 16), (dict(HAS_BIAS=False), 16)], ids=["acc-in-smem", "no-optional-terms", "no-D", "no-bias"])
+    (dict(HAS_D=False), 16), (dict(HAS_BIAS=False), 16), (dict(FULL_N=True, PREFETCH=True), 16)],
+    ids=["acc-in-smem", "no-optional-terms", "no-D", "no-bias", "unmasked-dA"])
 def test_every_variant_compiles_for_sm90(changes, shuffles):
     assert _compile_sm90(**changes)["shfl"] <= shuffles
 
@@ -244,6 +246,23 @@ def test_gpu_gradients_match_the_reference(case, dtype, smem):
     else:
         reference = reference_fn(rev)
     check(inputs, _scan(cfg, rev, bidir), reference, dtype, drop=drop)
+
+
+@pytest.mark.parametrize("N", [32, 24])
+@gpu_gluon
+@pytest.mark.gpu
+def test_gpu_unmasked_dA_atomic_gives_the_same_gradients(N):
+    """``full_n`` (the default) drops dA's mask where N = 32 and L is a multiple of 16 (here 352); N = 24
+    keeps it either way. The gradients equal the masked kernel's up to the order of the atomic adds."""
+    inputs = make_inputs(3, 256, 352, N, torch.float32, groups=2)
+    grads = []
+    for full_n in (False, True):
+        leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+        y = _scan(ScanConfig(full_n=full_n), bidirectional=True)(**leaves)
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y))
+        grads.append({k: v.grad for k, v in leaves.items()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=2e-5, atol=2e-5, msg=name)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)

@@ -139,7 +139,7 @@ if AVAILABLE:
                         SOFTPLUS: gl.constexpr, BIDIR: gl.constexpr, REVERSE: gl.constexpr,
                         BLOCK_T: gl.constexpr, BLOCK_N: gl.constexpr, DG: gl.constexpr, HAS_LEN: gl.constexpr,
                         WRITE_Y: gl.constexpr, ACC_SMEM: gl.constexpr, BC_SMEM: gl.constexpr,
-                        PREFETCH: gl.constexpr = False):
+                        PREFETCH: gl.constexpr = False, FULL_N: gl.constexpr = False):
         COL: gl.constexpr = gl.BlockedLayout([BLOCK_T, 1], [1, 32], [1, 1], [0, 1])
         ROW: gl.constexpr = gl.BlockedLayout([1, BLOCK_N], [32, 1], [1, 1], [1, 0])
         LANE: gl.constexpr = gl.SliceLayout(1, ROW)  # one step per lane
@@ -281,7 +281,10 @@ if AVAILABLE:
                 # the sum over the chunk's steps in four chains (the dependent chain of 31 adds showed in
                 # Nsight Compute's stall samples)
                 dA_c = _sum4(gh * dt_s.load(TS)[:, None], gl.arange(0, BLOCK_T, layout=TS)[:, None], 0, BLOCK_T)
-                gl.atomic_add(dA_ptr + d * N + n, dA_c, mask=mask_n, sem="relaxed")
+                if FULL_N:  # N == BLOCK_N: no mask, so no branch around the atomic (see scan_backward)
+                    gl.atomic_add(dA_ptr + d * N + n, dA_c, sem="relaxed")
+                else:
+                    gl.atomic_add(dA_ptr + d * N + n, dA_c, mask=mask_n, sem="relaxed")
                 # dD and dbias in one atomic instruction of two lanes: one branch around it instead of two
                 # one-thread atomics, each behind its own branch with its sum's shuffles (RESULTS.md section 21)
                 if HAS_D and HAS_BIAS:

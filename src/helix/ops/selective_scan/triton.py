@@ -316,13 +316,17 @@ class ScanConfig:
     (``_fwd_chunk_state``, ``_bwd_chunk_state``, ``_both_chunk_states``) do the same with their
     per-channel loads. Together, on the H200, the scan's forward + backward took 11-13% less (RESULTS.md
     section 18).
+    ``full_n``: where N equals the tile's 32 states and L is a multiple of 16, the Gluon backward adds dA
+    without a mask (no branch around the atomic): 2% faster at 8 x 30,000 on the H200 (RESULTS.md section
+    21); ``False`` keeps the mask everywhere.
     """
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
                  bwd_warps: int | None = None, fill: int = 0, bwd_maxnreg: int | None = None,
                  layout: str = "columns", states: str = "float32", bwd_kernel: str = "gluon",
                  bwd_smem: str = "none", fuse_states: bool = True, fwd_kernel: str = "gluon",
-                 fwd_chunks: str = "parallel", serial_fill: int = 2048, prefetch: bool = True):
+                 fwd_chunks: str = "parallel", serial_fill: int = 2048, prefetch: bool = True,
+                 full_n: bool = True):
         if bwd_kernel not in ("triton", "gluon"):
             raise ValueError(f"bwd_kernel must be 'triton' or 'gluon', not {bwd_kernel!r}")
         if fwd_kernel not in ("triton", "gluon"):
@@ -346,6 +350,7 @@ class ScanConfig:
         self.fwd_kernel = fwd_kernel
         self.fwd_chunks, self.serial_fill = fwd_chunks, int(serial_fill)
         self.prefetch = bool(prefetch)
+        self.full_n = bool(full_n)
 
     def kernel(self, backward: bool) -> tuple[int, int]:
         """(channel cap, warps) of the forward-side kernels, or of ``_bwd_scan``."""
@@ -357,7 +362,7 @@ class ScanConfig:
                 f"bwd_maxnreg={self.bwd_maxnreg}, layout={self.layout!r}, states={self.states!r}, "
                 f"bwd_kernel={self.bwd_kernel!r}, bwd_smem={self.bwd_smem!r}, fuse_states={self.fuse_states}, "
                 f"fwd_kernel={self.fwd_kernel!r}, fwd_chunks={self.fwd_chunks!r}, serial_fill={self.serial_fill}, "
-                f"prefetch={self.prefetch})")
+                f"prefetch={self.prefetch}, full_n={self.full_n})")
 
     def state_dtype(self, dtype: torch.dtype) -> torch.dtype:
         """Storage of the chunk states for activations of ``dtype``: bfloat16 for bfloat16 activations
@@ -603,8 +608,11 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
             dA, dD, dbias, dB, dC, y_out if y_out is not None else du, L, d_group, N, n_chunks, l_bc,
             *_strides3(u), *_strides3(delta), *Bm.stride(), *Cm.stride(), *_strides3(z), *_strides3(dout))
     flags = dict(HAS_D=D is not None, WRITE_Y=y_out is not None, **common, **bwd_meta)
+    # dA's atomic unmasked where every lane holds a state (N == BLOCK_N) and L is a multiple of 16: 2% off
+    # the backward at 8 x 30,000; at other L ptxas then spills more (55/62 against 31/38 at 32 x 3,000,
+    # 13% slower), so those keep the mask (RESULTS.md sections 21-22)
     gluon_flags = dict(flags, ACC_SMEM=cfg.bwd_smem != "none", BC_SMEM=cfg.bwd_smem == "acc+bc",
-                       PREFETCH=cfg.prefetch)
+                       PREFETCH=cfg.prefetch, FULL_N=cfg.full_n and N == bwd_meta["BLOCK_N"] and L % 16 == 0)
     if not (cfg.gluon_backward(bwd_meta["BLOCK_N"], u.device)
             and _launch_gluon(gluon_bwd._bwd_scan_gluon, bwd_grid, args, gluon_flags)):
         _launch(_bwd_scan, bwd_grid, *args, **flags)
