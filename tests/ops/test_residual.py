@@ -15,6 +15,15 @@ from helix.ops.residual import triton as kernels  # noqa: E402
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def assert_cast(got, g):
+    """g cast to got's dtype: to nearest even compiled (as PyTorch), but Triton's interpreter truncates
+    fp32 -> bf16 (within one bf16 step: 2^-7 relative)."""
+    if DEVICE == "cuda" or got.dtype == g.dtype:
+        assert torch.equal(got, g.to(got.dtype))
+    else:
+        torch.testing.assert_close(got.float(), g, rtol=2 ** -7, atol=0)
+
+
 def _inputs(M, D, y_dtype=torch.bfloat16, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(M, D, generator=g) * 3).to(DEVICE)
@@ -44,7 +53,36 @@ def test_matches_the_reference_exactly_with_every_gradient(M, D, bias, y_dtype):
         if a is None:
             continue
         assert a.grad.dtype == r.grad.dtype, name
-        torch.testing.assert_close(a.grad, r.grad, rtol=1e-6, atol=1e-5, msg=name)
+        if name == "y":
+            assert_cast(a.grad, g)
+        else:
+            torch.testing.assert_close(a.grad, r.grad, rtol=1e-6, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_backward_casts_and_sums_in_one_kernel_over_several_row_blocks_per_program(monkeypatch, bias):
+    """y's gradient (g cast to bf16, exactly) and the bias's (g summed over rows) from ``_residual_bwd``,
+    each program walking several 64-row blocks (3 programs here, the last one short); an fp32 y or a
+    non-contiguous gradient takes PyTorch's ops."""
+    monkeypatch.setattr(kernels, "BWD_PROGRAMS", 3)
+    calls = []
+    backward = kernels.add_bias_residual_backward
+    monkeypatch.setattr(kernels, "add_bias_residual_backward", lambda *a: calls.append(a[0].shape) or backward(*a))
+    x, y, b = _inputs(1000, 64)
+    leaves = [t.clone().requires_grad_() for t in (x, y, b if bias else None) if t is not None]
+    out = kernels.add_bias_residual_triton(*leaves, *([] if bias else [None]))
+    g = torch.randn(1000, 64, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    out.backward(g)
+    assert calls == [(1000, 64)]
+    assert torch.equal(leaves[0].grad, g)
+    assert_cast(leaves[1].grad, g)
+    if bias:
+        torch.testing.assert_close(leaves[2].grad, g.sum(0), rtol=1e-5, atol=1e-4)
+    x32 = x.clone().requires_grad_()
+    kernels.add_bias_residual_triton(x32, y.float().requires_grad_(), b).backward(g)
+    y2 = y.clone().requires_grad_()
+    kernels.add_bias_residual_triton(x, y2, b).backward(g.t().contiguous().t())
+    assert calls == [(1000, 64)] and torch.equal(y2.grad, g.bfloat16())
 
 
 def test_keeps_leading_axes_and_handles_no_rows():
