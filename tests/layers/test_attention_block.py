@@ -76,3 +76,34 @@ def test_feed_forward_pads_odd_widths_to_aligned_products_without_changing_a_num
     for (name, p), q in zip(block.ffn.named_parameters(), ref.parameters()):
         assert p.grad.shape == p.shape, name
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_qkv_gradient_is_stacked_into_the_projection_layout_in_one_copy():
+    """q, k, v are unbound from the (B, L, 3, H, Dh) projection before they are transposed to (B, H, L, Dh):
+    the backward's one stack writes the projection's gradient layout (unbinding a permuted view cost a
+    second copy of the whole (B, L, 3D) gradient, 0.56 ms at 300 s, B=8 on the H200), and the values are
+    those of attention over the same heads."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from helix.layers.attention import MultiHeadAttention
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4)
+    h = torch.randn(2, 7, 32, requires_grad=True)
+    y = mha(h)
+    qkv = mha.qkv(h).view(2, 7, 3, 4, 8).permute(2, 0, 3, 1, 4)
+    want = torch.nn.functional.scaled_dot_product_attention(*qkv.unbind(0))
+    torch.testing.assert_close(y, mha.out(want.transpose(1, 2).reshape(2, 7, 32)))
+    with Record() as rec:
+        y.sum().backward()
+    copies = [op for op in rec.ops if any(k in op for k in ("stack", "cat", "clone", "copy"))]
+    assert copies == ["aten.stack.default"], copies

@@ -13,7 +13,7 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 from helix.layers.lean import check_setting, is_lean
 from helix.ops.attention import ATTENTION_IMPLS, attention
 from helix.ops.backend import compute_dtype
-from helix.ops.layer_norm import apply_norm
+from helix.ops.layer_norm import apply_norm_residual
 
 
 class MultiHeadAttention(nn.Module):
@@ -32,9 +32,11 @@ class MultiHeadAttention(nn.Module):
     def forward(self, h: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """h (B, L, D) -> (B, L, D); keys past ``lengths[b]`` are masked (None: no mask at all)."""
         Bsz, L, Dm = h.shape
-        qkv = self.qkv(h).view(Bsz, L, 3, self.n_heads, Dm // self.n_heads).permute(2, 0, 3, 1, 4)
-        # unbind, not qkv[i]: three selects' backward each zero-fills and adds a (3, B, H, L, Dh) buffer
-        q, k, v = qkv.unbind(0)
+        qkv = self.qkv(h).view(Bsz, L, 3, self.n_heads, Dm // self.n_heads)
+        # unbind, not qkv[i]: three selects' backward each zero-fills and adds a (B, L, 3, H, Dh) buffer; and
+        # unbind before the (B, L, H, Dh) -> (B, H, L, Dh) transposes, so its backward stacks dq, dk, dv
+        # straight into the projection's layout (unbinding a permuted view cost a second full copy)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
         y = attention(q, k, v, self.impl, lengths)  # (B, H, L, Dh)
         return self.out(y.transpose(1, 2).reshape(Bsz, L, Dm))
 
@@ -95,8 +97,12 @@ class AttentionBlock(nn.Module):
     def _body(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         # the norms in the products' dtype (autocast would cast their fp32 output for the product anyway),
         # from one kernel where helix.ops.layer_norm applies
-        a = x + self.attn(apply_norm(self.norm1, x, compute_dtype(x)), lengths)
-        return a + self.ffn(apply_norm(self.norm2, a, compute_dtype(a)))
+        # each residual stream comes back through its norm's autograd function (on the kernel path), whose
+        # backward adds the residual path's gradient to dx in its own pass
+        h, x = apply_norm_residual(self.norm1, x, compute_dtype(x))
+        a = x + self.attn(h, lengths)
+        h, a = apply_norm_residual(self.norm2, a, compute_dtype(a))
+        return a + self.ffn(h)
 
 
 def _attention_saved(ctx, op, *args, **kwargs) -> CheckpointPolicy:
