@@ -45,6 +45,47 @@ def test_matches_the_reference_with_every_gradient(M, D, out_dtype):
         torch.testing.assert_close(a.grad.double(), r.grad, rtol=1e-4, atol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("M,D", [(37, 256), (50, 100)])
+def test_norm_with_the_residual_path_adds_both_gradients_in_one_pass(monkeypatch, M, D):
+    """(LayerNorm(x), x) for a pre-norm block ``x + f(LayerNorm(x))``: x comes back as itself, and its
+    gradient is the LayerNorm's plus the residual path's, added inside the backward kernel (``HAS_RES``,
+    no separate add), as autograd gives the reference; with only one of the outputs used, that one's (and
+    no kernel at all for the residual path alone)."""
+    launches = []
+    bwd = kernels._ln_bwd
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                launches.append(kw["HAS_RES"])
+                return bwd[grid](*args, **kw)
+            return launch
+
+    monkeypatch.setattr(kernels, "_ln_bwd", Spy())
+    x, w, b = _inputs(M, D, seed=4)
+    g = torch.Generator().manual_seed(5)
+    dy, dres = (torch.randn(M, D, generator=g).to(DEVICE) for _ in range(2))
+    for used in ("both", "norm", "residual"):
+        ours = [t.clone().requires_grad_() for t in (x, w, b)]
+        ref = [t.double().clone().requires_grad_() for t in (x, w, b)]
+        y, x_out = kernels.layer_norm_residual_triton(*ours, 1e-5, torch.float32)
+        assert torch.equal(x_out, x) and x_out.data_ptr() == ours[0].data_ptr()
+        y_ref = layer_norm_reference(*ref, 1e-5, torch.float64)
+        loss = {"both": (y * dy).sum() + (x_out * dres).sum(), "norm": (y * dy).sum(),
+                "residual": (x_out * dres).sum()}[used]
+        ref_loss = {"both": (y_ref * dy.double()).sum() + (ref[0] * dres.double()).sum(),
+                    "norm": (y_ref * dy.double()).sum(), "residual": (ref[0] * dres.double()).sum()}[used]
+        launches.clear()
+        loss.backward()
+        ref_loss.backward()
+        assert launches == {"both": [True], "norm": [False], "residual": []}[used], (used, launches)
+        for name, a, r in zip(("x", "weight", "bias"), ours, ref):
+            if r.grad is None:  # the norm unused: no gradient for its parameters either
+                assert a.grad is None, f"{used}: {name}"
+            else:
+                torch.testing.assert_close(a.grad.double(), r.grad, rtol=1e-4, atol=1e-4, msg=f"{used}: {name}")
+
+
 def test_the_backward_sums_weight_gradients_over_every_program(monkeypatch):
     """Few backward programs, each walking several 16-row blocks with a ragged tail: every row's
     contribution to dweight and dbias is counted once."""
@@ -110,3 +151,39 @@ def test_gpu_norms_of_many_rows_take_the_kernels_and_match_the_module(monkeypatc
     got.sum().backward()
     for g, t in zip(grads, (x, norm.weight, norm.bias)):
         torch.testing.assert_close(t.grad, g, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("block", ["bimamba", "attention"])
+def test_gpu_blocks_pass_their_stream_through_the_norm_with_the_same_result(monkeypatch, block):
+    """The BiMamba and attention blocks take their residual stream back from ``apply_norm_residual``: at
+    ``MIN_ROWS`` rows on CUDA the norm's backward then adds the residual gradient (counted); output and
+    every gradient equal the blocks' with the stream passed as it is (the kernels' own LayerNorm, x's two
+    gradients added by autograd)."""
+    from helix.layers.attention import AttentionBlock
+    from helix.layers.bimamba import BiMambaBlock
+    from helix.ops import layer_norm as ln
+
+    torch.manual_seed(0)
+    layer = (BiMambaBlock(64, d_state=16, lean="auto") if block == "bimamba"
+             else AttentionBlock(64, 128, n_heads=4, lean="auto")).cuda()  # 32,768 tokens: both lean
+    x = torch.randn(2, MIN_ROWS // 2, 64, device="cuda") * 0.5
+    g = torch.randn_like(x)
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(ln, "apply_norm_residual", lambda norm, t, dt=None: (ln.apply_norm(norm, t, dt), t))
+            monkeypatch.setattr(f"helix.layers.{block}.apply_norm_residual", ln.apply_norm_residual)
+        calls = []
+        spy = kernels.LayerNormResidualFn.apply
+        monkeypatch.setattr(kernels.LayerNormResidualFn, "apply", lambda *a: calls.append(1) or spy(*a))
+        layer.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = layer(xi)
+        out.backward(g)
+        assert bool(calls) == fused
+        results.append([out.detach(), xi.grad] + [p.grad for p in layer.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

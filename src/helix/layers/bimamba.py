@@ -23,7 +23,7 @@ from helix.layers.lean import check_setting, is_lean
 from helix.layers.mamba import MambaMixer
 from helix.ops.backend import compute_dtype, resolve_backend
 from helix.ops.bimamba import bimamba_inner
-from helix.ops.layer_norm import apply_norm
+from helix.ops.layer_norm import apply_norm_residual
 from helix.ops.lengths import reverse_within
 from helix.ops.residual import add_bias_residual
 
@@ -76,7 +76,9 @@ class BiMambaBlock(nn.Module):
         otherwise autograd composes the ops and keeps everything."""
         dtype = compute_dtype(x)
         # (B, L, Dm) in the compute dtype from one kernel on CUDA (the products take it anyway)
-        h = apply_norm(self.norm, x, dtype)
+        # the stream comes back through the norm's autograd function (on the kernel path): its backward adds
+        # the residual path's gradient to dx in its own pass (RESULTS.md section 22)
+        h, x = apply_norm_residual(self.norm, x, dtype)
         w = _composed_weights(self, dtype)
         out = bimamba_inner(h, **w, R=self.fwd.ssm.dt_rank, backend=self.fwd.ssm.scan_backend,
                             lean=is_lean(self.lean, x), lengths=lengths,

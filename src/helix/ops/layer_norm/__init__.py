@@ -16,7 +16,7 @@ import torch
 from helix.ops.backend import EAGER_MIN_ROWS, eager_row_kernel_applies, load_kernels
 from helix.ops.layer_norm.reference import layer_norm_reference
 
-__all__ = ["MAX_D", "MIN_ROWS", "apply_norm", "kernels_apply", "layer_norm", "layer_norm_reference",
+__all__ = ["MAX_D", "MIN_ROWS", "apply_norm", "apply_norm_residual", "kernels_apply", "layer_norm", "layer_norm_reference",
            "sizes_apply"]
 
 MIN_ROWS = EAGER_MIN_ROWS
@@ -55,3 +55,17 @@ def apply_norm(norm: torch.nn.LayerNorm, x: torch.Tensor, out_dtype: torch.dtype
         return load_kernels("layer_norm.triton").layer_norm_triton(x, norm.weight, norm.bias, norm.eps, out_dtype)
     y = norm(x)
     return y if out_dtype is None else y.to(out_dtype)
+
+
+def apply_norm_residual(norm: torch.nn.LayerNorm, x: torch.Tensor,
+                        out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``apply_norm(norm, x, out_dtype)``, x): for a pre-norm block ``x + f(norm(x))``, which should add f's
+    output to the returned x. Where the kernels apply, x comes back through the norm's autograd function,
+    so its backward adds the residual path's gradient to dx in its own pass (no separate kernel adding
+    the two); elsewhere x is returned as it is."""
+    if kernels_apply(x) and norm.weight is not None and norm.bias is not None and len(norm.normalized_shape) == 1:
+        if out_dtype is None:
+            out_dtype = torch.float32 if torch.is_autocast_enabled(x.device.type) else x.dtype
+        return load_kernels("layer_norm.triton").layer_norm_residual_triton(x, norm.weight, norm.bias, norm.eps,
+                                                                            out_dtype)
+    return apply_norm(norm, x, out_dtype), x

@@ -6,6 +6,9 @@ section 20). Here a program normalises ``TILE`` elements' worth of rows at once 
 writes bf16 directly;
 the backward computes dx in one pass and the weight and bias gradients as per-program partial sums
 (each program walks several row blocks, so there are few partials), summed by one small reduction.
+``layer_norm_residual_triton`` also hands x on (the residual stream past the block): its backward adds
+that path's gradient into dx in the same pass, where autograd would add the two with a separate kernel
+(a read of two and a write of one (B, L, D) fp32 tensor per block: 0.17 ms at 300 s, B=8, on the H200).
 Reference: :func:`helix.ops.layer_norm.reference.layer_norm_reference`.
 """
 
@@ -41,10 +44,10 @@ def _ln_fwd(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, M, D, eps,
 
 
 @triton.jit
-def _ln_bwd(x_ptr, w_ptr, dy_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr, M, D, blocks_per_program,
-            ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
-    """dx = rstd (w dy - mean_D(w dy) - xhat mean_D(xhat w dy)); this program's rows' sums of dy xhat
-    (dw) and dy (db) into its own row of the partials."""
+def _ln_bwd(x_ptr, w_ptr, dy_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr, res_ptr, M, D, blocks_per_program,
+            ROWS: tl.constexpr, BLOCK_D: tl.constexpr, HAS_RES: tl.constexpr = False):
+    """dx = rstd (w dy - mean_D(w dy) - xhat mean_D(xhat w dy)) (+ the residual path's gradient, fp32, with
+    ``HAS_RES``); this program's rows' sums of dy xhat (dw) and dy (db) into its own row of the partials."""
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_D)
     mask_c = cols < D
@@ -65,6 +68,8 @@ def _ln_bwd(x_ptr, w_ptr, dy_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr, M,
         c1 = tl.sum(xhat * wdy, 1) / D
         c2 = tl.sum(wdy, 1) / D
         dx = (wdy - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
+        if HAS_RES:
+            dx += tl.load(res_ptr + off, mask=mask, other=0.0)
         tl.store(dx_ptr + off, dx.to(dx_ptr.dtype.element_ty), mask=mask)
         dw += dy * xhat
         db += dy
@@ -96,8 +101,10 @@ def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
 
 def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
-                        rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """dy (M, D) contiguous -> dx (M, D) in x's dtype, dweight and dbias (D,) in fp32."""
+                        rstd: torch.Tensor, res: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dy (M, D) contiguous -> dx (M, D) in x's dtype, dweight and dbias (D,) in fp32; ``res`` (M, D) fp32
+    contiguous is added to dx (the gradient of x's other path)."""
     M, D = x.shape
     dx = torch.empty_like(x)
     if not M:
@@ -108,8 +115,8 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     programs = triton.cdiv(blocks, per_program)  # every program has at least one block
     dw = torch.empty((programs, D), dtype=torch.float32, device=x.device)
     db = torch.empty((programs, D), dtype=torch.float32, device=x.device)
-    _ln_bwd[(programs,)](x, weight, dy, mean, rstd, dx, dw, db, M, D, per_program,
-                         ROWS=rows, BLOCK_D=_block_d(D), num_warps=4)
+    _ln_bwd[(programs,)](x, weight, dy, mean, rstd, dx, dw, db, res if res is not None else dy, M, D, per_program,
+                         ROWS=rows, BLOCK_D=_block_d(D), HAS_RES=res is not None, num_warps=4)
     return dx, dw.sum(0), db.sum(0)
 
 
@@ -130,6 +137,33 @@ class LayerNormFn(torch.autograd.Function):
         x2, weight, mean, rstd = ctx.saved_tensors
         dx, dw, db = layer_norm_backward(dy.reshape(x2.shape).contiguous(), x2, weight.contiguous(), mean, rstd)
         return dx.view(ctx.shape), dw.to(weight.dtype), db.to(weight.dtype), None, None
+
+
+class LayerNormResidualFn(torch.autograd.Function):
+    """x (..., D) -> (LayerNorm(x) as ``out_dtype``, x): the second output is x itself for the residual
+    path, so both of x's gradients reach this backward, which adds them in the LayerNorm's dx pass."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, out_dtype):
+        y = LayerNormFn.forward(ctx, x, weight, bias, eps, out_dtype)
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None (no zeros to add)
+        return y, x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, dy, dres):
+        x2, weight, mean, rstd = ctx.saved_tensors
+        if dy is None:  # only the residual path was used
+            return dres, None, None, None, None
+        if dres is not None and (dres.dtype != torch.float32 or x2.dtype != torch.float32):
+            dres = dres.float()
+        res = dres.reshape(x2.shape).contiguous() if dres is not None else None
+        dx, dw, db = layer_norm_backward(dy.reshape(x2.shape).contiguous(), x2, weight.contiguous(), mean, rstd, res)
+        return dx.view(ctx.shape), dw.to(weight.dtype), db.to(weight.dtype), None, None
+
+
+def layer_norm_residual_triton(x, weight, bias, eps, out_dtype):
+    """(:func:`layer_norm_triton` (x), x) with both of x's gradients added in one backward pass."""
+    return LayerNormResidualFn.apply(x, weight, bias, eps, out_dtype)
 
 
 def layer_norm_triton(x, weight, bias, eps, out_dtype):
