@@ -16,8 +16,8 @@ import torch
 from helix.ops.backend import EAGER_MIN_ROWS, eager_row_kernel_applies, load_kernels
 from helix.ops.layer_norm.reference import layer_norm_reference
 
-__all__ = ["MAX_D", "MIN_ROWS", "apply_norm", "apply_norm_residual", "kernels_apply", "layer_norm", "layer_norm_reference",
-           "sizes_apply"]
+__all__ = ["MAX_D", "MIN_ROWS", "apply_norm", "apply_norm_residual", "kernels_apply", "layer_norm",
+           "layer_norm_reference", "sizes_apply"]
 
 MIN_ROWS = EAGER_MIN_ROWS
 """Fewer rows keep PyTorch's kernel (``ops.backend.EAGER_MIN_ROWS``: an eager launch of the Triton path
