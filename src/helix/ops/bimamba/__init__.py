@@ -1,8 +1,9 @@
 """The inner part of a BiMamba block with both directions stacked along channels.
 
 ``reference.py`` composes it from the scan and conv ops (the spec, any backend); ``fused.py`` is the
-lean Triton autograd function that saves three activations and recomputes the rest in backward
-(the shape of mamba-ssm's ``mamba_inner_fn`` / ``mamba_inner_ref``).
+lean Triton autograd function that saves only its input h and recomputes the rest in backward, or keeps
+the scan's chunk states or every activation where the model asks (``keep``; the shape of mamba-ssm's
+``mamba_inner_fn`` / ``mamba_inner_ref``).
 """
 
 from __future__ import annotations
