@@ -103,9 +103,9 @@ class AttentionBlock(nn.Module):
         # the norms in the products' dtype (autocast would cast their fp32 output for the product anyway),
         # from one kernel where helix.ops.layer_norm applies
         # each residual stream comes back through its norm's autograd function (on the kernel path), whose
-        # backward adds the residual path's gradient to dx in its own pass
-        # and the output products' biases are added with the residual by one kernel on CUDA (helix.ops.residual:
-        # PyTorch's add of a bf16 product to the fp32 stream ran unvectorised, 0.22 ms per add at 300 s, B=8)
+        # backward adds the residual path's gradient to dx in its own pass; the output products' biases are
+        # added with the residual by one kernel on CUDA (helix.ops.residual: PyTorch's add of a bf16 product
+        # to the fp32 stream ran unvectorised, 0.22 ms per add at 300 s, B=8)
         h, x = apply_norm_residual(self.norm1, x, compute_dtype(x))
         a = add_bias_residual(x, self.attn(h, lengths, bias=False), self.attn.out.bias)
         h, a = apply_norm_residual(self.norm2, a, compute_dtype(a))

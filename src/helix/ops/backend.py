@@ -112,6 +112,22 @@ def eager_row_kernel_applies(x: torch.Tensor) -> bool:
             and not through_custom_op() and not torch.jit.is_tracing())
 
 
+def row_tile(D: int, tile: int) -> tuple[int, int]:
+    """A row-wise kernel's tile for rows of D elements: (rows per program step, D padded to a power of two,
+    at least 16), the rows filling ``tile`` elements (the LayerNorm and residual kernels)."""
+    block_d = max(1 << (D - 1).bit_length(), 16)
+    return max(tile // block_d, 1), block_d
+
+
+def partial_sum_grid(M: int, rows: int, max_programs: int) -> tuple[int, int]:
+    """(row blocks per program, programs) for a backward that walks M rows in blocks of ``rows`` and keeps one
+    row of per-column partial sums per program, at most ``max_programs`` of them; every program has at
+    least one block."""
+    blocks = -(-M // rows)
+    per_program = -(-blocks // min(blocks, max_programs))
+    return per_program, -(-blocks // per_program)
+
+
 def through_custom_op() -> bool:
     """Whether the kernels are called through their ``torch.library`` custom ops (``ops/*/library.py``).
 

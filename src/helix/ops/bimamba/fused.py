@@ -59,7 +59,7 @@ class BiMambaInnerFn(torch.autograd.Function):
         ctx.save_for_backward(h, w_x, w_z, conv_w, conv_b, w_xp, w_dt, A, D, dt_bias, w_out, lengths)
         # intermediates, none of them an input or output (so no reference cycle): held on ctx rather than
         # saved, so the backward can drop each after its last use, as it does with its own recompute
-        ctx.kept = {"all": [z, u, x_dbl, delta, H], "states": [H]}.get(keep)
+        ctx.kept = {"all": dict(z=z, u=u, x_dbl=x_dbl, delta=delta, H=H), "states": dict(H=H)}.get(keep)
         ctx.R, ctx.cfg, ctx.scan_lengths = R, cfg, scan_lengths
         # (B, Dm, L) as a view of the token-major product: the block adds its bias and residual along
         # tokens, so they read it contiguously (a (B, Dm, L) result made them strided kernels)
@@ -71,10 +71,11 @@ class BiMambaInnerFn(torch.autograd.Function):
         R, cfg = ctx.R, ctx.cfg
         dtype = h.dtype
         h_t = h.transpose(1, 2)
-        kept, ctx.kept = getattr(ctx, "kept", None), None  # taken once: z and delta are written over below,
-        x_in = None  # so a second backward (retain_graph) recomputes them
-        if kept is not None and len(kept) == 5:
-            z, u, x_dbl, delta, H = kept
+        # taken once: z and delta are written over below, so a second backward (retain_graph) remakes them
+        kept, ctx.kept = getattr(ctx, "kept", None) or {}, None
+        x_in = None
+        if "z" in kept:
+            z, u, x_dbl, delta, H = (kept[k] for k in ("z", "u", "x_dbl", "delta", "H"))
         else:  # z, u, x_dbl, delta as the forward made them; x_in stays for the conv backward (one product
             # less; the model's last block, whose backward holds the step's peak, keeps all and remakes it)
             z = bmm(w_z, h_t)
@@ -82,7 +83,7 @@ class BiMambaInnerFn(torch.autograd.Function):
             u = conv.conv_forward(x_in, conv_w, conv_b, True, lengths)
             x_dbl = bmm(w_xp, u)
             delta = bmm(w_dt, x_dbl[:, :2 * R])
-            H = kept[0] if kept is not None else None  # None: recomputed inside scan_backward
+            H = kept.get("H")  # None: recomputed inside scan_backward
         kept = None
         Bm, Cm = _bc(x_dbl, R, cfg)
         dout = dout.to(dtype)

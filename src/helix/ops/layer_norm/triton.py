@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from helix.ops.backend import partial_sum_grid, row_tile
+
 TILE = 4096  # elements per program and per backward step: 16 rows of D = 256 (the measured width)
 BWD_PROGRAMS = 512  # backward programs at most, each summing its rows' dw, db (fastest of 512-16384 on the H200)
 
@@ -78,12 +80,12 @@ def _ln_bwd(x_ptr, w_ptr, dy_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr, re
 
 
 def _block_d(D: int) -> int:
-    return max(triton.next_power_of_2(D), 16)
+    return row_tile(D, TILE)[1]
 
 
 def _rows(D: int) -> int:
     """Rows per program (and per backward step) for rows of D elements."""
-    return max(TILE // _block_d(D), 1)
+    return row_tile(D, TILE)[0]
 
 
 def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
@@ -110,9 +112,7 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     if not M:
         return dx, torch.zeros(D, dtype=torch.float32, device=x.device), torch.zeros_like(weight, dtype=torch.float32)
     rows = _rows(D)
-    blocks = triton.cdiv(M, rows)
-    per_program = triton.cdiv(blocks, min(blocks, BWD_PROGRAMS))
-    programs = triton.cdiv(blocks, per_program)  # every program has at least one block
+    per_program, programs = partial_sum_grid(M, rows, BWD_PROGRAMS)
     dw = torch.empty((programs, D), dtype=torch.float32, device=x.device)
     db = torch.empty((programs, D), dtype=torch.float32, device=x.device)
     _ln_bwd[(programs,)](x, weight, dy, mean, rstd, dx, dw, db, res if res is not None else dy, M, D, per_program,
@@ -133,9 +133,12 @@ class LayerNormFn(torch.autograd.Function):
         return y.view(shape)
 
     @staticmethod
-    def backward(ctx, dy):
+    def backward(ctx, dy, res=None):
+        """``res``: the gradient of x's other path, added to dx in the same pass (:class:`LayerNormResidualFn`)."""
         x2, weight, mean, rstd = ctx.saved_tensors
-        dx, dw, db = layer_norm_backward(dy.reshape(x2.shape).contiguous(), x2, weight.contiguous(), mean, rstd)
+        if res is not None:
+            res = res.float().reshape(x2.shape).contiguous()
+        dx, dw, db = layer_norm_backward(dy.reshape(x2.shape).contiguous(), x2, weight.contiguous(), mean, rstd, res)
         return dx.view(ctx.shape), dw.to(weight.dtype), db.to(weight.dtype), None, None
 
 
@@ -151,14 +154,9 @@ class LayerNormResidualFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dres):
-        x2, weight, mean, rstd = ctx.saved_tensors
         if dy is None:  # only the residual path was used
             return dres, None, None, None, None
-        if dres is not None and (dres.dtype != torch.float32 or x2.dtype != torch.float32):
-            dres = dres.float()
-        res = dres.reshape(x2.shape).contiguous() if dres is not None else None
-        dx, dw, db = layer_norm_backward(dy.reshape(x2.shape).contiguous(), x2, weight.contiguous(), mean, rstd, res)
-        return dx.view(ctx.shape), dw.to(weight.dtype), db.to(weight.dtype), None, None
+        return LayerNormFn.backward(ctx, dy, dres)
 
 
 def layer_norm_residual_triton(x, weight, bias, eps, out_dtype):

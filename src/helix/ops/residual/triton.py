@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from helix.ops.backend import partial_sum_grid, row_tile
+
 TILE = 4096  # elements per program: 16 rows of D = 256
 BWD_PROGRAMS = 512  # the backward's programs at most (so at most 512 partial rows to sum), as the LayerNorm's
 
@@ -55,19 +57,11 @@ def _residual_bwd(g_ptr, dy_ptr, db_ptr, M, D, blocks_per_program, HAS_BIAS: tl.
         tl.store(db_ptr + pid * D + cols, tl.sum(db, 0), mask=mask_c)
 
 
-def _tile(D: int) -> tuple[int, int]:
-    """(rows per program step, padded width) for rows of D elements."""
-    block_d = max(triton.next_power_of_2(D), 16)
-    return max(TILE // block_d, 1), block_d
-
-
 def add_bias_residual_backward(g: torch.Tensor, y_dtype: torch.dtype, bias: bool):
     """g (M, D) fp32 contiguous, M > 0 -> (g in ``y_dtype``, g summed over rows (D,) fp32 or None)."""
     M, D = g.shape
-    rows, block_d = _tile(D)
-    blocks = triton.cdiv(M, rows)
-    per_program = triton.cdiv(blocks, min(blocks, BWD_PROGRAMS))
-    programs = triton.cdiv(blocks, per_program)  # every program has at least one block
+    rows, block_d = row_tile(D, TILE)
+    per_program, programs = partial_sum_grid(M, rows, BWD_PROGRAMS)
     dy = torch.empty((M, D), dtype=y_dtype, device=g.device)
     db = torch.empty((programs, D), dtype=torch.float32, device=g.device) if bias else g
     _residual_bwd[(programs,)](g, dy, db, M, D, per_program, HAS_BIAS=bias, ROWS=rows, BLOCK_D=block_d,
@@ -80,7 +74,7 @@ def add_bias_residual_forward(x: torch.Tensor, y: torch.Tensor, bias: torch.Tens
     M, D = x.shape
     out = torch.empty_like(x)
     if M:
-        rows, block_d = _tile(D)
+        rows, block_d = row_tile(D, TILE)
         _add_bias_residual[(triton.cdiv(M, rows),)](x, y, bias if bias is not None else x, out, M, D,
                                                     HAS_BIAS=bias is not None, ROWS=rows, BLOCK_D=block_d,
                                                     num_warps=4)
