@@ -53,16 +53,46 @@ def test_any_pattern_for_sweeps():
 
 
 @pytest.mark.parametrize("pattern,recompute,keeps", [
-    ("MMMAMM", False, "nnsAsa"), ("MMMMMM", False, "nnnssa"), ("MM", False, "sa"), ("AM", False, "Aa"),
+    ("MMMAMM", False, "sssAsa"), ("MMMMMM", False, "nssssa"), ("MM", False, "sa"), ("AM", False, "Aa"),
     ("MMMMMA", False, "nnnnnA"), ("MMMAMM", True, "nnnAnn")])
-def test_the_last_bimamba_layer_keeps_its_activations_and_two_before_it_their_states(pattern, recompute, keeps):
+def test_the_last_bimamba_layer_keeps_its_activations_and_four_before_it_their_states(pattern, recompute, keeps):
     """The last layer's backward runs first, while everything else is saved anyway (ops/bimamba/fused.py
-    ``keep``): it keeps "all" (a); the two BiMamba layers before it keep their chunk states (s); the others,
+    ``keep``): it keeps "all" (a); the four BiMamba layers before it keep their chunk states (s); the others,
     every layer under ``recompute`` and every layer when an attention layer (A) comes last keep nothing (n)."""
     model = create_model("helix_raw", num_classes=3, pattern=pattern, recompute=recompute, **SMALL)
     got = "".join(layer.keep_activations[0] if hasattr(layer, "keep_activations") else "A"
                   for layer in model.layers)
     assert got == keeps
+
+
+@pytest.mark.parametrize("lean,grad,runs", [(True, True, 2), ("auto", True, 1), (True, False, 1)])
+def test_a_lean_training_step_runs_the_raw_frontend_again_in_backward(monkeypatch, lean, grad, runs):
+    """``backbone.CHECKPOINT_FRONTEND``: a lean training step (every batch under ``lean_blocks: true``; under
+    "auto" a batch this small is not lean) keeps only the waveform and runs the frontend a second time in
+    backward; without gradients it runs once. Logits and every gradient equal those without it."""
+    from helix.models import backbone
+
+    torch.manual_seed(0)
+    model = create_model("helix_raw", num_classes=3, lean_blocks=lean, **SMALL).train()
+    wave = torch.randn(2, 16000) * 0.1
+    results = []
+    for devices in (("cpu",), ()):
+        monkeypatch.setattr(backbone, "CHECKPOINT_FRONTEND", devices)
+        calls = []
+        tokens = model.frontend.tokens
+        # counted where the frontend starts (a recompute stops once it has what backward needs)
+        monkeypatch.setattr(model.frontend, "tokens", lambda w: calls.append(1) or tokens(w))
+        model.zero_grad(set_to_none=True)
+        with torch.set_grad_enabled(grad):
+            logits = model(wave)
+            if grad:
+                logits.square().sum().backward()
+        monkeypatch.undo()
+        results.append((logits.detach(), [p.grad for p in model.parameters()], len(calls)))
+    assert results[0][2] == runs and results[1][2] == 1
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
+    for a, b in zip(results[0][1], results[1][1]):
+        assert (a is None and b is None) or torch.equal(a, b)
 
 
 def test_pool_first_k_uses_only_first_tokens():

@@ -31,6 +31,11 @@ def is_lean(setting, x: torch.Tensor) -> bool:
 
     Without gradients nothing is kept either way; ``"auto"`` then answers True, so inference
     (``predict``, ``embed``, their CUDA graphs) runs the fused BiMamba op, as with ``True``."""
+    return is_lean_batch(setting, x.shape[0] * x.shape[1])
+
+
+def is_lean_batch(setting, tokens: int) -> bool:
+    """:func:`is_lean` for a batch of ``tokens`` tokens in all."""
     if setting == "auto":
-        return not torch.is_grad_enabled() or x.shape[0] * x.shape[1] >= LEAN_AUTO_TOKENS
+        return not torch.is_grad_enabled() or tokens >= LEAN_AUTO_TOKENS
     return bool(setting)

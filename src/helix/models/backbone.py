@@ -17,6 +17,7 @@ from helix.frontends import build_frontend
 from helix.frontends.checks import check_lengths, check_waveform
 from helix.layers.attention import AttentionBlock
 from helix.layers.bimamba import BiMambaBlock
+from helix.layers.lean import is_lean_batch
 from helix.models.config import ModelConfig
 from helix.models.params import solve_ffn_width
 from helix.ops.layer_norm import apply_norm
@@ -32,9 +33,17 @@ def build_layer(kind: str, cfg: ModelConfig, d_ffn: int) -> nn.Module:
     raise ValueError(f"unknown layer type {kind!r} in pattern (expected 'M' or 'A')")
 
 
-KEPT_STATE_LAYERS = 2
+CHECKPOINT_FRONTEND = ("cuda",)
+"""Devices on which a lean training step (``layers.lean.is_lean_batch``: large batches) of the raw frontend
+keeps only the waveform for backward and runs the frontend again there (a reshape, one (B L, 160) x
+(160, D) product and its norm) instead of saving its product's bf16 input and output (0.2 GB at 300 s, B=8):
+that memory pays for a chunk-state layer (:func:`keep_activations`). On a CPU memory rarely limits."""
+
+KEPT_STATE_LAYERS = 4
 """BiMamba layers before the last one that keep their scan's chunk states for backward
-(:func:`keep_activations`)."""
+(:func:`keep_activations`). Four since session 20: the norms' fp16 xhat (``ops.layer_norm.triton.SAVE_XHAT``)
+and the frontend's recompute (:data:`CHECKPOINT_FRONTEND`) freed the memory for two more (RESULTS.md
+section 23)."""
 
 
 def keep_activations(layers, pattern: str) -> None:
@@ -44,7 +53,7 @@ def keep_activations(layers, pattern: str) -> None:
     BiMamba layer it keeps everything ("all"), which adds nothing to the step's peak (its own recompute
     would allocate the same buffers then). The :data:`KEPT_STATE_LAYERS` BiMamba layers before it keep
     their chunk states ("states"; 0.49 GB each at 300 s, B=8), which spares their backward the forward's
-    chunk sums and a carry. Measured on the H200 (benchmarks/RESULTS.md section 22)."""
+    chunk sums and a carry, ~1.1 ms each. Measured on the H200 (benchmarks/RESULTS.md sections 22, 23)."""
     mixers = [i for i, kind in enumerate(pattern) if kind == "M"]
     if not mixers or mixers[-1] != len(pattern) - 1:
         return
@@ -101,7 +110,11 @@ class HelixClassifier(nn.Module):
         every clip is full)."""
         check_waveform(wave, self.min_samples, f"{self.config.frontend} frontend")
         tok = self.token_lengths(wave, lengths)
-        x = self.frontend(wave, None if tok is None else lengths)
+        sample_lengths = None if tok is None else lengths
+        if self._checkpoints_frontend(wave):
+            x = checkpoint(self.frontend, wave, sample_lengths, use_reentrant=False)
+        else:
+            x = self.frontend(wave, sample_lengths)
         if self.config.pos_encoding == "sinusoidal":
             x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype)
         for layer in self.layers:
@@ -113,6 +126,13 @@ class HelixClassifier(nn.Module):
         if tok is not None:
             x = x * valid_mask(tok, x.shape[1]).unsqueeze(-1).to(x.dtype)
         return (x, tok) if return_lengths else x
+
+    def _checkpoints_frontend(self, wave: torch.Tensor) -> bool:
+        """Whether this training step recomputes the frontend in backward (:data:`CHECKPOINT_FRONTEND`)."""
+        if self.config.frontend != "raw" or wave.device.type not in CHECKPOINT_FRONTEND:
+            return False
+        return (self.training and torch.is_grad_enabled()
+                and is_lean_batch(self.config.lean_blocks, wave.shape[0] * self.num_tokens(wave.shape[1])))
 
     def forward_features(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) [+ lengths] -> pooled embedding (B, D): mean over each clip's valid tokens, or over
