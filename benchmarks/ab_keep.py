@@ -1,6 +1,7 @@
 """Same-run A/B of the 300 s training step over what the lean BiMamba layers keep for backward
 (``models.backbone.keep_activations``): nothing, the last layer's activations only, or those plus the
-chunk states of the ``KEPT_STATE_LAYERS`` BiMamba layers before it (the default, 2; ``states3``: 3).
+chunk states of the ``KEPT_STATE_LAYERS`` BiMamba layers before it (the default, 4 since session 20;
+``states2``, ``states3``: 2, 3).
 
     PYTHONPATH=src python3 benchmarks/ab_keep.py --batch 8 32 --settings none last default
 
@@ -12,7 +13,7 @@ import argparse
 from helix.models import backbone
 from helix.reporting import table1
 
-SETTINGS = {"none": None, "last": 0, "default": backbone.KEPT_STATE_LAYERS, "states3": 3}
+SETTINGS = {"none": None, "last": 0, "default": backbone.KEPT_STATE_LAYERS, "states2": 2, "states3": 3}
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--batch", type=int, nargs="+", default=[8])
 p.add_argument("--tokens", type=int, default=30000)
