@@ -69,13 +69,17 @@ gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 
 @gpu
 @pytest.mark.gpu
-@pytest.mark.parametrize("model", ["pure_mamba_raw", "helix_mel"])
+@pytest.mark.parametrize("model", ["pure_mamba_raw", "helix_mel", "helix_raw lean"])
 def test_gpu_replayed_trainer_steps_equal_eager_steps(tiny, model):
     """Warm-up, capture and replays through a whole run (train and eval graphs, one per shape):
-    the per-step losses and the final weights match an eager run within bf16 tolerance."""
+    the per-step losses and the final weights match an eager run within bf16 tolerance. ``lean``: every
+    block lean, so the captured step also recomputes the raw frontend, the attention block and the BiMamba
+    blocks' activations in backward (checkpoints inside the graph)."""
+    name, *lean = model.split()
     # loader workers: the pin-memory thread allocates while the step is being captured
-    common = ["device=cuda", "precision=bf16", f"model.name={model}", "optim.epochs=3", "data.num_workers=2",
-              "data.task_kwargs={num_train: 64, num_val: 20, num_test: 24}"]
+    common = ["device=cuda", "precision=bf16", f"model.name={name}", "optim.epochs=3", "data.num_workers=2",
+              "data.task_kwargs={num_train: 64, num_val: 20, num_test: 24}",
+              *(["model.overrides.lean_blocks=true"] if lean else [])]
     eager = Trainer(tiny(*common, "cuda_graphs=off", out="eager"), verbose=False)
     graphed = Trainer(tiny(*common, "cuda_graphs=on", out="graphed"), verbose=False)
     sa, sb = eager.fit(), graphed.fit()

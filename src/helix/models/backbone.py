@@ -112,7 +112,8 @@ class HelixClassifier(nn.Module):
         tok = self.token_lengths(wave, lengths)
         sample_lengths = None if tok is None else lengths
         if self._checkpoints_frontend(wave):
-            x = checkpoint(self.frontend, wave, sample_lengths, use_reentrant=False)
+            # no random ops inside: no RNG state to save and restore (nor to touch under graph capture)
+            x = checkpoint(self.frontend, wave, sample_lengths, use_reentrant=False, preserve_rng_state=False)
         else:
             x = self.frontend(wave, sample_lengths)
         if self.config.pos_encoding == "sinusoidal":
