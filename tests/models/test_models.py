@@ -76,18 +76,17 @@ def test_a_lean_training_step_runs_the_raw_frontend_again_in_backward(monkeypatc
     model = create_model("helix_raw", num_classes=3, lean_blocks=lean, **SMALL).train()
     wave = torch.randn(2, 16000) * 0.1
     results = []
+    tokens = model.frontend.tokens
     for devices in (("cpu",), ()):
-        monkeypatch.setattr(backbone, "CHECKPOINT_FRONTEND", devices)
         calls = []
-        tokens = model.frontend.tokens
-        # counted where the frontend starts (a recompute stops once it has what backward needs)
-        monkeypatch.setattr(model.frontend, "tokens", lambda w: calls.append(1) or tokens(w))
         model.zero_grad(set_to_none=True)
-        with torch.set_grad_enabled(grad):
+        with monkeypatch.context() as m, torch.set_grad_enabled(grad):
+            m.setattr(backbone, "CHECKPOINT_FRONTEND", devices)
+            # counted where the frontend starts (a recompute stops once it has what backward needs)
+            m.setattr(model.frontend, "tokens", lambda w: calls.append(1) or tokens(w))
             logits = model(wave)
             if grad:
                 logits.square().sum().backward()
-        monkeypatch.undo()
         results.append((logits.detach(), [p.grad for p in model.parameters()], len(calls)))
     assert results[0][2] == runs and results[1][2] == 1
     torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
