@@ -61,9 +61,21 @@ CONFIGS = {
     # the Gluon backward's dB, dC accumulators in shared memory: slower than registers before the loads
     # went one channel ahead (RESULTS.md section 14); with them, offline (Triton 3.6, sm_90) its channel
     # loop has no spills and 1,061 instructions against 27/34 spill stores/loads and 1,088 (section 19)
-    "t32-dg128-w1-accsmem": ScanConfig(32, 128, 1, bwd_smem="acc"),
+    "t32-dg128-w1-accsmem": ScanConfig(32, 128, 1, bwd_smem="acc", bwd_next="exp"),
     # the Gluon backward's dA atomic masked at every size (full_n unmasks it where N = 32 and L % 16 == 0)
     "t32-dg128-w1-masked": ScanConfig(32, 128, 1, full_n=False),
+    # a_{t+1} as a_t's tile one step on (one exponential per element in the backward, not two), with the
+    # accumulators (and B, C) in registers or shared memory, and register caps that fit 10 or 12 warps per SM.
+    # Offline (Triton 3.6, sm_90, channel loop): 1,002 instructions, 59/65 spill stores/loads (registers);
+    # 903, none (acc); 936, none, 232 registers (acc+bc); 963, 4/10 at 200; 1,019, 27/34 at 168. The
+    # session-20 default (exp, registers): 1,090, 28/35. Shift with acc is the default since session 21.
+    "t32-dg128-w1-exp": ScanConfig(32, 128, 1, bwd_next="exp", bwd_smem="none"),
+    "t32-dg128-w1-shift": ScanConfig(32, 128, 1, bwd_next="shift", bwd_smem="none"),
+    "t32-dg128-w1-shift-acc": ScanConfig(32, 128, 1, bwd_next="shift", bwd_smem="acc"),
+    "t32-dg128-w1-shift-accbc": ScanConfig(32, 128, 1, bwd_next="shift", bwd_smem="acc+bc"),
+    "t32-dg128-w1-shift-accbc-r200": ScanConfig(32, 128, 1, bwd_next="shift", bwd_smem="acc+bc", bwd_maxnreg=200),
+    "t32-dg128-w1-shift-accbc-r168": ScanConfig(32, 128, 1, bwd_next="shift", bwd_smem="acc+bc", bwd_maxnreg=168),
+    "t32-dg128-w1-shift-acc-r232": ScanConfig(32, 128, 1, bwd_next="shift", bwd_smem="acc", bwd_maxnreg=232),
 }
 
 

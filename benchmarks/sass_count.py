@@ -42,7 +42,8 @@ BF16 = {"u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr", "dout_ptr", "du
 META = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BIDIR=True, REVERSE=False,
             BLOCK_T=32, BLOCK_N=32, DG=128, HAS_LEN=False, WRITE_Y=True,
             ACC_SMEM=os.environ.get("SMEM", "none") != "none", BC_SMEM=os.environ.get("SMEM") == "acc+bc",
-            PREFETCH=os.environ.get("PREFETCH") == "1")
+            PREFETCH=os.environ.get("PREFETCH") == "1", FULL_N=os.environ.get("FULL_N", "1") == "1",
+            SHIFT_A=os.environ.get("SHIFT_A") == "1")
 SHOWN = ("SHFL", "MUFU", "FFMA", "FMUL", "FADD", "LDG", "STG", "LDS", "STS", "BAR", "STL", "LDL", "RED", "REDG", "ATOMG")
 
 

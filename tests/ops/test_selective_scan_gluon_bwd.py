@@ -69,7 +69,7 @@ print(json.dumps({"regs": int(re.search(r"REG:(\d+)", usage).group(1)), "shfl": 
 
 _FLAGS = dict(KERNEL="_bwd_scan_gluon", HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BIDIR=True, REVERSE=False, BLOCK_T=32,
               BLOCK_N=32, DG=128, HAS_LEN=False, WRITE_Y=True, ACC_SMEM=False, BC_SMEM=False, PREFETCH=False,
-              FULL_N=False)
+              FULL_N=False, SHIFT_A=False)
 
 
 def _compile_sm90(**changes) -> dict:
@@ -114,6 +114,20 @@ def test_every_variant_compiles_for_sm90(changes, shuffles):
 
 
 @needs_gluon
+@pytest.mark.parametrize("smem", ["none", "acc", "acc+bc"])
+def test_the_shifted_decay_takes_one_exponential_per_element(smem):
+    """``ScanConfig(bwd_next="shift")``: a_{t+1} is a_t's tile one step on, a register copy, so the channel
+    loop issues 32 MUFU (+ 5 for the per-step softplus and sigmoids) instead of 64 (+ 6); the kernel's
+    whole count here is 40 against 73. With the accumulators in shared memory nothing spills."""
+    base = _compile_sm90(ACC_SMEM=smem != "none", BC_SMEM=smem == "acc+bc", PREFETCH=True)
+    shift = _compile_sm90(ACC_SMEM=smem != "none", BC_SMEM=smem == "acc+bc", PREFETCH=True, SHIFT_A=True)
+    assert shift["mufu"] <= 40 < 64 <= base["mufu"], (base, shift)
+    assert shift["shfl"] <= 16, shift
+    if smem != "none":
+        assert shift["stl"] == 0, shift
+
+
+@needs_gluon
 @pytest.mark.parametrize("changes", [{}, dict(BIDIR=False, REVERSE=True, HAS_LEN=True, HAS_Z=False, HAS_D=False,
                                               HAS_BIAS=False, SOFTPLUS=False)], ids=["block", "no-optional-terms"])
 def test_forward_compiles_for_sm90_without_shuffles_or_spills(changes):
@@ -143,6 +157,8 @@ def test_backward_kernel_choice_is_checked_and_needs_a_compiled_cuda_launch():
         ScanConfig(bwd_kernel="cuda")
     with pytest.raises(ValueError, match="bwd_smem"):
         ScanConfig(bwd_smem="all")
+    with pytest.raises(ValueError, match="bwd_next"):
+        ScanConfig(bwd_next="gather")
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     gl = ScanConfig(bwd_kernel="gluon")
     assert not gl.gluon_backward(32, cpu)  # no interpreter for Gluon: CPU tensors keep Triton
@@ -228,16 +244,17 @@ def test_gpu_prefetch_gives_the_same_outputs_and_gradients(case):
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=2e-5, atol=2e-5, msg=name)
 
 
+@pytest.mark.parametrize("bwd_next", ["exp", "shift"])
 @pytest.mark.parametrize("smem", ["acc+bc", "acc", "none"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", ["forward", "reverse", "24-states", "no-optional-terms", "no-D", "no-bias",
                                   "bidirectional"])
 @gpu_gluon
 @pytest.mark.gpu
-def test_gpu_gradients_match_the_reference(case, dtype, smem):
+def test_gpu_gradients_match_the_reference(case, dtype, smem, bwd_next):
     """Every gradient against float64; "no-D" and "no-bias" take the kernel's one-lane atomic for the other
     (with both, dD and dbias share one atomic of two lanes)."""
-    cfg = ScanConfig(bwd_kernel="gluon", bwd_smem=smem)
+    cfg = ScanConfig(bwd_kernel="gluon", bwd_smem=smem, bwd_next=bwd_next)
     rev, bidir = case == "reverse", case == "bidirectional"
     inputs = make_inputs(3, 256, 333, 24 if case == "24-states" else 32, dtype, groups=2 if bidir else None)
     drop = {"no-optional-terms": ("D", "z", "delta_bias"), "no-D": ("D",), "no-bias": ("delta_bias",)}.get(case, ())
@@ -265,11 +282,12 @@ def test_gpu_unmasked_dA_atomic_gives_the_same_gradients(N):
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=2e-5, atol=2e-5, msg=name)
 
 
+@pytest.mark.parametrize("bwd_next", ["exp", "shift"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", ["lengths", "groups", "long"])
 @gpu_gluon
 @pytest.mark.gpu
-def test_gpu_gradients_match_the_triton_backward(case, dtype):
+def test_gpu_gradients_match_the_triton_backward(case, dtype, bwd_next):
     """Per-row lengths (bidirectional: the reversed half starts at each row's end), four B/C groups,
     and a long sequence at the block's width: every gradient as the Triton kernel's."""
     Bsz, D, L = (3, 256, 333) if case != "long" else (2, 1024, 30_000)
@@ -279,7 +297,7 @@ def test_gpu_gradients_match_the_triton_backward(case, dtype):
     grads = {}
     for kernel in ("gluon", "triton"):
         leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
-        y = _scan(ScanConfig(bwd_kernel=kernel), bidirectional=bidir, lengths=lengths)(**leaves)
+        y = _scan(ScanConfig(bwd_kernel=kernel, bwd_next=bwd_next), bidirectional=bidir, lengths=lengths)(**leaves)
         y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y))
         grads[kernel] = {k: v.grad for k, v in leaves.items()}
     for name in NAMES:

@@ -20,6 +20,22 @@ def _combine(a_l, x_l, a_r, x_r):
 
 
 @triton.jit
+def _prev_combine(v_l, p_l, m_l, v_r, p_r, m_r):
+    # a segment is (its last value, the value before it, whether it has two or more elements): joined, the
+    # last value is the right one's, the one before it the right one's own if it has one, else the left's last
+    return v_r, tl.where(m_r > 0.0, p_r, v_l), tl.maximum(m_r, 1.0)
+
+
+@triton.jit
+def _shift_prev(x, fill, zero, axis: tl.constexpr):
+    """x shifted one step along ``axis``: out[t] = x[t - 1], out[0] = fill[0] (fill and ``zero``, a tile of
+    zeros, have x's shape). Written as an inclusive scan: where the axis lies inside a thread every combine
+    folds to a register copy (with a constant ``zero``)."""
+    _, prev, _ = tl.associative_scan((x, fill, zero), axis, _prev_combine)
+    return prev
+
+
+@triton.jit
 def _dt_of(v, bias, SOFTPLUS: tl.constexpr):
     v = v + bias
     if SOFTPLUS:

@@ -47,6 +47,7 @@ if AVAILABLE:
     _combine = gluon.jit(chunk_state._combine.fn)
     _dt_of = gluon.jit(chunk_state._dt_of.fn)
     _channel_inputs = gluon.jit(chunk_state._bwd_channel_inputs.fn)
+    _shift_prev = gluon.jit(chunk_state._shift_prev.fn)
     _fwd_channel_inputs = gluon.jit(chunk_state._channel_inputs.fn)
     _bc_tile = gluon.jit(chunk_state._bc_tile.fn)
     _serial_rows = gluon.jit(columns._serial_rows.fn)
@@ -139,7 +140,8 @@ if AVAILABLE:
                         SOFTPLUS: gl.constexpr, BIDIR: gl.constexpr, REVERSE: gl.constexpr,
                         BLOCK_T: gl.constexpr, BLOCK_N: gl.constexpr, DG: gl.constexpr, HAS_LEN: gl.constexpr,
                         WRITE_Y: gl.constexpr, ACC_SMEM: gl.constexpr, BC_SMEM: gl.constexpr,
-                        PREFETCH: gl.constexpr = False, FULL_N: gl.constexpr = False):
+                        PREFETCH: gl.constexpr = False, FULL_N: gl.constexpr = False,
+                        SHIFT_A: gl.constexpr = False):
         COL: gl.constexpr = gl.BlockedLayout([BLOCK_T, 1], [1, 32], [1, 1], [0, 1])
         ROW: gl.constexpr = gl.BlockedLayout([1, BLOCK_N], [32, 1], [1, 1], [1, 0])
         LANE: gl.constexpr = gl.SliceLayout(1, ROW)  # one step per lane
@@ -215,7 +217,8 @@ if AVAILABLE:
                     bias, Dd = _bias_and_d(bias_ptr, D_ptr, d, HAS_BIAS, HAS_D)
                 # per-step values, one step per lane
                 dt = gl.where(mask_q, _dt_of(v, bias, SOFTPLUS), 0.0)
-                dtn = gl.where(mask_next, _dt_of(vn, bias, SOFTPLUS), 0.0)
+                if not SHIFT_A:
+                    dtn = gl.where(mask_next, _dt_of(vn, bias, SOFTPLUS), 0.0)
                 if HAS_Z:
                     sz = _sigmoid(z)
                     dy = dout * z * sz
@@ -231,7 +234,8 @@ if AVAILABLE:
                 dt_s.store(dt)
                 dtu_s.store(dtu)
                 dy_s.store(dy)
-                dtn_s.store(dtn)
+                if not SHIFT_A:
+                    dtn_s.store(dtn)
                 dt_b = dt_s.load(TS)
                 dtu_b = dtu_s.load(TS)
                 # the chunk's states from the carry entering it (folded into the first step)
@@ -256,18 +260,34 @@ if AVAILABLE:
                     dC_s.store(dC_s.load(COL) + h * dy_b[:, None])
                 else:
                     dC_acc += h * dy_b[:, None]
-                hx = h - x  # a_t h_{t-1}
+                if SHIFT_A:  # a_t h_{t-1} from h's tile one step back (the entering state before step 0)
+                    zero = gl.zeros([BLOCK_T, BLOCK_N], gl.float32, COL)
+                    hx = a * _shift_prev(h, zero + Hn[None, :], zero, 0)
+                else:
+                    hx = h - x  # a_t h_{t-1}
                 # adjoint g_t = dy_t C_t + a_{t+1} g_{t+1} + the carry from the next chunk: a forward
                 # scan on the flipped tiles (in-thread, so the flips are free)
-                if not PREFETCH:
-                    rowK = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 0, 1)
-                    Kn = gl.load(K_ptr + rowK * N + n, mask=mask_n, other=0.0).to(gl.float32)
-                if BC_SMEM:
-                    Ct = C_s.load(COL)
-                an = _flip(gl.exp2(dtn_s.load(TS)[:, None] * A2[None, :]), 0)
-                gy = _flip(dy_b[:, None] * Ct, 0)
-                _, gr = gl.associative_scan((an, gl.where(first, gy + an * Kn[None, :], gy)), 0, _combine)
-                gg = _flip(gr, 0)
+                if not SHIFT_A:
+                    if not PREFETCH:
+                        rowK = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 0, 1)
+                        Kn = gl.load(K_ptr + rowK * N + n, mask=mask_n, other=0.0).to(gl.float32)
+                    if BC_SMEM:
+                        Ct = C_s.load(COL)
+                    an = _flip(gl.exp2(dtn_s.load(TS)[:, None] * A2[None, :]), 0)
+                    gy = _flip(dy_b[:, None] * Ct, 0)
+                    _, gr = gl.associative_scan((an, gl.where(first, gy + an * Kn[None, :], gy)), 0, _combine)
+                    gg = _flip(gr, 0)
+                else:  # a_{t+1} is a's tile one step on; at the chunk's last step 1 (K holds the next decay)
+                    if not PREFETCH:
+                        rowK = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 0, 1)
+                        Kn = gl.load(K_ptr + rowK * N + n, mask=mask_n, other=0.0).to(gl.float32)
+                    if BC_SMEM:
+                        Ct = C_s.load(COL)
+                    an = _shift_prev(_flip(a, 0), gl.full([BLOCK_T, BLOCK_N], 1.0, gl.float32, COL),
+                                     gl.zeros([BLOCK_T, BLOCK_N], gl.float32, COL), 0)
+                    gy = _flip(dy_b[:, None] * Ct, 0)
+                    _, gr = gl.associative_scan((an, gl.where(first, gy + Kn[None, :], gy)), 0, _combine)
+                    gg = _flip(gr, 0)
                 gh = gg * hx
                 if BC_SMEM:
                     Bt = B_s.load(COL)

@@ -294,9 +294,9 @@ class ScanConfig:
     ``bwd_kernel``: ``"gluon"`` (the default) runs the backward as ``gluon_bwd._bwd_scan_gluon``, one
     state column per thread with explicit layouts, where ``gluon_backward()`` allows it (compiled CUDA
     launches of 32 x 32 tiles at one warp), else ``_bwd_scan``; ``"triton"`` always runs ``_bwd_scan``.
-    ``bwd_smem``: where the Gluon kernel keeps the dB, dC accumulators (``"acc"``) and B, C too
-    (``"acc+bc"``): in shared memory, or all in registers (``"none"``, the default, fastest on the H200:
-    RESULTS.md section 14).
+    ``bwd_smem``: where the Gluon kernel keeps the dB, dC accumulators (``"acc"``, the default) and B, C too
+    (``"acc+bc"``): in shared memory, or all in registers (``"none"``, fastest on the H200 with
+    ``bwd_next="exp"``: RESULTS.md section 14).
     ``fwd_kernel``: ``"gluon"`` (the default) runs the forward scan as ``gluon_bwd._fwd_scan_gluon`` where
     ``gluon_forward()`` allows it (else the Triton kernels); ``"triton"`` always runs ``_fwd_scan_columns``
     or ``_fwd_scan`` (RESULTS.md section 15: 31.4 -> 27.4 ms per 300 s step).
@@ -319,14 +319,22 @@ class ScanConfig:
     ``full_n``: where N equals the tile's 32 states and L is a multiple of 16, the Gluon backward adds dA
     without a mask (no branch around the atomic): 2% faster at 8 x 30,000 on the H200 (RESULTS.md section
     21); ``False`` keeps the mask everywhere.
+    ``bwd_next``: how the Gluon backward gets the adjoint's decay a_{t+1}: ``"exp"``, a second exponential
+    per element; ``"shift"`` (the default), a_t's tile one step on (register order: the adjoint's scan then
+    runs while a_t is live, and a_t h_{t-1} is h's tile one step back times a_t). With the accumulators in
+    shared memory its channel loop issues 903 instructions without spills against 1,090 with 28/35 spill
+    stores/loads (offline, Triton 3.6, sm_90); on the H200 the 300 s step at B=8 took 1.7 ms less for both
+    models (RESULTS.md section 24).
     """
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
                  bwd_warps: int | None = None, fill: int = 0, bwd_maxnreg: int | None = None,
                  layout: str = "columns", states: str = "float32", bwd_kernel: str = "gluon",
-                 bwd_smem: str = "none", fuse_states: bool = True, fwd_kernel: str = "gluon",
+                 bwd_smem: str = "acc", fuse_states: bool = True, fwd_kernel: str = "gluon",
                  fwd_chunks: str = "parallel", serial_fill: int = 2048, prefetch: bool = True,
-                 full_n: bool = True):
+                 full_n: bool = True, bwd_next: str = "shift"):
+        if bwd_next not in ("exp", "shift"):
+            raise ValueError(f"bwd_next must be 'exp' or 'shift', not {bwd_next!r}")
         if bwd_kernel not in ("triton", "gluon"):
             raise ValueError(f"bwd_kernel must be 'triton' or 'gluon', not {bwd_kernel!r}")
         if fwd_kernel not in ("triton", "gluon"):
@@ -351,6 +359,7 @@ class ScanConfig:
         self.fwd_chunks, self.serial_fill = fwd_chunks, int(serial_fill)
         self.prefetch = bool(prefetch)
         self.full_n = bool(full_n)
+        self.bwd_next = bwd_next
 
     def kernel(self, backward: bool) -> tuple[int, int]:
         """(channel cap, warps) of the forward-side kernels, or of ``_bwd_scan``."""
@@ -362,7 +371,7 @@ class ScanConfig:
                 f"bwd_maxnreg={self.bwd_maxnreg}, layout={self.layout!r}, states={self.states!r}, "
                 f"bwd_kernel={self.bwd_kernel!r}, bwd_smem={self.bwd_smem!r}, fuse_states={self.fuse_states}, "
                 f"fwd_kernel={self.fwd_kernel!r}, fwd_chunks={self.fwd_chunks!r}, serial_fill={self.serial_fill}, "
-                f"prefetch={self.prefetch}, full_n={self.full_n})")
+                f"prefetch={self.prefetch}, full_n={self.full_n}, bwd_next={self.bwd_next!r})")
 
     def state_dtype(self, dtype: torch.dtype) -> torch.dtype:
         """Storage of the chunk states for activations of ``dtype``: bfloat16 for bfloat16 activations
@@ -612,7 +621,8 @@ def scan_backward(dout, u, delta, A, Bm, Cm, D, z, bias, H, softplus, bidir, rev
     # the backward at 8 x 30,000; at other L ptxas then spills more (55/62 against 31/38 at 32 x 3,000,
     # 13% slower), so those keep the mask (RESULTS.md sections 21-22)
     gluon_flags = dict(flags, ACC_SMEM=cfg.bwd_smem != "none", BC_SMEM=cfg.bwd_smem == "acc+bc",
-                       PREFETCH=cfg.prefetch, FULL_N=cfg.full_n and N == bwd_meta["BLOCK_N"] and L % 16 == 0)
+                       PREFETCH=cfg.prefetch, FULL_N=cfg.full_n and N == bwd_meta["BLOCK_N"] and L % 16 == 0,
+                       SHIFT_A=cfg.bwd_next == "shift")
     if not (cfg.gluon_backward(bwd_meta["BLOCK_N"], u.device)
             and _launch_gluon(gluon_bwd._bwd_scan_gluon, bwd_grid, args, gluon_flags)):
         _launch(_bwd_scan, bwd_grid, *args, **flags)
