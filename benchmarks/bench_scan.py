@@ -76,6 +76,8 @@ CONFIGS = {
     "t32-dg128-w1-shift-accbc-r200": ScanConfig(32, 128, 1, bwd_next="shift", bwd_smem="acc+bc", bwd_maxnreg=200),
     "t32-dg128-w1-shift-accbc-r168": ScanConfig(32, 128, 1, bwd_next="shift", bwd_smem="acc+bc", bwd_maxnreg=168),
     "t32-dg128-w1-shift-acc-r232": ScanConfig(32, 128, 1, bwd_next="shift", bwd_smem="acc", bwd_maxnreg=232),
+    # 9 warps per SM: offline 923 instructions, 4/10 spills
+    "t32-dg128-w1-shift-acc-r224": ScanConfig(32, 128, 1, bwd_next="shift", bwd_smem="acc", bwd_maxnreg=224),
 }
 
 

@@ -2,8 +2,9 @@
 
     python benchmarks/sass_count.py [fwd] [bwd] [fwd_columns] [bwd_gluon] [chunk_states] [bwd_chunk_states]
         [both_chunk_states] [fwd_gluon] [fwd_serial] [fwd_serial_gluon]   (MAXNREG=128 caps ptxas's
-    registers; SMEM=acc or SMEM=acc+bc puts the Gluon backward's accumulators, or those and B, C,
-    in shared memory; PREFETCH=1 compiles the Gluon scans with ``ScanConfig(prefetch=True)``)
+    registers; the library's defaults otherwise: SMEM=none (or acc+bc) keeps the Gluon backward's
+    accumulators in registers (or puts B, C in shared memory too), SHIFT_A=0 gives it the second
+    exponential, PREFETCH=0 compiles the Gluon scans with ``ScanConfig(prefetch=False)``, FULL_N=0 masks dA)
 
 Uses the kernels' real specialisation for the BiMamba block at 300 s (B=8, 2 x 512 channels, N=32,
 bf16, strides divisible by 16, unit strides constant), Triton's bundled ``nvdisasm``, and reports
@@ -41,9 +42,9 @@ INTS = {"L": L, "D_GROUP": D // 2, "N": N, "n_chunks": -(-L // 32), "L_BC": L}
 BF16 = {"u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr", "dout_ptr", "du_ptr", "ddl_ptr", "dz_ptr", "y_ptr"}
 META = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BIDIR=True, REVERSE=False,
             BLOCK_T=32, BLOCK_N=32, DG=128, HAS_LEN=False, WRITE_Y=True,
-            ACC_SMEM=os.environ.get("SMEM", "none") != "none", BC_SMEM=os.environ.get("SMEM") == "acc+bc",
-            PREFETCH=os.environ.get("PREFETCH") == "1", FULL_N=os.environ.get("FULL_N", "1") == "1",
-            SHIFT_A=os.environ.get("SHIFT_A") == "1")
+            ACC_SMEM=os.environ.get("SMEM", "acc") != "none", BC_SMEM=os.environ.get("SMEM") == "acc+bc",
+            PREFETCH=os.environ.get("PREFETCH", "1") == "1", FULL_N=os.environ.get("FULL_N", "1") == "1",
+            SHIFT_A=os.environ.get("SHIFT_A", "1") == "1")
 SHOWN = ("SHFL", "MUFU", "FFMA", "FMUL", "FADD", "LDG", "STG", "LDS", "STS", "BAR", "STL", "LDL", "RED", "REDG", "ATOMG")
 
 

@@ -11,13 +11,15 @@ lanes, reductions over N, flips) and 255 registers (B, C and the dB, dC accumula
 - per-step work (softplus, gates, stores) runs one step per lane (``LANE``) and is broadcast to the
   tile once per channel; sums over N go through shared memory once (``ROW``: one step per lane, 32
   states in a thread) and add inside threads: no shuffles;
-- B, C and the dB, dC accumulators stay in registers by default (255 registers, 20 spilled on the
-  H200). ``ACC_SMEM`` keeps the accumulators in shared memory and ``BC_SMEM`` B and C too (read and
-  written as 16-byte vectors by the thread that owns them): no spills, but measured slower, as were
-  register caps that would fit more warps per SM (``benchmarks/RESULTS.md`` section 14).
+- ``ACC_SMEM`` (the default) keeps the dB, dC accumulators in shared memory and ``BC_SMEM`` B and C too
+  (read and written as 16-byte vectors by the thread that owns them); without either, all four tiles
+  stay in registers (255 registers and spills). Register caps that would fit more warps per SM were
+  slower (``benchmarks/RESULTS.md`` sections 14 and 24);
+- ``SHIFT_A`` (the default): a_{t+1} is a_t's tile one step on (register copies) instead of a second
+  exponential, and a_t h_{t-1} is a_t times h's tile one step back (docs/kernels.md, session 21).
 
-The channel loop compiles to ~1,000 instructions with 10 shuffles, against ~1,530 and ~270 for
-``_bwd_scan`` (``benchmarks/sass_count.py bwd bwd_gluon``, Triton 3.6, sm_90).
+The channel loop compiles to 903 instructions with 10 shuffles and no spills (defaults), against ~1,530
+and ~270 for ``_bwd_scan`` (``benchmarks/sass_count.py bwd bwd_gluon``, Triton 3.6, sm_90).
 
 ``_fwd_scan_gluon`` is the forward scan in the same layouts (``_fwd_scan``'s arguments and outputs):
 311 instructions per channel loop against 341 for ``_fwd_scan_columns``, 146 registers against 149;
