@@ -13,7 +13,9 @@ import triton
 
 from helix.ops.causal_conv import triton as conv
 
-SPEC = conv._conv_fwd
+# the K-tap kernel (session 19's forward; since session 21 ``_conv_fwd_taps``, run with FWD_GROUPS off)
+conv.FWD_GROUPS = False
+SPEC = conv._conv_fwd_taps
 UNSPEC = triton.jit(SPEC.fn, do_not_specialize=["C", "L", "HALF", "BIDIR", "sx_b", "sx_c"])
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -29,11 +31,11 @@ for size in args.sizes:
     b = torch.randn(args.channels, device="cuda", generator=g) * 0.5
     outs, times = [], []
     for kernel in (SPEC, UNSPEC):
-        conv._conv_fwd = kernel
+        conv._conv_fwd_taps = kernel
         outs.append(conv.conv_forward(x, w, b, True))
         times.append(triton.testing.do_bench(lambda: conv.conv_forward(x, w, b, True), warmup=10, rep=100,
                                              return_mode="median"))
-    conv._conv_fwd = SPEC
+    conv._conv_fwd_taps = SPEC
     gb = 2 * x.numel() * 2 / 1e9
     print(f"conv fwd B={Bsz} L={L} C={args.channels}: specialised {times[0]:.3f} ms ({gb / times[0]:.2f} TB/s), "
           f"unspecialised {times[1]:.3f} ms ({gb / times[1]:.2f} TB/s), equal {torch.equal(outs[0], outs[1])}",
@@ -44,9 +46,9 @@ if args.step:
     setup = table1.BenchSetup("cuda", num_classes=1313, steps=5, warmup=1)
     for variant, name in (("HELIX (SDPA)", "helix_raw"), ("Pure Mamba", "pure_mamba_raw")):
         for label, kernel in (("specialised", SPEC), ("unspecialised", UNSPEC), ("specialised", SPEC)):
-            conv._conv_fwd = kernel
+            conv._conv_fwd_taps = kernel
             r = table1.measure_step(variant, name, {"attention_impl": "sdpa"} if "HELIX" in variant else {},
                                     tokens=30000, batch=8, setup=setup)
             print(f"{variant:13s} B=8 conv fwd {label:13s} {r.step_ms:8.1f} ms {r.peak_gb:.3f} GB {r.status}",
                   flush=True)
-    conv._conv_fwd = SPEC
+    conv._conv_fwd_taps = SPEC
