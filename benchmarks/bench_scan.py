@@ -4,7 +4,8 @@
 
 Shapes follow ANCHORS.md: D=512, N=32, z-gating, softplus delta with bias, bf16 activations, fp32
 A/D/bias. Time: median of ``triton.testing.do_bench`` (CUDA events). Also reports the two ceilings'
-fractions: exponentials per second (5 per (b, d, t, n): 2 forward, 3 backward) against the measured
+fractions: exponentials per second (5 per (b, d, t, n): 2 forward, 3 backward, the count the rate was
+first measured with; since session 21 the default backward computes 2, not 3) against the measured
 3.83e12/s, and the minimal bytes (each input read once, each output written once) per second
 against the measured 3.0 TB/s copy rate.
 """

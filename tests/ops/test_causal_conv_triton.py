@@ -52,17 +52,19 @@ def check(monkeypatch, Bsz, C, L, dtype, bidirectional, lengths, K=4, seed=0, x_
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidir"])
-@pytest.mark.parametrize("C", [3, 8, 10, 17])
-@pytest.mark.parametrize("L", [1, 5, 16, 100, 257, 264, 1000, 2051, 2056])
+@pytest.mark.parametrize("C", [3, 10, 17])
+@pytest.mark.parametrize("L", [1, 100, 264, 2051, 2056])
 def test_forward_matches_reference_and_taps_kernel(monkeypatch, L, C, bidirectional, dtype):
     """Default tiles; C = 3 and 10 have (4-channel) tiles with both directions (those take the taps
-    code), C = 17 a masked last tile; 2,056 steps are eight 256-step tiles and a partial one."""
+    code; C = 10 also one causal and one anti-causal tile), C = 17 a masked last tile; 1 and 100 steps are
+    one tile, 2,051 is not a multiple of 8 (the taps code throughout), 264 two tiles, and 2,056 steps
+    eight 256-step tiles and a partial one."""
     check(monkeypatch, 2, C, L, dtype, bidirectional, None)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidir"])
-@pytest.mark.parametrize("L", [5, 257, 1000, 2056])
+@pytest.mark.parametrize("L", [257, 2056])
 def test_forward_with_lengths(monkeypatch, L, bidirectional, dtype):
     """Clips ending at 0, at L, at odd steps, one step before and after a tile's end and two after one
     (an anti-causal tile's halo would reach past that clip's end)."""
