@@ -12,6 +12,7 @@ import argparse
 import torch
 import triton.testing
 
+from ab_common import conv_inputs
 from helix.ops.causal_conv import triton as conv
 
 KERNELS = {"taps": False, "groups": True}  # label -> FWD_GROUPS
@@ -25,10 +26,7 @@ print(f"{'B x L':>10s} {'C':>5s} | {'taps ms':>8s} {'TB/s':>5s} | {'groups ms':>
       f"{'equal':5s} max |diff|", flush=True)
 for size in args.sizes:
     Bsz, L = (int(v) for v in size.split("x"))
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(Bsz, args.channels, L, device="cuda", generator=g).bfloat16()
-    w = torch.randn(args.channels, 4, device="cuda", generator=g) * 0.5
-    b = torch.randn(args.channels, device="cuda", generator=g) * 0.5
+    x, w, b = conv_inputs(Bsz, args.channels, L)
     outs, times = {}, {}
     for label, groups in KERNELS.items():
         conv.FWD_GROUPS = groups

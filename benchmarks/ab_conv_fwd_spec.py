@@ -11,6 +11,7 @@ import argparse
 import torch
 import triton
 
+from ab_common import conv_inputs
 from helix.ops.causal_conv import triton as conv
 
 # the K-tap kernel (session 19's forward; since session 21 ``_conv_fwd_taps``, run with FWD_GROUPS off)
@@ -25,10 +26,7 @@ p.add_argument("--step", action="store_true", help="also time the 300 s training
 args = p.parse_args()
 for size in args.sizes:
     Bsz, L = (int(v) for v in size.split("x"))
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(Bsz, args.channels, L, device="cuda", generator=g).bfloat16()
-    w = torch.randn(args.channels, 4, device="cuda", generator=g) * 0.5
-    b = torch.randn(args.channels, device="cuda", generator=g) * 0.5
+    x, w, b = conv_inputs(Bsz, args.channels, L)
     outs, times = [], []
     for kernel in (SPEC, UNSPEC):
         conv._conv_fwd_taps = kernel

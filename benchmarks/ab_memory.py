@@ -18,7 +18,7 @@ import argparse
 from helix.models import backbone
 from helix.ops.causal_conv import triton as conv
 from helix.ops.layer_norm import triton as ln
-from helix.reporting import table1
+from ab_common import step_per_setting
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--batch", type=int, nargs="+", default=[8])
@@ -40,13 +40,4 @@ def apply(setting: str) -> None:
     backbone.KEPT_STATE_LAYERS = next((int(f[1]) for f in sorted(flags) if f in ("s3", "s4", "s5")), 2)
 
 
-names = {"Pure Mamba": "pure_mamba_raw", "HELIX (SDPA)": "helix_raw"}
-setup = table1.BenchSetup("cuda", num_classes=1313, steps=args.steps, warmup=1)
-for batch in args.batch:
-    for variant in args.variants:
-        for setting in args.settings:
-            apply(setting)
-            r = table1.measure_step(variant, names[variant], {"attention_impl": "sdpa"} if "HELIX" in variant else {},
-                                    tokens=args.tokens, batch=batch, setup=setup)
-            print(f"{variant:13s} B={batch:2d} {setting:18s} {r.step_ms:8.1f} ms {r.peak_gb:.3f} GB {r.status}",
-                  flush=True)
+step_per_setting(apply, args.settings, args.batch, args.variants, args.tokens, args.steps)

@@ -12,7 +12,7 @@ setting twice to see the drift between runs. Prints step time and peak memory pe
 import argparse
 
 from helix.ops.selective_scan import triton as scan
-from helix.reporting import table1
+from ab_common import step_per_setting
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--batch", type=int, nargs="+", default=[8])
@@ -34,13 +34,4 @@ def apply(setting: str) -> None:
         cfg.bwd_next, cfg.bwd_smem, cfg.bwd_maxnreg = parts[0], smem, cap
 
 
-names = {"Pure Mamba": "pure_mamba_raw", "HELIX (SDPA)": "helix_raw"}
-setup = table1.BenchSetup("cuda", num_classes=1313, steps=args.steps, warmup=1)
-for batch in args.batch:
-    for variant in args.variants:
-        for setting in args.settings:
-            apply(setting)
-            r = table1.measure_step(variant, names[variant], {"attention_impl": "sdpa"} if "HELIX" in variant else {},
-                                    tokens=args.tokens, batch=batch, setup=setup)
-            print(f"{variant:13s} B={batch:2d} {setting:18s} {r.step_ms:8.1f} ms {r.peak_gb:.3f} GB {r.status}",
-                  flush=True)
+step_per_setting(apply, args.settings, args.batch, args.variants, args.tokens, args.steps)
