@@ -118,10 +118,10 @@ def test_every_variant_compiles_for_sm90(changes, shuffles):
 def test_the_shifted_decay_takes_one_exponential_per_element(smem):
     """``ScanConfig(bwd_next="shift")``: a_{t+1} is a_t's tile one step on, a register copy, so the channel
     loop issues 32 MUFU (+ 5 for the per-step softplus and sigmoids) instead of 64 (+ 6); the kernel's
-    whole count here is 40 against 73. With the accumulators in shared memory nothing spills."""
-    base = _compile_sm90(ACC_SMEM=smem != "none", BC_SMEM=smem == "acc+bc", PREFETCH=True)
+    whole count here is 40 against 73 (the test above asserts >= 64 without the shift). With the accumulators
+    in shared memory nothing spills."""
     shift = _compile_sm90(ACC_SMEM=smem != "none", BC_SMEM=smem == "acc+bc", PREFETCH=True, SHIFT_A=True)
-    assert shift["mufu"] <= 40 < 64 <= base["mufu"], (base, shift)
+    assert shift["mufu"] <= 40, shift
     assert shift["shfl"] <= 16, shift
     if smem != "none":
         assert shift["stl"] == 0, shift

@@ -375,7 +375,13 @@ _DX_BT = 1024
 FWD_GROUPS = True
 """The forward through :func:`_conv_fwd` (in-register taps on interior tiles), else :func:`_conv_fwd_taps`;
 the same bits either way. Offline the groups issue half the instructions and a sixth of the loads of
-the taps (module docstring); their H200 time is benchmarks/ab_conv_fwd.py's to measure."""
+the taps (module docstring); on the H200 0.426 -> 0.261 ms at B=8, C=1,024, L=30,000
+(benchmarks/ab_conv_fwd.py, RESULTS.md section 24)."""
+INTERPRET_GROUPS = False
+"""Whether CPU tensors (Triton's interpreter) take the groups path too. Interpreted, its many register
+slices cost ~3x the taps code's time (13.7 against 4.7 s at 2 x 64 x 3,000), and every CPU test of a
+block or model runs the conv; the same bits either way, so only tests/ops/test_causal_conv_triton.py
+turns it on, to test the groups path itself."""
 DPRE_LOW_PRECISION = True
 """dpre's scratch in x's dtype when that is 16-bit (else fp32): dx rounds to that dtype anyway, and
 dweight, dbias sum the fp32 values in registers. 10 instead of 14 bytes per element in bf16."""
@@ -421,7 +427,7 @@ def conv_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, bidirectiona
     args = (x, w, b, lengths if lengths is not None else b, out, C, L, C // 2, int(bidirectional),
             x.stride(0), x.stride(1))
     meta = dict(K=K, BC=_BC, BT=bt, HAS_LEN=lengths is not None, num_warps=_fwd_warps(bt))
-    if FWD_GROUPS:
+    if FWD_GROUPS and (x.is_cuda or INTERPRET_GROUPS):
         _conv_fwd[grid](*args, **meta, ALIGNED=L > bt and _rows_aligned(x, out))
     else:
         _conv_fwd_taps[grid](*args, **meta)
