@@ -269,27 +269,19 @@ if AVAILABLE:
                     hx = h - x  # a_t h_{t-1}
                 # adjoint g_t = dy_t C_t + a_{t+1} g_{t+1} + the carry from the next chunk: a forward
                 # scan on the flipped tiles (in-thread, so the flips are free)
-                if not SHIFT_A:
-                    if not PREFETCH:
-                        rowK = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 0, 1)
-                        Kn = gl.load(K_ptr + rowK * N + n, mask=mask_n, other=0.0).to(gl.float32)
-                    if BC_SMEM:
-                        Ct = C_s.load(COL)
-                    an = _flip(gl.exp2(dtn_s.load(TS)[:, None] * A2[None, :]), 0)
-                    gy = _flip(dy_b[:, None] * Ct, 0)
-                    _, gr = gl.associative_scan((an, gl.where(first, gy + an * Kn[None, :], gy)), 0, _combine)
-                    gg = _flip(gr, 0)
-                else:  # a_{t+1} is a's tile one step on; at the chunk's last step 1 (K holds the next decay)
-                    if not PREFETCH:
-                        rowK = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 0, 1)
-                        Kn = gl.load(K_ptr + rowK * N + n, mask=mask_n, other=0.0).to(gl.float32)
-                    if BC_SMEM:
-                        Ct = C_s.load(COL)
+                if not PREFETCH:
+                    rowK = (b * Dtot + d) * (n_chunks + 1) + c + gl.where(rev, 0, 1)
+                    Kn = gl.load(K_ptr + rowK * N + n, mask=mask_n, other=0.0).to(gl.float32)
+                if BC_SMEM:
+                    Ct = C_s.load(COL)
+                if SHIFT_A:  # a_{t+1} is a's tile one step on; at the chunk's last step 1 (K holds the next decay)
                     an = _shift_prev(_flip(a, 0), gl.full([BLOCK_T, BLOCK_N], 1.0, gl.float32, COL),
                                      gl.zeros([BLOCK_T, BLOCK_N], gl.float32, COL), 0)
-                    gy = _flip(dy_b[:, None] * Ct, 0)
-                    _, gr = gl.associative_scan((an, gl.where(first, gy + Kn[None, :], gy)), 0, _combine)
-                    gg = _flip(gr, 0)
+                else:
+                    an = _flip(gl.exp2(dtn_s.load(TS)[:, None] * A2[None, :]), 0)
+                gy = _flip(dy_b[:, None] * Ct, 0)
+                _, gr = gl.associative_scan((an, gl.where(first, gy + an * Kn[None, :], gy)), 0, _combine)
+                gg = _flip(gr, 0)
                 gh = gg * hx
                 if BC_SMEM:
                     Bt = B_s.load(COL)

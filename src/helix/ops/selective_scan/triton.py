@@ -323,8 +323,8 @@ class ScanConfig:
     per element; ``"shift"`` (the default), a_t's tile one step on (register order: the adjoint's scan then
     runs while a_t is live, and a_t h_{t-1} is h's tile one step back times a_t). With the accumulators in
     shared memory its channel loop issues 903 instructions without spills against 1,090 with 28/35 spill
-    stores/loads (offline, Triton 3.6, sm_90); on the H200 the 300 s step at B=8 took 1.7 ms less for both
-    models (RESULTS.md section 24).
+    stores/loads (offline, Triton 3.6, sm_90); on the H200 the 300 s step took 1.7-4.7 ms less at B=8 and
+    10-16 ms less at B=32, for both models (RESULTS.md section 24).
     """
 
     def __init__(self, block_t: int = 32, dg: int = 128, num_warps: int = 1, bwd_dg: int | None = None,
