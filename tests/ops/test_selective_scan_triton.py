@@ -391,6 +391,7 @@ def test_chunk_carries_are_computed_in_place(n, dtype):
         assert not (out[:, :, n] if descending else out[:, :, 0]).any()  # the zero row
 
 
+@pytest.mark.shipped_fill
 def test_default_launch_shape_follows_the_measured_sweep():
     """Defaults (RESULTS.md section 9): 128 channels per program at 300 s; a 5 s batch of 32 spreads the
     forward-side kernels over more programs; _bwd_scan keeps 128 everywhere."""
