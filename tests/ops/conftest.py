@@ -22,8 +22,6 @@ if not torch.cuda.is_available():
 # BiMamba block's time). Any other combine, or other dtypes, take the interpreter's own operations.
 _NUMPY_COMBINES = {
     "helix.ops.selective_scan.chunk_state._combine": lambda a_l, x_l, a_r, x_r: (a_l * a_r, a_r * x_l + x_r),
-    "helix.ops.selective_scan.chunk_state._prev_combine":
-        lambda v_l, p_l, m_l, v_r, p_r, m_r: (v_r, np.where(m_r > 0.0, p_r, v_l), np.maximum(m_r, m_r.dtype.type(1.0))),
     "helix.ops.selective_scan.chunk_state._right": lambda l, r: r,
 }
 

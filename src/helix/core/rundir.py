@@ -26,6 +26,7 @@ import platform
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -209,6 +210,9 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
+TB_CLOSE_TIMEOUT = 10.0  # seconds RunLogger.close waits for TensorBoard's writer thread
+
+
 class RunLogger:
     """Writes the run folder (a no-op on ranks other than 0)."""
 
@@ -281,6 +285,16 @@ class RunLogger:
         if self.enabled:
             (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    def close(self) -> None:
-        if self._tb:
-            self._tb.close()
+    def close(self, timeout: float = TB_CLOSE_TIMEOUT) -> None:
+        """Close TensorBoard's writer, waiting at most ``timeout`` seconds for its thread. Once, after a Ctrl-C,
+        a run's exit joined that thread while it still waited on its queue, for more than a minute
+        (tests/training/test_runfolder.py). The thread is a daemon, so the process still exits; the jsonl
+        logs hold every figure the events would have, and ``events.jsonl`` records the timeout."""
+        if not self._tb:
+            return
+        tb, self._tb = self._tb, False
+        closer = threading.Thread(target=tb.close, name="helix-tb-close", daemon=True)
+        closer.start()
+        closer.join(timeout)
+        if closer.is_alive():
+            self.log_event({"event": "tensorboard_close_timeout", "seconds": timeout})
