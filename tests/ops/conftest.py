@@ -26,6 +26,14 @@ _NUMPY_COMBINES = {
 }
 
 
+# integer reduces exact in any order: tl.flip's xor-sum
+_NUMPY_REDUCES = {"triton.language.standard._xor_combine": np.bitwise_xor}
+
+
+def _qualified(fn) -> str:
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__name__', '')}"
+
+
 def _numpy_scan(fn, data, axis):
     """The inclusive left fold of ``fn`` along ``axis`` on NumPy arrays."""
     outs = [np.empty_like(d) for d in data]
@@ -50,8 +58,7 @@ def _vectorised_generic_scan(self, input):
     """
     axis = self.axis
     data = [arg.handle.data for arg in input]
-    fn = self.combine_fn.fn
-    numpy_fn = _NUMPY_COMBINES.get(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__name__', '')}")
+    numpy_fn = _NUMPY_COMBINES.get(_qualified(self.combine_fn.fn))
     if numpy_fn is not None and all(d.dtype == np.float32 for d in data):
         return [self.to_tensor(out, arg.dtype) for out, arg in zip(_numpy_scan(numpy_fn, data, axis), input)]
     outs = [np.empty_like(d) for d in data]
@@ -75,7 +82,8 @@ def _vectorised_generic_scan(self, input):
 def _vectorised_generic_reduce(self, input):
     """The interpreter's generic reduce (``tl.flip`` goes through one: an xor-sum), vectorised the
     same way: combine(acc, slice k) for k along the axis on whole slices, where upstream calls the
-    combine function once per element (``tl.flip`` in the scan backward took minutes per test)."""
+    combine function once per element (``tl.flip`` in the scan backward took minutes per test).
+    The xor-sum itself runs as NumPy (``_NUMPY_REDUCES``)."""
     import triton.language as tl
 
     original_axis = self.axis
@@ -86,10 +94,14 @@ def _vectorised_generic_reduce(self, input):
         return tuple(self.to_tensor(np.ascontiguousarray(np.take(d, i, axis=axis)), arg.dtype)
                      for d, arg in zip(data, input))
 
-    acc = wrap(0)
-    for k in range(1, data[0].shape[axis]):
-        ret = self.combine_fn.fn(*acc, *wrap(k))
-        acc = ret if isinstance(ret, tuple) else (ret,)
+    ufunc = _NUMPY_REDUCES.get(_qualified(self.combine_fn.fn))
+    if ufunc is not None and len(data) == 1 and np.issubdtype(data[0].dtype, np.integer):
+        acc = (ufunc.reduce(data[0], axis=axis),)
+    else:
+        acc = wrap(0)
+        for k in range(1, data[0].shape[axis]):
+            ret = self.combine_fn.fn(*acc, *wrap(k))
+            acc = ret if isinstance(ret, tuple) else (ret,)
     out_shape = data[0].shape[:axis] + data[0].shape[axis + 1:]
     ret = []
     for a, arg, d in zip(acc, input, data):

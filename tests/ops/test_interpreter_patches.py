@@ -15,6 +15,8 @@ import torch
 triton = pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 
+from helix.ops.selective_scan import chunk_state  # noqa: E402
+
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="interpreter only")
 
 
@@ -84,3 +86,44 @@ def _original(interpreter, cls, name):
     namespace = dict(vars(interpreter))
     exec(compile(code, interpreter.__file__, "exec"), namespace)
     return namespace[name]
+
+
+@triton.jit
+def _scan_kernel(a_ptr, x_ptr, h_ptr, p_ptr, pin_ptr, flip_ptr, R: tl.constexpr, C: tl.constexpr):
+    offs = tl.arange(0, R)[:, None] * C + tl.arange(0, C)[None, :]
+    a, x = tl.load(a_ptr + offs), tl.load(x_ptr + offs)
+    p, h = tl.associative_scan((a, x), 0, chunk_state._combine)
+    tl.store(h_ptr + offs, h)
+    tl.store(p_ptr + offs, p)
+    tl.store(pin_ptr + offs, chunk_state._pin(x * a))
+    tl.store(flip_ptr + offs, tl.flip(h, 0))
+
+
+def _run_scans(R=32, C=16):
+    g = torch.Generator().manual_seed(1)
+    a, x = torch.rand(R, C, generator=g) * 0.5 + 0.5, torch.randn(R, C, generator=g)
+    outs = [torch.empty(R, C) for _ in range(4)]
+    _scan_kernel[(1,)](a, x, *outs, R=R, C=C)
+    return a, x, outs
+
+
+def test_the_kernels_combines_as_numpy_equal_the_interpreters_own(monkeypatch):
+    """``_NUMPY_COMBINES`` / ``_NUMPY_REDUCES``: the scans' ``_combine`` and ``_right`` (``_pin``) and tl.flip's
+    xor-sum give the same bits as the interpreter running the Triton functions, and they are taken."""
+    import conftest
+
+    taken = []
+    numpy_scan = conftest._numpy_scan
+    monkeypatch.setattr(conftest, "_numpy_scan", lambda fn, *a: taken.append(fn) or numpy_scan(fn, *a))
+    a, x, fast = _run_scans()
+    assert {conftest._NUMPY_COMBINES[k] for k in conftest._NUMPY_COMBINES} <= set(taken)
+    h, want = fast[0], torch.zeros_like(x[0])
+    for t in range(x.shape[0]):  # the recurrence itself, in float64
+        want = a[t].double() * want + x[t].double()
+        torch.testing.assert_close(h[t].double(), want, rtol=1e-5, atol=1e-6)
+    assert torch.equal(fast[2], x * a) and torch.equal(fast[3], h.flip(0))
+    monkeypatch.setattr(conftest, "_NUMPY_COMBINES", {})
+    monkeypatch.setattr(conftest, "_NUMPY_REDUCES", {})
+    _, _, slow = _run_scans()
+    for ours, theirs in zip(fast, slow):
+        assert torch.equal(ours, theirs)
