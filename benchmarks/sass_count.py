@@ -95,8 +95,8 @@ def resource_usage(compiled) -> str:
     return f"REG {m.group(1)} STACK {m.group(2)} SHARED {m.group(3)} LOCAL {m.group(4)}" if m else out.strip()
 
 
-def opcode_counts(sass: str) -> tuple[collections.Counter, collections.Counter]:
-    """(whole kernel, largest loop body) opcode counts."""
+def instructions(sass: str) -> tuple[list, list]:
+    """(whole kernel, largest loop body) as (opcode with its modifiers, operands) pairs."""
     labels, ins = {}, []
     for line in sass.splitlines():
         m = re.match(r"^(\.L_x_\d+):", line.strip())
@@ -105,16 +105,39 @@ def opcode_counts(sass: str) -> tuple[collections.Counter, collections.Counter]:
             continue
         m = re.search(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)(.*)", line)
         if m:
-            ins.append((m.group(1).split(".")[0], m.group(2)))
+            ins.append((m.group(1), m.group(2)))
     loop = None
     for i, (op, rest) in enumerate(ins):
-        target = re.search(r"(\.L_x_\d+)", rest) if op == "BRA" else None
+        target = re.search(r"(\.L_x_\d+)", rest) if op.split(".")[0] == "BRA" else None
         if target and labels.get(target.group(1), len(ins)) <= i:
             span = (labels[target.group(1)], i)
             if loop is None or span[1] - span[0] > loop[1] - loop[0]:
                 loop = span
-    body = ins[loop[0]:loop[1] + 1] if loop else []
-    return collections.Counter(op for op, _ in ins), collections.Counter(op for op, _ in body)
+    return ins, (ins[loop[0]:loop[1] + 1] if loop else [])
+
+
+def opcode_counts(sass: str) -> tuple[collections.Counter, collections.Counter]:
+    """(whole kernel, largest loop body) opcode counts."""
+    whole, body = instructions(sass)
+    return tuple(collections.Counter(op.split(".")[0] for op, _ in part) for part in (whole, body))
+
+
+def smem_cycles(body: list) -> int:
+    """Cycles of the SM's shared-memory pipe (128 bytes each) that ``body``'s shared-memory instructions
+    take for one warp, if none has bank conflicts: a 32-lane LDS/STS moves 4, 8 or 16 bytes per lane
+    (1, 2 or 4 cycles); an LDS whose address is uniform (no per-lane register) is a broadcast (1 cycle);
+    LDSM/STSM move one 8x8 16-bit matrix per cycle (``.2``, ``.4``: two, four). Shuffles are not counted."""
+    cycles = 0
+    for op, rest in body:
+        base, *mods = op.split(".")
+        if base in ("LDS", "STS"):
+            width = 16 if "128" in mods else 8 if "64" in mods else 4
+            address = re.search(r"\[([^\]]*)\]", rest)
+            uniform = address is not None and not re.search(r"(?<!U)R\d", address.group(1))
+            cycles += 1 if base == "LDS" and uniform else width * 32 // 128
+        elif base in ("LDSM", "STSM"):
+            cycles += 4 if "4" in mods else 2 if "2" in mods else 1
+    return cycles
 
 
 def main(argv=None) -> None:
@@ -131,13 +154,15 @@ def main(argv=None) -> None:
         # the serial forward at the channels per program its fill gives at 300 s, B=8 (2,048 programs)
         serial = dict(DG=8, SAVE_H=True) if name.startswith("fwd_serial") else {}
         compiled = compile_sm90(fn, dict(META, COLUMNS=True, **serial))
-        whole, loop = opcode_counts(disassemble(compiled))
+        sass = disassemble(compiled)
+        whole, loop = opcode_counts(sass)
         spills = compiled.asm["ptx"].count("st.local")
         converts = compiled.asm["ttgir"].count("convert_layout")
         for label, counts in (("kernel", whole), ("channel loop", loop)):
             shown = " ".join(f"{k} {counts[k]}" for k in SHOWN)
             print(f"{name:4s} {label:13s} total {sum(counts.values()):5d} | {shown}")
-        print(f"{name:4s} layout conversions {converts}, local stores in PTX {spills}")
+        print(f"{name:4s} layout conversions {converts}, local stores in PTX {spills}, channel loop's shared-memory "
+              f"pipe cycles (conflict-free) {smem_cycles(instructions(sass)[1])}")
         print(f"{name:4s} {resource_usage(compiled)} | n_regs {getattr(compiled.metadata, 'n_regs', '-')}"
               f" | STL/LDL kernel {whole['STL']}/{whole['LDL']} loop {loop['STL']}/{loop['LDL']}")
 

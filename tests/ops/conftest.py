@@ -18,8 +18,8 @@ if not torch.cuda.is_available():
 
 # The scans' combine functions written in NumPy: the same float32 operations, in the same order, as the
 # interpreter performs for the Triton function (one rounding per multiply and per add, no FMA), without
-# its per-operation type checks and broadcasts (the scan kernels' combines were ~40% of an interpreted
-# BiMamba block's time). Any other combine, or other dtypes, take the interpreter's own operations.
+# its per-operation type checks and broadcasts (an interpreted BiMamba block: 37.9 -> 24.0 s,
+# benchmarks/bench_interpreter_block.py). Any other combine, or other dtypes, take the interpreter's own operations.
 _NUMPY_COMBINES = {
     "helix.ops.selective_scan.chunk_state._combine": lambda a_l, x_l, a_r, x_r: (a_l * a_r, a_r * x_l + x_r),
     "helix.ops.selective_scan.chunk_state._right": lambda l, r: r,
@@ -169,8 +169,9 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 def _interpreted_launches_keep_their_channels(request, monkeypatch):
     """On the interpreter the shipped scan configs do not split small launches into more programs
     (``fill=0``): it runs programs one after another, so a split only repeats each program's loads and
-    setup (an interpreted BiMamba block took ~35% longer with it; same bits either way). Tests of the
-    splitting itself pass ``fill`` explicitly; ``@pytest.mark.shipped_fill`` keeps the shipped value."""
+    setup (an interpreted BiMamba block: 24.0 -> 17.1 s without it, same bits;
+    benchmarks/bench_interpreter_block.py). Tests of the splitting itself pass ``fill`` explicitly;
+    ``@pytest.mark.shipped_fill`` keeps the shipped value."""
     if os.environ.get("TRITON_INTERPRET") == "1" and not request.node.get_closest_marker("shipped_fill"):
         try:
             from helix.ops.selective_scan import triton as kernels
